@@ -1,0 +1,5 @@
+"""``python -m bootbox`` runs the CLI."""
+
+from bootbox.cli import main
+
+main()

@@ -1,0 +1,210 @@
+"""Wiring: Settings → Store → plugins → BootService → servers, in one process.
+
+``Appliance`` owns every thread and socket it starts and closes them all on ``stop()``, in the
+reverse order, flushing hosts and events last. ``bootbox serve`` is a thin shell around it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any, Protocol
+
+from bootbox.config import Settings
+from bootbox.errors import BootboxError, NotFound
+from bootbox.journal import Journal
+from bootbox.model import Profile
+from bootbox.net.proxydhcp import ProxyDhcpServer
+from bootbox.net.tftp import TftpServer
+from bootbox.plugins import make_plugin_manager
+from bootbox.service import BootService
+from bootbox.store.tinydb import TinyDBStore
+from bootbox.token import load_or_create_token
+from bootbox.web import create_app
+from bootbox.web.server import HttpServer
+
+log = logging.getLogger("bootbox")
+
+DEMO_CMDLINE = "console=ttyS0,115200n8 console=tty0 bootbox.mac={mac} bootbox.callback={callback}"
+
+
+class Server(Protocol):
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+def ensure_demo_profile(service: BootService, settings: Settings) -> None:
+    """Create the demo profile (a Debian kernel + a busybox initramfs that reports in) once.
+
+    Building it downloads Debian's kernel package the first time, so a failure is a warning:
+    the appliance still runs, and hosts are told the profile is missing.
+    """
+    if not settings.demo.enabled:
+        return
+    try:
+        service.profile(settings.demo.profile)
+        return
+    except NotFound:
+        pass
+    from bootbox.demo import build_demo_assets
+
+    log.info("building the demo profile %r (first start only)", settings.demo.profile)
+    try:
+        assets = build_demo_assets(settings.state_path / "demo")
+    except Exception as exc:
+        log.warning("could not build the demo profile: %s", exc)
+        return
+    service.put_profile(
+        Profile(
+            name=settings.demo.profile,
+            kind="linux",
+            spec={"kernel": str(assets.kernel), "initrd": [str(assets.initrd)], "cmdline": DEMO_CMDLINE},
+            description=f"demo: Debian kernel {assets.kernel_version} + busybox initramfs that reports in",
+        )
+    )
+
+
+class Appliance:
+    """One bootbox: store, plugins, service and the DHCP, TFTP and HTTP servers."""
+
+    def __init__(self, settings: Settings, *, load_entrypoints: bool = True, extra_plugins: tuple[object, ...] = ()) -> None:
+        self.settings = settings
+        self._load_entrypoints = load_entrypoints
+        self._extra_plugins = extra_plugins
+        self.service: BootService | None = None
+        self.servers: dict[str, Server] = {}
+        self._closers: list[Any] = []
+        self._stopped = threading.Event()
+
+    def start(self) -> None:
+        """Open the store (taking the state-dir lock), load plugins, start every server."""
+        settings = self.settings
+        try:
+            settings.state_path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            store = TinyDBStore(settings.state_path)
+            self._closers.append(store.close)
+            journal = Journal(settings.state_path / "events.jsonl")
+            journal.start()
+            self._closers.append(journal.close)
+            pm = make_plugin_manager(
+                load_entrypoints=self._load_entrypoints,
+                blocked=settings.disable_plugins,
+                extra_plugins=self._extra_plugins,
+            )
+            service = BootService(settings, store, journal, pm)
+            service.start()
+            self._closers.append(service.close)
+            self.service = service
+            ensure_demo_profile(service, settings)
+            token = load_or_create_token(settings.state_path)
+            app = create_app(service, token=token, status=self.status)
+            self._start_server(
+                "http",
+                HttpServer(
+                    app,
+                    host=settings.http.bind_address,
+                    port=settings.http.port,
+                    threads=settings.http.threads,
+                    connection_limit=settings.http.connection_limit,
+                ),
+            )
+            if settings.tftp.enabled:
+                self._start_server(
+                    "tftp",
+                    TftpServer(
+                        open_file=service.open_tftp,
+                        on_transfer=service.tftp_done,
+                        bind_address=settings.tftp.bind_address,
+                        port=settings.tftp.port,
+                        timeout=settings.tftp.timeout,
+                        retries=settings.tftp.retries,
+                    ),
+                )
+            if settings.dhcp.enabled:
+                self._start_server(
+                    "dhcp",
+                    ProxyDhcpServer(
+                        decide=service.decide,
+                        on_answer=service.dhcp_answered,
+                        bind_address=settings.dhcp.bind_address,
+                        interface=settings.dhcp.interface or None,
+                        server_port=settings.dhcp.port,
+                        boot_server_port=settings.dhcp.boot_server_port,
+                        client_port=settings.dhcp.client_port,
+                    ),
+                )
+        except BaseException:
+            self.stop()
+            raise
+        log.info("bootbox is up: %s", ", ".join(f"{name} {self._describe(name)}" for name in self.servers))
+
+    def _start_server(self, name: str, server: Server) -> None:
+        try:
+            server.start()
+        except PermissionError as exc:
+            raise BootboxError(f"{exc}. Run as root, or grant CAP_NET_BIND_SERVICE, or use ports above 1023") from exc
+        except OSError as exc:
+            raise BootboxError(str(exc)) from exc
+        self.servers[name] = server
+
+    def _describe(self, name: str) -> str:
+        server = self.servers[name]
+        if name == "dhcp":
+            return f"udp/{getattr(server, 'port', '?')}+{getattr(server, 'boot_server_port', '?')}"
+        if name == "tftp":
+            return f"udp/{getattr(server, 'port', '?')}"
+        return f"tcp/{getattr(server, 'port', '?')}"
+
+    def status(self) -> dict[str, Any]:
+        """Per-server counters for ``/api/v1/status``."""
+        return {name: dict(getattr(server, "stats", {}) or {}) for name, server in self.servers.items()}
+
+    def ports(self) -> dict[str, int]:
+        return {name: int(getattr(server, "port", 0)) for name, server in self.servers.items()}
+
+    def stop(self) -> None:
+        """Stop servers (newest first), then flush and close the service, journal and store."""
+        for name in reversed(list(self.servers)):
+            try:
+                self.servers[name].stop()
+            except Exception:
+                log.exception("stopping the %s server failed", name)
+        self.servers.clear()
+        for close in reversed(self._closers):
+            try:
+                close()
+            except Exception:
+                log.exception("closing %s failed", getattr(close, "__qualname__", close))
+        self._closers.clear()
+        self._stopped.set()
+
+    def serve_forever(self) -> None:
+        """Run until SIGINT or SIGTERM, then stop cleanly."""
+        stop = threading.Event()
+
+        def on_signal(signum: int, frame: object) -> None:
+            log.info("received %s, stopping", signal.Signals(signum).name)
+            stop.set()
+
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            while not stop.wait(1.0):
+                pass
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.stop()
+            log.info("bootbox stopped (pid %d)", os.getpid())
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+
+

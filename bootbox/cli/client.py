@@ -1,0 +1,74 @@
+"""A small JSON client for the appliance's API: how the CLI talks to a running bootbox.
+
+Standard library only (urllib), so the CLI adds no dependency. Errors come back as
+:class:`bootbox.BootboxError` carrying the server's message, so the CLI shows one line.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+from bootbox.errors import BootboxError, Conflict, NotFound, Unauthorized, ValidationError
+
+
+class ApiClient:
+    def __init__(self, base_url: str, token: str | None = None, timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+
+    def request(self, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None) -> Any:
+        url = f"{self.base_url}/api/v1{path}"
+        if query:
+            url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(url, data=data, method=method)
+        request.add_header("Accept", "application/json")
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            raise _error_from(exc) from None
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise BootboxError(
+                f"cannot reach the appliance at {self.base_url} ({reason}). "
+                "Is `bootbox serve` running? Point --url or BOOTBOX_URL at it."
+            ) from None
+
+    def get(self, path: str, **query: Any) -> Any:
+        return self.request("GET", path, query=query or None)
+
+    def post(self, path: str, body: Any) -> Any:
+        return self.request("POST", path, body)
+
+    def put(self, path: str, body: Any) -> Any:
+        return self.request("PUT", path, body)
+
+    def delete(self, path: str) -> Any:
+        return self.request("DELETE", path)
+
+
+def _error_from(exc: urllib.error.HTTPError) -> BootboxError:
+    try:
+        error = json.loads(exc.read() or b"{}").get("error", {})
+    except (ValueError, AttributeError):
+        error = {}
+    message = error.get("message") or f"HTTP {exc.code} {exc.reason}"
+    if exc.code == 404:
+        return NotFound(message)
+    if exc.code == 401:
+        return Unauthorized(message + " (run as root so the CLI can read the token, or set BOOTBOX_TOKEN)")
+    if exc.code == 409:
+        return Conflict(message)
+    if exc.code == 422 and error.get("field"):
+        return ValidationError(error["field"], message.split(": ", 1)[-1])
+    return BootboxError(message)

@@ -1,0 +1,29 @@
+"""``bootbox config …``: the effective configuration after file, environment and defaults."""
+
+from __future__ import annotations
+
+import typer
+
+from bootbox.cli.common import JsonOption, print_json, state
+
+app = typer.Typer(help="The appliance's configuration.", no_args_is_help=True)
+
+
+def _flatten(prefix: str, value: object) -> list[tuple[str, object]]:
+    if isinstance(value, dict):
+        items: list[tuple[str, object]] = []
+        for key, inner in value.items():
+            items += _flatten(f"{prefix}.{key}" if prefix else str(key), inner)
+        return items
+    return [(prefix, value)]
+
+
+@app.command("show")
+def show_config(ctx: typer.Context, json: JsonOption = False) -> None:
+    """Print every setting with its effective value (validates the config on the way)."""
+    data = state(ctx).settings().to_dict()
+    if json:
+        print_json(data)
+        return
+    for key, value in _flatten("", data):
+        typer.echo(f"{key} = {value!r}")

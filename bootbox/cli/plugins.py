@@ -1,0 +1,21 @@
+"""``bootbox plugin …``: which plugins are installed and which hooks each implements."""
+
+from __future__ import annotations
+
+import typer
+
+from bootbox.cli.common import JsonOption, print_json, print_table, state
+from bootbox.plugins import make_plugin_manager, plugin_infos
+
+app = typer.Typer(help="Installed plugins.", no_args_is_help=True)
+
+
+@app.command("list")
+def list_plugins(ctx: typer.Context, json: JsonOption = False) -> None:
+    """List plugins (built-in and from the `bootbox` entry-point group), versions and hooks."""
+    settings = state(ctx).settings()
+    infos = plugin_infos(make_plugin_manager(blocked=settings.disable_plugins))
+    if json:
+        print_json([info.to_dict() for info in infos])
+        return
+    print_table(["name", "version", "source", "hooks"], [[i.name, i.version, i.source, ", ".join(i.hooks)] for i in infos])

@@ -1,0 +1,241 @@
+"""Settings: one TOML file, overridable by ``BOOTBOX_*`` environment variables and CLI flags.
+
+Every default lives here (and is documented key by key in ``appliance/bootbox.toml``). Loading
+validates types and values up front and names the offending key, so a typo fails at start-up
+instead of at the first PXE boot.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from bootbox.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("/etc/bootbox/bootbox.toml")
+
+# Client architecture (DHCP option 93) → first-stage loader for plain PXE ROMs and UEFI HTTP.
+# iPXE clients never get these: they get the HTTP script URL (see policy.py).
+DEFAULT_LOADERS: dict[str, str] = {
+    "0": "undionly.kpxe",  # x86 BIOS
+    "7": "snponly.efi",  # x64 UEFI (IANA numbering)
+    "9": "snponly.efi",  # x64 UEFI (RFC 4578 numbering; real firmware sends 7)
+    "16": "snponly.efi",  # x64 UEFI HTTP boot: served over HTTP
+}
+
+
+@dataclass(frozen=True)
+class DhcpSettings:
+    enabled: bool = True
+    mode: str = "proxy"
+    interface: str = ""
+    bind_address: str = "0.0.0.0"
+    port: int = 67
+    boot_server_port: int = 4011
+    client_port: int = 68
+    loaders: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_LOADERS))
+
+
+@dataclass(frozen=True)
+class TftpSettings:
+    enabled: bool = True
+    bind_address: str = "0.0.0.0"
+    port: int = 69
+    root: str = "/usr/lib/ipxe"
+    timeout: float = 1.0
+    retries: int = 5
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    bind_address: str = "0.0.0.0"
+    port: int = 8080
+    threads: int = 16
+    connection_limit: int = 1000
+    public_url: str = ""
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    enabled: bool = True
+    profile: str = "demo"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole configuration; immutable once loaded."""
+
+    state_dir: str = "/var/lib/bootbox"
+    server_address: str = ""
+    default_profile: str = "demo"
+    log_level: str = "info"
+    retry_seconds: int = 60
+    disable_plugins: tuple[str, ...] = ()
+    dhcp: DhcpSettings = field(default_factory=DhcpSettings)
+    tftp: TftpSettings = field(default_factory=TftpSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
+    demo: DemoSettings = field(default_factory=DemoSettings)
+
+    @property
+    def state_path(self) -> Path:
+        return Path(self.state_dir)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_SECTIONS = {"dhcp": DhcpSettings, "tftp": TftpSettings, "http": HttpSettings, "demo": DemoSettings}
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    """Convert ``value`` to the type of ``default`` or raise ConfigError naming ``key``."""
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return value.lower() in ("1", "true", "yes", "on")
+        raise ConfigError(key, f"expected true or false, got {value!r}")
+    if isinstance(default, int):
+        try:
+            if isinstance(value, float) or (isinstance(value, str) and not value.strip().lstrip("-").isdigit()):
+                raise ValueError
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(key, f"expected a whole number, got {value!r}") from None
+    if isinstance(default, float):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(key, f"expected a number, got {value!r}") from None
+    if isinstance(default, tuple):
+        if isinstance(value, str):
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise ConfigError(key, f"expected a list of names, got {value!r}")
+    if isinstance(default, Mapping):
+        if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
+            raise ConfigError(key, f"expected a table of names, got {value!r}")
+        return {**default, **{str(k): v for k, v in value.items()}}  # merges; "" switches an entry off
+    if not isinstance(value, str):
+        raise ConfigError(key, f"expected a string, got {value!r}")
+    return value
+
+
+def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"{prefix}{key}", f"unknown setting; known: {', '.join(sorted(known))}")
+    defaults = cls()
+    values: dict[str, Any] = {}
+    for name, value in data.items():
+        if name in _SECTIONS and cls is Settings:
+            if not isinstance(value, Mapping):
+                raise ConfigError(name, "expected a [section] table")
+            values[name] = _build(_SECTIONS[name], value, f"{name}.")
+        else:
+            values[name] = _coerce(f"{prefix}{name}", value, getattr(defaults, name))
+    return cls(**values)
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    """``BOOTBOX_HTTP_PORT=9000`` → ``{"http": {"port": "9000"}}``; ``BOOTBOX_STATE_DIR`` → top level."""
+    top = {f.name for f in dataclasses.fields(Settings)}
+    result: dict[str, Any] = {}
+    for name, value in env.items():
+        if not name.startswith("BOOTBOX_") or name in ("BOOTBOX_CONFIG", "BOOTBOX_URL", "BOOTBOX_TOKEN"):
+            continue
+        key = name[len("BOOTBOX_") :].lower()
+        section, _, rest = key.partition("_")
+        if section in _SECTIONS and rest:
+            result.setdefault(section, {})[rest] = value
+        elif key in top:
+            result[key] = value
+        else:
+            raise ConfigError(name, "unknown environment setting")
+    return result
+
+
+def _validate(settings: Settings) -> None:
+    for key, port in (
+        ("dhcp.port", settings.dhcp.port),
+        ("dhcp.boot_server_port", settings.dhcp.boot_server_port),
+        ("dhcp.client_port", settings.dhcp.client_port),
+        ("tftp.port", settings.tftp.port),
+        ("http.port", settings.http.port),
+    ):
+        if not 0 <= port <= 65535:
+            raise ConfigError(key, f"port {port} is outside 0..65535")
+    for key, addr in (
+        ("dhcp.bind_address", settings.dhcp.bind_address),
+        ("tftp.bind_address", settings.tftp.bind_address),
+        ("http.bind_address", settings.http.bind_address),
+    ):
+        try:
+            ipaddress.ip_address(addr)
+        except ValueError:
+            raise ConfigError(key, f"{addr!r} is not an IP address") from None
+    if settings.server_address:
+        try:
+            ipaddress.IPv4Address(settings.server_address)
+        except ValueError:
+            raise ConfigError("server_address", f"{settings.server_address!r} is not an IPv4 address") from None
+    if settings.dhcp.mode not in ("proxy",):
+        raise ConfigError("dhcp.mode", f"{settings.dhcp.mode!r} is not supported; use \"proxy\"")
+    for code in settings.dhcp.loaders:
+        if not code.isdigit() or int(code) > 65535:
+            raise ConfigError(f"dhcp.loaders.{code}", "keys are DHCP client-architecture numbers (option 93)")
+    if settings.log_level.lower() not in _LOG_LEVELS:
+        raise ConfigError("log_level", f"use one of {', '.join(_LOG_LEVELS)}")
+    if settings.http.threads < 1:
+        raise ConfigError("http.threads", "must be at least 1")
+    if settings.retry_seconds < 1:
+        raise ConfigError("retry_seconds", "must be at least 1")
+    if not settings.state_dir:
+        raise ConfigError("state_dir", "must not be empty")
+
+
+def load_settings(
+    path: Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Defaults ← TOML file ← ``BOOTBOX_*`` environment ← explicit overrides (CLI flags).
+
+    ``path=None`` reads ``$BOOTBOX_CONFIG`` or ``/etc/bootbox/bootbox.toml`` when they exist; an
+    explicitly given path must exist.
+    """
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    explicit = path is not None or "BOOTBOX_CONFIG" in env
+    config_path = path or Path(env.get("BOOTBOX_CONFIG", DEFAULT_CONFIG_PATH))
+    if config_path.exists():
+        try:
+            data = tomllib.loads(config_path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(str(config_path), f"not valid TOML: {exc}") from None
+    elif explicit:
+        raise ConfigError("config", f"{config_path} does not exist")
+    data = _merge(data, _env_overrides(env))
+    data = _merge(data, overrides or {})
+    settings = _build(Settings, data, "")
+    _validate(settings)
+    return settings

@@ -1,0 +1,119 @@
+"""In-memory host index: what the boot path reads instead of the store.
+
+DHCP packets and boot requests look hosts up here (a dict read under a short lock) and record
+changes here; a write-behind thread (:class:`HostPersister`) copies changed hosts to the store
+in batches, so no boot step ever waits for TinyDB to rewrite its file.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable, Iterable
+
+from bootbox.model import Host
+from bootbox.store import Store
+
+log = logging.getLogger("bootbox.index")
+
+HOSTS_TABLE = "hosts"
+
+
+class HostIndex:
+    """Hosts by MAC, plus an IPv4 → MAC map for requests that carry only an address (TFTP)."""
+
+    def __init__(self, hosts: Iterable[Host] = ()) -> None:
+        self._lock = threading.Lock()
+        self._hosts: dict[str, Host] = {}
+        self._by_ip: dict[str, str] = {}
+        self._dirty: set[str] = set()
+        for host in hosts:
+            self._put(host)
+
+    def _put(self, host: Host) -> None:
+        old = self._hosts.get(host.mac)
+        if old is not None and old.attrs.get("ipv4") and self._by_ip.get(old.attrs["ipv4"]) == host.mac:
+            del self._by_ip[old.attrs["ipv4"]]
+        self._hosts[host.mac] = host
+        if host.attrs.get("ipv4"):
+            self._by_ip[host.attrs["ipv4"]] = host.mac
+
+    def get(self, mac: str) -> Host | None:
+        with self._lock:
+            return self._hosts.get(mac)
+
+    def all(self) -> list[Host]:
+        with self._lock:
+            return sorted(self._hosts.values(), key=lambda h: h.mac)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._hosts)
+
+    def mac_for_ip(self, ip: str) -> str | None:
+        with self._lock:
+            return self._by_ip.get(ip)
+
+    def update(self, mac: str, change: Callable[[Host | None], Host]) -> Host:
+        """Apply ``change`` to the current host (``None`` if new) atomically; mark it dirty."""
+        with self._lock:
+            host = change(self._hosts.get(mac))
+            self._put(host)
+            self._dirty.add(mac)
+            return host
+
+    def remove(self, mac: str) -> bool:
+        with self._lock:
+            host = self._hosts.pop(mac, None)
+            if host and host.attrs.get("ipv4") and self._by_ip.get(host.attrs["ipv4"]) == mac:
+                del self._by_ip[host.attrs["ipv4"]]
+            self._dirty.discard(mac)
+            return host is not None
+
+    def take_dirty(self) -> dict[str, Host]:
+        with self._lock:
+            dirty = {mac: self._hosts[mac] for mac in self._dirty if mac in self._hosts}
+            self._dirty.clear()
+            return dirty
+
+    def mark_dirty(self, macs: Iterable[str]) -> None:
+        with self._lock:
+            self._dirty.update(mac for mac in macs if mac in self._hosts)
+
+
+class HostPersister:
+    """Copies changed hosts from the index to the store, off the boot path, in one write each round."""
+
+    def __init__(self, index: HostIndex, store: Store, interval: float = 0.5) -> None:
+        self._index = index
+        self._store = store
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bootbox-host-persister", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def flush(self) -> None:
+        """Write every dirty host now (on shutdown and before API reads that need durability)."""
+        dirty = self._index.take_dirty()
+        if not dirty:
+            return
+        try:
+            self._store.put_many(HOSTS_TABLE, {mac.replace(":", ""): host.to_dict() for mac, host in dirty.items()})
+        except Exception:
+            self._index.mark_dirty(dirty)
+            raise
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.flush()
+            except Exception:
+                log.exception("could not save hosts to the store; will retry")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        self.flush()

@@ -1,0 +1,290 @@
+"""Bootbox's vocabulary: immutable value types shared by the core, the servers and plugins.
+
+Everything here is a frozen dataclass or a pure helper, so a value can cross threads (a DHCP
+thread, an HTTP worker, the event writer) without locks. Mutation happens by building a new
+value (``dataclasses.replace``) and handing it to the service, which owns all state.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid as _uuid
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Mapping
+
+from bootbox.errors import ValidationError
+
+_MAC_HEX = re.compile(r"^[0-9a-f]{12}$")
+
+
+def normalize_mac(value: str, field_name: str = "mac") -> str:
+    """Return ``aa:bb:cc:dd:ee:ff`` for any common spelling (case, ``-``, ``.``, ``:``, none).
+
+    Rules, URLs and DHCP all spell MACs differently; comparing normalised strings is the one
+    place that difference is absorbed.
+    """
+    hexdigits = re.sub(r"[^0-9a-fA-F]", "", value or "").lower()
+    if not _MAC_HEX.match(hexdigits) or re.search(r"[^0-9a-fA-F:.\- ]", value):
+        raise ValidationError(field_name, f"{value!r} is not a MAC address (want aa:bb:cc:dd:ee:ff)")
+    return ":".join(hexdigits[i : i + 2] for i in range(0, 12, 2))
+
+
+def normalize_uuid(value: str, field_name: str = "uuid") -> str:
+    """Return the canonical lower-case dashed form of a UUID given in any common spelling."""
+    try:
+        return str(_uuid.UUID(re.sub(r"[^0-9a-fA-F]", "", value or "")))
+    except ValueError:
+        raise ValidationError(field_name, f"{value!r} is not a UUID") from None
+
+
+def mac_key(mac: str) -> str:
+    """The MAC as 12 lower-case hex digits: safe in file names and URLs."""
+    return normalize_mac(mac).replace(":", "")
+
+
+class Firmware(StrEnum):
+    """How the client is booting right now, as told by DHCP option 93/60/77."""
+
+    BIOS = "bios"
+    UEFI = "uefi"
+    UEFI_HTTP = "uefi-http"
+
+
+class Platform(StrEnum):
+    """CPU family of the client, derived from the architecture code."""
+
+    X86 = "x86"
+    X86_64 = "x86_64"
+    ARM32 = "arm32"
+    ARM64 = "arm64"
+
+
+@dataclass(frozen=True)
+class ArchInfo:
+    """What one DHCP client-architecture code (option 93, RFC 4578 + IANA) means."""
+
+    code: int
+    name: str
+    firmware: Firmware
+    platform: Platform
+
+
+# IANA "Processor Architecture Types". 7 and 9 are both treated as x64 UEFI: RFC 4578 and the
+# IANA registry disagree (erratum 4624) and real x64 firmware sends 7 (facts/pxe-dhcp.md §4).
+ARCHITECTURES: Mapping[int, ArchInfo] = {
+    a.code: a
+    for a in (
+        ArchInfo(0, "x86 BIOS", Firmware.BIOS, Platform.X86),
+        ArchInfo(6, "x86 UEFI", Firmware.UEFI, Platform.X86),
+        ArchInfo(7, "x64 UEFI", Firmware.UEFI, Platform.X86_64),
+        ArchInfo(9, "x64 UEFI", Firmware.UEFI, Platform.X86_64),
+        ArchInfo(10, "ARM32 UEFI", Firmware.UEFI, Platform.ARM32),
+        ArchInfo(11, "ARM64 UEFI", Firmware.UEFI, Platform.ARM64),
+        ArchInfo(15, "x86 UEFI HTTP", Firmware.UEFI_HTTP, Platform.X86),
+        ArchInfo(16, "x64 UEFI HTTP", Firmware.UEFI_HTTP, Platform.X86_64),
+        ArchInfo(18, "ARM32 UEFI HTTP", Firmware.UEFI_HTTP, Platform.ARM32),
+        ArchInfo(19, "ARM64 UEFI HTTP", Firmware.UEFI_HTTP, Platform.ARM64),
+        ArchInfo(20, "x86 BIOS HTTP", Firmware.BIOS, Platform.X86),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Machine:
+    """A client as one DHCP/PXE request describes it: the DHCP server's whole view of a host.
+
+    ``server_ip`` is the local address the request arrived on, so answers name an address the
+    client can reach even on a multi-homed appliance.
+    """
+
+    mac: str
+    arch: int | None = None
+    vendor_class: str = ""
+    user_class: str = ""
+    is_ipxe: bool = False
+    uuid: str | None = None
+    server_ip: str = ""
+    client_ip: str | None = None
+    port: int = 67
+
+    @property
+    def http_boot(self) -> bool:
+        """True for UEFI HTTP boot clients (option 60 ``HTTPClient``)."""
+        return self.vendor_class.startswith("HTTPClient")
+
+    @property
+    def arch_info(self) -> ArchInfo | None:
+        return ARCHITECTURES.get(self.arch) if self.arch is not None else None
+
+    @property
+    def firmware(self) -> Firmware:
+        info = self.arch_info
+        if self.http_boot:
+            return Firmware.UEFI_HTTP
+        return info.firmware if info else Firmware.BIOS
+
+
+@dataclass(frozen=True)
+class BootSpec:
+    """The boot part of a DHCP answer: what the client should load next and from where.
+
+    ``boot_file`` is a TFTP file name for PXE ROMs and an absolute ``http://`` URL for iPXE and
+    UEFI HTTP clients. ``vendor_class`` is echoed in option 60 (``PXEClient``/``HTTPClient``).
+    """
+
+    boot_file: str
+    next_server: str
+    vendor_class: str = "PXEClient"
+    reason: str = ""
+
+
+class HostState(StrEnum):
+    """Where a host is in its boot, as the operator sees it in ``bootbox host list``."""
+
+    DISCOVERED = "discovered"  # seen by DHCP, nothing fetched yet
+    BOOTING = "booting"  # loader or script fetched
+    WAITING = "waiting"  # matched no profile; retrying
+    BOOTED = "booted"  # the booted OS reported in
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Host:
+    """A machine bootbox knows, with the facts it reported and its cached associations.
+
+    ``attrs`` holds the rule-matchable facts (vendor, model, serial, uuid, asset, ipv4, hostname,
+    domain, arch, platform, …); ``associations`` maps an item type (``image``, ``host_profile``,
+    ``group``) to the name chosen on first boot, reused on every later boot.
+    """
+
+    mac: str
+    attrs: Mapping[str, str] = field(default_factory=dict)
+    state: HostState = HostState.DISCOVERED
+    associations: Mapping[str, str] = field(default_factory=dict)
+    boot_id: str | None = None
+    first_seen: float = 0.0
+    last_seen: float = 0.0
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mac": self.mac,
+            "attrs": dict(self.attrs),
+            "state": str(self.state),
+            "associations": dict(self.associations),
+            "boot_id": self.boot_id,
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
+            "note": self.note,
+        }
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> "Host":
+        return cls(
+            mac=normalize_mac(doc["mac"]),
+            attrs=dict(doc.get("attrs") or {}),
+            state=HostState(doc.get("state") or HostState.DISCOVERED),
+            associations=dict(doc.get("associations") or {}),
+            boot_id=doc.get("boot_id"),
+            first_seen=float(doc.get("first_seen") or 0.0),
+            last_seen=float(doc.get("last_seen") or 0.0),
+            note=str(doc.get("note") or ""),
+        )
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A named boot recipe of one ``kind`` (``linux``, ``esxi``, …) owned by a boot-kind plugin.
+
+    ``spec`` is kind-specific (for ``linux``: kernel, initrd, cmdline) and validated by the
+    plugin that registered the kind.
+    """
+
+    name: str
+    kind: str
+    spec: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "spec": dict(self.spec), "description": self.description}
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> "Profile":
+        return cls(
+            name=str(doc["name"]),
+            kind=str(doc["kind"]),
+            spec=dict(doc.get("spec") or {}),
+            description=str(doc.get("description") or ""),
+        )
+
+
+class EventKind(StrEnum):
+    """The steps of a boot, in the order a healthy boot takes them."""
+
+    DHCP_OFFER = "dhcp.offer"
+    DHCP_ACK = "dhcp.ack"
+    DHCP_IGNORED = "dhcp.ignored"
+    TFTP_SENT = "tftp.sent"
+    TFTP_FAILED = "tftp.failed"
+    HTTP_SCRIPT = "http.script"
+    HTTP_FILE = "http.file"
+    HTTP_DENIED = "http.denied"
+    BOOTED = "booted"
+    STATE = "state"
+
+
+@dataclass(frozen=True)
+class BootEvent:
+    """One step of one host's boot, as shown by ``bootbox host events MAC``."""
+
+    mac: str
+    kind: str
+    message: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+    time: float = field(default_factory=time.time)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"time": self.time, "mac": self.mac, "kind": self.kind, "message": self.message, "data": dict(self.data)}
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> "BootEvent":
+        return cls(
+            mac=str(doc["mac"]),
+            kind=str(doc["kind"]),
+            message=str(doc.get("message") or ""),
+            data=dict(doc.get("data") or {}),
+            time=float(doc.get("time") or 0.0),
+        )
+
+
+@dataclass(frozen=True)
+class BootContext:
+    """The URLs a boot script may use, for one host, built from the base URL it asked on.
+
+    Boot-kind plugins get one of these in ``bootbox_boot_script`` so they never hard-code the
+    appliance's address or URL layout.
+    """
+
+    base_url: str
+    mac: str
+    firmware: str = ""
+
+    @property
+    def _host_base(self) -> str:
+        return f"{self.base_url.rstrip('/')}/boot/hosts/{self.mac.replace(':', '')}"
+
+    @property
+    def script_url(self) -> str:
+        """This host's own script: chaining to it again is how a boot retries."""
+        return f"{self._host_base}/script.ipxe"
+
+    def asset_url(self, name: str) -> str:
+        """URL of a file of this host's profile (kernel, initrd, modules), served with Range."""
+        return f"{self._host_base}/assets/{name}"
+
+    @property
+    def callback_url(self) -> str:
+        """Where the booted OS reports in (``POST``)."""
+        return f"{self.base_url.rstrip('/')}/api/v1/hosts/{self.mac}/booted"

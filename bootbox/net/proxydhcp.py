@@ -1,0 +1,503 @@
+"""The proxyDHCP responder: PXE boot answers on udp/67 and udp/4011, never an address.
+
+A proxyDHCP server (PXE 2.1 spec §2.2.5) runs beside the site's DHCP server: the client
+gathers the address offer from one and the boot offer from the other. bootbox therefore
+answers only what is unmistakably a network-boot request and stays silent otherwise
+(facts/pxe-dhcp.md §1):
+
+- udp/67: DHCPDISCOVER whose option 60 starts with ``PXEClient`` or ``HTTPClient`` → OFFER;
+- udp/4011: DHCPREQUEST/DHCPINFORM with the same class → ACK (the PXE boot-server exchange).
+
+:func:`respond` is the pure decision: packet in, reply (with its destination) or a reason for
+silence out. :class:`ProxyDhcpServer` is the thin socket loop around it: two sockets, one
+thread, ``selectors``. Which file a client boots is not decided here: the server is handed a
+``decide(Machine) -> BootSpec | None`` callable.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import selectors
+import socket
+import struct
+import threading
+from dataclasses import dataclass
+from enum import Enum
+from typing import Callable
+
+from bootbox.model import BootSpec, Machine
+from bootbox.net.dhcp_packet import (
+    BOOTREPLY,
+    BOOTREQUEST,
+    DhcpPacket,
+    MalformedPacket,
+    MessageType,
+    Opt,
+    PxeOpt,
+    build,
+    build_suboptions,
+    message_type,
+    parse,
+    pxe_boot_item,
+    to_machine,
+    vendor_class,
+)
+
+__all__ = [
+    "Decide",
+    "Failed",
+    "Ignored",
+    "OnAnswer",
+    "Outcome",
+    "ProxyDhcpServer",
+    "Reply",
+    "Role",
+    "build_reply",
+    "reply_address",
+    "respond",
+]
+
+log = logging.getLogger("bootbox.dhcp")
+
+Decide = Callable[[Machine], BootSpec | None]
+OnAnswer = Callable[[Machine, BootSpec, int], None]
+
+BOOT_CLASSES = ("PXEClient", "HTTPClient")
+USE_THIS_BOOT_FILE = 8
+"""PXE 43.6 (discovery control) bit 3: boot the file in this packet, skip discovery and menus."""
+BROADCAST = "255.255.255.255"
+ZERO = "0.0.0.0"
+RELAY_PORT = 67  # relay agents listen on the server port (RFC 2131 §4.1)
+FILE_FIELD_MAX = 127  # 128-byte field, NUL-terminated (RFC 2131 §2)
+
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # Linux value; not exported by Python 3.11
+_PKTINFO = struct.Struct("=I4s4s")  # struct in_pktinfo: ifindex, spec_dst, addr
+_SIOCGIFADDR = 0x8915
+RCVBUF_BYTES = 4 * 1024 * 1024
+"""Large enough for a 1,000-client DISCOVER storm (~0.5 MB of payload plus kernel overhead)."""
+
+
+class Role(Enum):
+    """Which of the two sockets a request arrived on; each has its own rules."""
+
+    SERVER = "server"  # udp/67: DISCOVER → OFFER
+    BOOT_SERVER = "boot-server"  # udp/4011: REQUEST/INFORM → ACK
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An answer to send: the packet (decoded and encoded), where to send it, and what it was
+    decided from."""
+
+    packet: DhcpPacket
+    data: bytes
+    address: tuple[str, int]
+    machine: Machine
+    spec: BootSpec
+
+
+@dataclass(frozen=True)
+class Ignored:
+    """Silence, and why (logged at DEBUG, counted as ``ignored``)."""
+
+    reason: str
+    mac: str
+
+
+@dataclass(frozen=True)
+class Failed:
+    """``decide`` raised, or its answer could not be encoded (logged, counted as ``errors``)."""
+
+    reason: str
+    mac: str
+    error: BaseException
+
+
+Outcome = Reply | Ignored | Failed
+
+
+# --------------------------------------------------------------------------- pure decision
+def respond(
+    pkt: DhcpPacket,
+    *,
+    role: Role,
+    source: tuple[str, int],
+    server_ip: str,
+    local_port: int,
+    decide: Decide,
+    client_port: int = 68,
+) -> Outcome:
+    """Decide what to send for ``pkt``, which arrived from ``source`` on ``local_port``.
+
+    ``server_ip`` is the local address the packet arrived on (option 54 and ``Machine``).
+    Never raises for anything ``decide`` does: its exceptions come back as :class:`Failed`.
+    """
+    mac = pkt.mac
+    reason = _why_not(pkt, role)
+    if reason:
+        return Ignored(reason, mac)
+    try:
+        machine = to_machine(pkt, server_ip, local_port)
+    except MalformedPacket as exc:
+        return Ignored(str(exc), mac)
+    try:
+        spec = decide(machine)
+    except Exception as exc:  # a plugin or policy bug must not stop the DHCP thread
+        return Failed("decide() raised", mac, exc)
+    if spec is None:
+        return Ignored("decide() declined this client", mac)
+    try:
+        packet = build_reply(pkt, spec, role=role, server_ip=server_ip)
+        data = build(packet)
+    except (ValueError, OSError) as exc:  # e.g. a next_server that is not an IPv4 address
+        return Failed(f"cannot encode the answer for {spec.boot_file!r}", mac, exc)
+    return Reply(packet, data, reply_address(pkt, role, source, client_port), machine, spec)
+
+
+def _why_not(pkt: DhcpPacket, role: Role) -> str:
+    """The reason to stay silent, or ``""`` to answer (facts/pxe-dhcp.md §1)."""
+    if pkt.op != BOOTREQUEST:
+        return "not a BOOTREQUEST"
+    kind = message_type(pkt)
+    if kind is None:
+        return "no DHCP message type (plain BOOTP)"
+    wanted = (MessageType.DISCOVER,) if role is Role.SERVER else (MessageType.REQUEST, MessageType.INFORM)
+    if kind not in wanted:
+        return f"{_type_name(kind)} is not answered on the {role.value} port"
+    if not vendor_class(pkt).startswith(BOOT_CLASSES):
+        return f"vendor class {vendor_class(pkt)!r} is not PXEClient/HTTPClient"
+    return ""
+
+
+def _type_name(kind: int) -> str:
+    try:
+        return f"DHCP{MessageType(kind).name}"
+    except ValueError:
+        return f"message type {kind}"
+
+
+def build_reply(req: DhcpPacket, spec: BootSpec, *, role: Role, server_ip: str) -> DhcpPacket:
+    """The proxy OFFER (role SERVER) or boot-server ACK (role BOOT_SERVER) for ``req``.
+
+    Fields and options follow facts/pxe-dhcp.md §2–§3: yiaddr stays 0.0.0.0 (a proxy leases
+    nothing), siaddr is the next server, the boot file goes in both ``file`` and option 67
+    (``file`` is left empty when the name does not fit, e.g. a long script URL), option 60
+    echoes the client's class because clients drop proxy offers without it, 97 is echoed
+    because some ROMs require it, and 43 tells PXE clients to boot this file (6 = 8), echoing
+    the boot item (71) they asked the boot server for.
+    """
+    client_class = "HTTPClient" if vendor_class(req).startswith("HTTPClient") else "PXEClient"
+    boot_file = spec.boot_file.encode()
+    options: dict[int, bytes] = {
+        Opt.MESSAGE_TYPE: bytes((MessageType.OFFER if role is Role.SERVER else MessageType.ACK,)),
+        Opt.SERVER_ID: socket.inet_aton(server_ip),
+        Opt.VENDOR_CLASS: client_class.encode(),
+    }
+    if Opt.CLIENT_UUID in req.options:
+        options[Opt.CLIENT_UUID] = req.options[Opt.CLIENT_UUID]
+    if client_class == "PXEClient":
+        options[Opt.VENDOR_SPECIFIC] = _pxe_vendor_options(req, role)
+    options[Opt.BOOTFILE_NAME] = boot_file
+    return DhcpPacket(
+        op=BOOTREPLY,
+        htype=req.htype,
+        hlen=req.hlen,
+        xid=req.xid,
+        flags=req.flags,
+        ciaddr=req.ciaddr if role is Role.BOOT_SERVER else ZERO,  # RFC 2131 table 3
+        yiaddr=ZERO,
+        siaddr=spec.next_server or ZERO,
+        giaddr=req.giaddr,
+        chaddr=req.chaddr,
+        file=boot_file if len(boot_file) <= FILE_FIELD_MAX else b"",
+        options=options,
+    )
+
+
+def _pxe_vendor_options(req: DhcpPacket, role: Role) -> bytes:
+    sub = {PxeOpt.DISCOVERY_CONTROL: bytes((USE_THIS_BOOT_FILE,))}
+    if role is Role.BOOT_SERVER:
+        item = pxe_boot_item(req)
+        if item is not None:
+            sub[PxeOpt.BOOT_ITEM] = item
+    return build_suboptions(sub)
+
+
+def reply_address(pkt: DhcpPacket, role: Role, source: tuple[str, int], client_port: int = 68) -> tuple[str, int]:
+    """Where the answer goes.
+
+    OFFER (RFC 2131 §4.1): to the relay at giaddr:67 when relayed, else to client port 68 —
+    broadcast when the client set the broadcast flag or has no address yet, unicast to ciaddr
+    otherwise. ACK on 4011: back to the request's source address *and port*, because EDK2
+    sends from 4011 and iPXE from 68 (facts/pxe-dhcp.md §3, captured).
+    """
+    if role is Role.BOOT_SERVER:
+        src_ip, src_port = source
+        if src_ip != ZERO:
+            return src_ip, src_port
+        return (pkt.ciaddr if pkt.ciaddr != ZERO else BROADCAST), src_port
+    if pkt.giaddr != ZERO:
+        return pkt.giaddr, RELAY_PORT
+    if pkt.broadcast or pkt.ciaddr == ZERO:
+        return BROADCAST, client_port
+    return pkt.ciaddr, client_port
+
+
+# --------------------------------------------------------------------------- socket server
+class ProxyDhcpServer:
+    """udp/67 + udp/4011 on one thread; every packet goes through :func:`respond`.
+
+    ``port`` 0 binds an ephemeral port (tests). ``client_port`` is where OFFERs go (68).
+    ``on_answer(machine, spec, port)`` runs after each reply is sent, ``port`` being the local
+    port the request arrived on (compare with :attr:`boot_server_port` to tell an ACK).
+    """
+
+    def __init__(
+        self,
+        *,
+        decide: Decide,
+        on_answer: OnAnswer | None = None,
+        bind_address: str = "0.0.0.0",
+        interface: str | None = None,
+        server_port: int = 67,
+        boot_server_port: int = 4011,
+        client_port: int = 68,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self._decide = decide
+        self._on_answer = on_answer
+        self._bind_address = bind_address
+        self._interface = interface
+        self._ports = {Role.SERVER: server_port, Role.BOOT_SERVER: boot_server_port}
+        self._client_port = client_port
+        self._log = logger or log
+        self._socks: dict[Role, socket.socket] = {}
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
+        self._fallback_ip = ZERO
+        self._stats = dict.fromkeys(("received", "answered", "ignored", "malformed", "errors"), 0)
+
+    # ---------------------------------------------------------------- public surface
+    @property
+    def port(self) -> int:
+        """The server port (67 unless configured; the bound number once started with 0)."""
+        return self._ports[Role.SERVER]
+
+    @property
+    def boot_server_port(self) -> int:
+        """The bound PXE boot-server port (4011 unless configured)."""
+        return self._ports[Role.BOOT_SERVER]
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """A snapshot of the counters: received, answered, ignored, malformed, errors."""
+        return dict(self._stats)
+
+    def start(self) -> None:
+        """Bind both sockets and start the service thread.
+
+        Raises ``OSError`` naming the port and the fix when a bind fails.
+        """
+        if self._thread is not None:
+            raise RuntimeError("ProxyDhcpServer is already started")
+        try:
+            for role in Role:
+                self._socks[role] = self._open(role)
+        except OSError:
+            self._close_sockets()
+            raise
+        for role, sock in self._socks.items():  # the real numbers when 0 (ephemeral) was asked
+            self._ports[role] = sock.getsockname()[1]
+        self._fallback_ip = self._local_fallback_ip()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._run, name="bootbox-proxydhcp", daemon=True)
+        self._thread.start()
+        self._log.info(
+            "proxyDHCP listening on %s udp/%d and udp/%d%s",
+            self._bind_address, self.port, self.boot_server_port,
+            f" (interface {self._interface})" if self._interface else "",
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        """Stop the thread (it wakes at once) and close the sockets. Safe to call twice."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._stopping.set()
+            if self._wake_w is not None:
+                self._wake_w.send(b"\0")
+            thread.join(timeout=2.0)
+        self._close_sockets()
+
+    # ---------------------------------------------------------------- sockets
+    def _open(self, role: Role) -> socket.socket:
+        port = self._ports[role]
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+            _grow_receive_buffer(sock)
+            if self._interface:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, self._interface.encode())
+            sock.bind((self._bind_address, port))
+        except OSError as exc:
+            sock.close()
+            raise OSError(exc.errno, _bind_advice(exc, self._bind_address, port, self._interface)) from exc
+        sock.setblocking(False)
+        return sock
+
+    def _local_fallback_ip(self) -> str:
+        """Our address when IP_PKTINFO says nothing useful: the bind address or the interface's."""
+        if self._bind_address != ZERO:
+            return self._bind_address
+        if self._interface:
+            return _interface_address(self._socks[Role.SERVER], self._interface) or ZERO
+        return ZERO
+
+    def _close_sockets(self) -> None:
+        for sock in (*self._socks.values(), self._wake_r, self._wake_w):
+            if sock is not None:
+                sock.close()
+        self._socks.clear()
+        self._wake_r = self._wake_w = None
+
+    # ---------------------------------------------------------------- loop
+    def _run(self) -> None:
+        with selectors.DefaultSelector() as sel:
+            for role, sock in self._socks.items():
+                sel.register(sock, selectors.EVENT_READ, role)
+            assert self._wake_r is not None
+            sel.register(self._wake_r, selectors.EVENT_READ, None)
+            while not self._stopping.is_set():
+                for key, _ in sel.select(timeout=1.0):
+                    if key.data is not None:
+                        self._drain(key.fileobj, key.data)  # type: ignore[arg-type]
+
+    def _drain(self, sock: socket.socket, role: Role) -> None:
+        """Handle every datagram already queued, so a storm empties the buffer quickly."""
+        while not self._stopping.is_set():
+            try:
+                data, ancdata, _, source = sock.recvmsg(65535, socket.CMSG_SPACE(_PKTINFO.size))
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. ICMP-induced ECONNREFUSED; the socket stays usable
+                self._log.debug("proxyDHCP recv on udp/%d: %s", self._ports[role], exc)
+                return
+            try:
+                self._handle(sock, role, data, ancdata, source)
+            except Exception:  # the loop must survive anything one packet can cause
+                self._stats["errors"] += 1
+                self._log.exception("mac %s: unexpected error handling a packet from %s:%d",
+                                    _peek_mac(data), *source)  # fmt: skip
+
+    def _handle(
+        self,
+        sock: socket.socket,
+        role: Role,
+        data: bytes,
+        ancdata: list[tuple[int, int, bytes]],
+        source: tuple[str, int],
+    ) -> None:
+        self._stats["received"] += 1
+        try:
+            pkt = parse(data)
+        except MalformedPacket as exc:
+            self._stats["malformed"] += 1
+            self._log.debug("mac %s: dropped malformed packet from %s:%d: %s", _peek_mac(data), *source, exc)
+            return
+        ifindex, local_ip = _pktinfo(ancdata)
+        server_ip = local_ip if local_ip not in (None, ZERO) else self._fallback_ip
+        outcome = respond(
+            pkt, role=role, source=source, server_ip=server_ip, local_port=self._ports[role],
+            decide=self._decide, client_port=self._client_port,
+        )  # fmt: skip
+        if isinstance(outcome, Ignored):
+            self._stats["ignored"] += 1
+            self._log.debug("mac %s: ignored packet from %s:%d: %s", outcome.mac, *source, outcome.reason)
+        elif isinstance(outcome, Failed):
+            self._stats["errors"] += 1
+            self._log.error("mac %s: %s: %r", outcome.mac, outcome.reason, outcome.error,
+                            exc_info=outcome.error)  # fmt: skip
+        else:
+            self._send(sock, outcome, ifindex, server_ip)
+
+    def _send(self, sock: socket.socket, reply: Reply, ifindex: int | None, server_ip: str) -> None:
+        """Send from the socket the request came in on (so the source port is 67 or 4011),
+        out of the interface it came in on: a broadcast would otherwise follow the default
+        route on a multi-homed host."""
+        mac = reply.machine.mac
+        ancillary = []
+        if ifindex:
+            pktinfo = _PKTINFO.pack(ifindex, socket.inet_aton(server_ip), bytes(4))
+            ancillary = [(socket.IPPROTO_IP, IP_PKTINFO, pktinfo)]
+        try:
+            sock.sendmsg([reply.data], ancillary, 0, reply.address)
+        except OSError as exc:
+            self._stats["errors"] += 1
+            self._log.error("mac %s: cannot send the answer to %s:%d: %s", mac, *reply.address, exc)
+            return
+        self._stats["answered"] += 1
+        kind = "OFFER" if reply.packet.options[Opt.MESSAGE_TYPE][0] == MessageType.OFFER else "ACK"
+        self._log.info(
+            "mac %s: %s %s (next-server %s) to %s:%d%s", mac, kind, reply.spec.boot_file,
+            reply.packet.siaddr, *reply.address, f" [{reply.spec.reason}]" if reply.spec.reason else "",
+        )  # fmt: skip
+        if self._on_answer is not None:
+            try:
+                self._on_answer(reply.machine, reply.spec, reply.machine.port)
+            except Exception:
+                self._log.exception("mac %s: on_answer callback failed", mac)
+
+
+# --------------------------------------------------------------------------- socket helpers
+def _grow_receive_buffer(sock: socket.socket) -> None:
+    """Ask for RCVBUF_BYTES; SO_RCVBUFFORCE (root/CAP_NET_ADMIN) may exceed net.core.rmem_max."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUFFORCE, RCVBUF_BYTES)
+    except (OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF_BYTES)
+
+
+def _bind_advice(exc: OSError, address: str, port: int, interface: str | None) -> str:
+    where = f"udp/{port} on {address}" + (f" (interface {interface})" if interface else "")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return (
+            f"cannot bind {where}: {exc.strerror}. Ports below 1024 and SO_BINDTODEVICE need "
+            "privileges: run bootbox as root or grant it CAP_NET_BIND_SERVICE (and CAP_NET_RAW "
+            "for an interface binding), or choose other ports in the configuration"
+        )
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"cannot bind {where}: {exc.strerror}. Another DHCP server (dnsmasq, dhcpd) owns the "
+            "port: stop it, bind bootbox to another address or interface, or choose other ports"
+        )
+    return f"cannot bind {where}: {exc.strerror}. Check the address/interface, or choose other ports"
+
+
+def _pktinfo(ancdata: list[tuple[int, int, bytes]]) -> tuple[int | None, str | None]:
+    """(ifindex, local address) from IP_PKTINFO. For a broadcast, the header's destination is
+    255.255.255.255, so the local address is ``ipi_spec_dst``, the interface's own address."""
+    for level, kind, value in ancdata:
+        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(value) >= _PKTINFO.size:
+            ifindex, spec_dst, _ = _PKTINFO.unpack_from(value)
+            return ifindex, socket.inet_ntoa(spec_dst)
+    return None, None
+
+
+def _interface_address(sock: socket.socket, interface: str) -> str | None:
+    """The IPv4 address of ``interface`` (SIOCGIFADDR), or None when it has none."""
+    try:
+        ifreq = fcntl.ioctl(sock.fileno(), _SIOCGIFADDR, struct.pack("256s", interface.encode()[:15]))
+    except OSError:
+        return None
+    return socket.inet_ntoa(ifreq[20:24])
+
+
+def _peek_mac(data: bytes) -> str:
+    """A best-effort chaddr for log lines about packets too broken to parse."""
+    return data[28:34].hex(":") if len(data) >= 34 else "?"

@@ -1,0 +1,528 @@
+"""Read-only TFTP server for first-stage boot loaders (RFC 1350, 2347, 2348, 2349, 7440).
+
+Why not ``tftpy.TftpServer``: it dies on a non-ASCII file name, a non-numeric blksize or any
+descriptor ≥ 1024 (``select()``), accepts uploads by default, crashes when handed a BytesIO
+and has no windowsize (``facts/libraries.md`` §1). We keep tftpy's packet codecs and own the
+rest: one thread runs one ``selectors`` loop (epoll on Linux: no descriptor limit); every
+transfer gets its own UDP socket bound to the local address the request arrived on (read with
+``IP_PKTINFO``), so replies leave from the address the client talked to on a multi-homed box;
+retransmission deadlines sit in one heap, touched about once per timeout period per transfer
+rather than once per packet. The per-transfer protocol lives in :mod:`bootbox.net.tftp_transfer`.
+
+Files come only from ``open_file(name, client)``; :func:`open_under` is the simplest one.
+``NotFound`` becomes TFTP error 1, ``Forbidden`` error 2, anything else error 0 (logged).
+Write requests are always refused with error 2.
+
+Deliberate choices:
+
+* netascii requests are served as octet: boot files are binary, and converting line ends
+  would make the size reported by tsize wrong (tftpy and dnsmasq do the same);
+* blksize is capped at what fits the receiving interface's MTU without IP fragmentation
+  (1468 on Ethernet), otherwise at RFC 2348's 65464;
+* IPv4 only: PXE ROMs and iPXE fetch their TFTP stage over IPv4;
+* ``open_file`` and ``on_transfer`` run on the server thread, so both must be quick.
+"""
+
+from __future__ import annotations
+
+import errno
+import heapq
+import itertools
+import logging
+import os
+import selectors
+import socket
+import stat
+import struct
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+from tftpy.TftpPacketFactory import TftpPacketFactory
+
+from bootbox.errors import Forbidden, NotFound
+from bootbox.net import tftp_transfer as tt
+from bootbox.net.tftp_transfer import BlockSource, Ending, Negotiated, RequestedOptions, Transfer
+from bootbox.safepath import resolve_under
+
+__all__ = ["TftpServer", "TransferRecord", "open_under"]
+
+Client = tuple[str, int]
+OpenFile = Callable[[str, Client], BinaryIO]
+
+_IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # the Linux value; Python 3.11 does not export it
+_PKTINFO = struct.Struct("=i4s4s")  # struct in_pktinfo: ifindex, spec_dst, addr
+_CMSG_SPACE = socket.CMSG_SPACE(_PKTINFO.size)
+_MAX_DATAGRAM = 65535
+_MAX_CLIENT_PACKET = 1500  # ACKs and ERRORs; anything longer is cut short, then rejected
+_DRAIN = 64  # packets read per readiness event, so one busy socket cannot starve the others
+_JOIN_SECONDS = 2.0
+_STAT_KEYS = ("requests", "completed", "failed", "aborted", "malformed", "refused_writes", "active")
+
+
+@dataclass(frozen=True)
+class TransferRecord:
+    """How one read request ended, handed to ``on_transfer``.
+
+    ``bytes_sent`` counts file bytes the client acknowledged; ``error`` is empty on success.
+    Requests refused before a transfer started (not found, forbidden, busy) are recorded too,
+    with ``bytes_sent=0``.
+    """
+
+    client_ip: str
+    client_port: int
+    filename: str
+    bytes_sent: int
+    blksize: int
+    windowsize: int
+    duration: float
+    ok: bool
+    error: str
+
+
+@dataclass(frozen=True)
+class _Local:
+    """Where a request arrived: addresses to reply from (best first) and the interface."""
+
+    addresses: tuple[str, ...]
+    ifindex: int | None = None
+
+
+def open_under(root: Path) -> OpenFile:
+    """An ``open_file`` that serves regular files inside ``root`` through :func:`resolve_under`.
+
+    The resolved path is opened with ``O_NOFOLLOW | O_NONBLOCK`` and checked again with
+    ``fstat``: a file swapped for a symlink or a FIFO after the check is refused instead of
+    being followed or blocking the server thread.
+    """
+    root = Path(root)
+
+    def open_file(name: str, client: Client) -> BinaryIO:
+        path = resolve_under(root, name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except FileNotFoundError:
+            raise NotFound(f"{name[:60]!r}: no such file") from None
+        except OSError as exc:
+            raise Forbidden(f"{name[:60]!r}: {exc.strerror}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise Forbidden(f"{name[:60]!r}: not a regular file")
+        return open(fd, "rb", buffering=0)
+
+    return open_file
+
+
+class TftpServer:
+    """A read-only TFTP server on one thread; see the module docstring for the design.
+
+    :param open_file: ``(name, (ip, port)) -> binary file``: the only way to files.
+    :param on_transfer: called with a :class:`TransferRecord` when each request ends; its
+        exceptions are logged and swallowed.
+    :param timeout: seconds before an unacknowledged window is resent, unless the client asks
+        for another value with the RFC 2349 timeout option.
+    :param retries: resends of one window before the transfer is abandoned.
+    :param max_transfers: concurrent transfers; requests beyond it get error 0 "server busy".
+    """
+
+    _selector: selectors.BaseSelector  # created by start()
+
+    def __init__(
+        self,
+        *,
+        open_file: OpenFile,
+        on_transfer: Callable[[TransferRecord], None] | None = None,
+        bind_address: str = "0.0.0.0",
+        port: int = 69,
+        timeout: float = 1.0,
+        retries: int = 5,
+        max_transfers: int = 512,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        if timeout <= 0 or retries < 0 or max_transfers < 1:
+            raise ValueError("timeout must be > 0, retries >= 0 and max_transfers >= 1")
+        self._open_file = open_file
+        self._on_transfer = on_transfer
+        self._bind_address = bind_address
+        self._port = port
+        self._timeout = timeout
+        self._retries = retries
+        self._max_transfers = max_transfers
+        self._log = logger or logging.getLogger("bootbox.tftp")
+        self._factory = TftpPacketFactory()
+        self._stats = dict.fromkeys(_STAT_KEYS, 0)
+        self._by_client: dict[Client, Transfer] = {}
+        self._timers: list[tuple[float, int, Transfer]] = []
+        self._sequence = itertools.count()
+        self._sock: socket.socket | None = None
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def port(self) -> int:
+        """The bound port once started (useful with ``port=0``), else the configured one."""
+        return self._port
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters since start (a copy, safe to read from any thread).
+
+        ``requests`` counts well-formed RRQs. ``failed`` counts requests that did not deliver
+        their file, except ``aborted`` ones: the client ended option negotiation with error 8,
+        as EDK2 does after every tsize probe. ``malformed`` counts packets dropped or answered
+        with an error because they could not be understood.
+        """
+        counters = dict(self._stats)
+        counters["active"] = len(self._by_client)
+        return counters
+
+    def start(self) -> None:
+        """Bind the port and start the server thread.
+
+        :raises OSError: the port cannot be bound; the message says why and what to do.
+        """
+        if self._thread is not None:
+            raise RuntimeError("TftpServer.start() called twice")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.IPPROTO_IP, _IP_PKTINFO, 1)
+            sock.bind((self._bind_address, self._port))
+        except OSError as exc:
+            sock.close()
+            raise OSError(exc.errno, _bind_advice(self._bind_address, self._port, exc)) from exc
+        sock.setblocking(False)
+        self._sock, self._port = sock, sock.getsockname()[1]
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._selector.register(sock, selectors.EVENT_READ, "listen")
+        self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self._thread = threading.Thread(target=self._run, name=f"bootbox-tftp:{self._port}", daemon=True)
+        self._thread.start()
+        self._log.info("tftp listening on %s:%d", self._bind_address, self._port)
+
+    def stop(self) -> None:
+        """End every transfer, close every socket and wait (up to 2 s) for the thread to end."""
+        thread = self._thread
+        if thread is None or self._stopping:
+            return
+        self._stopping = True
+        try:
+            assert self._wake_w is not None
+            self._wake_w.send(b"x")
+        except OSError:
+            pass  # the thread already ended and closed it
+        if thread is not threading.current_thread():
+            thread.join(_JOIN_SECONDS)
+            if thread.is_alive():
+                self._log.warning("tftp thread on port %d did not stop in %.0f s", self._port, _JOIN_SECONDS)
+
+    def _run(self) -> None:
+        try:
+            while not self._stopping:
+                for key, mask in self._selector.select(self._next_wait()):
+                    self._dispatch(key.data, mask)
+                self._expire(time.monotonic())
+        except Exception:  # a bug in the loop itself: log it, and still release everything
+            self._log.exception("tftp loop on port %d failed", self._port)
+        finally:
+            for transfer in list(self._by_client.values()):
+                self._finish(transfer, Ending(ok=False, error="server stopped",
+                                              reply=(tt.ERR_UNDEFINED, "server shutting down")))
+            self._selector.close()
+            for sock in (self._sock, self._wake_r, self._wake_w):
+                if sock is not None:
+                    sock.close()
+            self._log.info("tftp on port %d stopped", self._port)
+
+    def _next_wait(self) -> float | None:
+        return max(0.0, self._timers[0][0] - time.monotonic()) if self._timers else None
+
+    def _dispatch(self, data: object, mask: int) -> None:
+        if isinstance(data, Transfer):
+            if mask & selectors.EVENT_READ:
+                self._on_transfer_readable(data)
+            if mask & selectors.EVENT_WRITE and not data.done:
+                self._step(data, lambda: data.pump(time.monotonic()))
+        elif data == "listen":
+            self._on_listen_readable()
+        elif self._wake_r is not None:
+            self._wake_r.recv(64)
+
+    # ------------------------------------------------------------------ requests (port 69)
+
+    def _on_listen_readable(self) -> None:
+        assert self._sock is not None
+        for _ in range(_DRAIN):
+            try:
+                data, ancillary, _flags, client = self._sock.recvmsg(_MAX_DATAGRAM, _CMSG_SPACE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._log.debug("tftp receive on port %d failed: %s", self._port, exc)
+                return
+            try:
+                self._on_request(data, client, _local_of(ancillary, self._bind_address))
+            except Exception:
+                self._log.exception("%s request handling failed", _peer(client))
+
+    def _on_request(self, data: bytes, client: Client, local: _Local) -> None:
+        opcode = int.from_bytes(data[:2], "big") if len(data) >= 2 else None
+        if opcode == tt.OP_WRQ:
+            self._stats["refused_writes"] += 1
+            self._log.warning("%s write request refused: this server is read-only", _peer(client))
+            self._reply(client, local, tt.ERR_ACCESS, "uploads are not accepted")
+            return
+        if opcode != tt.OP_RRQ:
+            self._malformed(client, f"not a request (opcode {opcode}, {len(data)} bytes)")
+            return
+        try:
+            packet = self._factory.parse(data)
+            requested = tt.parse_options(packet.options)
+        except tt.OptionError as exc:
+            self._malformed(client, str(exc), local, tt.ERR_OPTIONS)
+            return
+        except Exception as exc:  # tftpy raises TftpException, UnicodeDecodeError, struct.error...
+            self._malformed(client, f"undecodable RRQ ({type(exc).__name__})", local, tt.ERR_ILLEGAL)
+            return
+        if packet.mode not in ("octet", "netascii"):
+            self._malformed(client, f"unsupported mode {packet.mode[:20]!r}", local, tt.ERR_ILLEGAL)
+            return
+        self._stats["requests"] += 1
+        if self._settle_existing(client, data):
+            self._serve(client, local, data, packet.filename, requested)
+
+    def _settle_existing(self, client: Client, request: bytes) -> bool:
+        """Decide what an RRQ from a client with a running transfer means; True: serve it.
+
+        First read what that transfer's socket already holds: EDK2 sends error 8 there and its
+        new RRQ here back to back, and the loop may see either first. A repeat of the same
+        request is a retransmission and is ignored (our own timer answers it); a different one
+        means the client gave up on the old transfer, which is ended.
+        """
+        existing = self._by_client.get(client)
+        if existing is not None:
+            self._on_transfer_readable(existing)
+            existing = self._by_client.get(client)
+        if existing is None:
+            return True
+        if existing.request == request:
+            self._log.debug("%s duplicate RRQ for %r ignored", _peer(client), existing.filename)
+            return False
+        self._finish(existing, Ending(ok=False, error="superseded by a new request from the same port"))
+        return True
+
+    def _serve(self, client: Client, local: _Local, request: bytes, filename: str, requested: RequestedOptions) -> None:
+        started = time.monotonic()
+        if len(self._by_client) >= self._max_transfers:
+            self._refuse(client, local, filename, started, tt.ERR_UNDEFINED, "server busy, try again later",
+                         f"busy: {self._max_transfers} transfers running")
+            return
+        try:
+            stream = self._open_file(filename, client)
+        except NotFound as exc:
+            self._refuse(client, local, filename, started, tt.ERR_NOT_FOUND, "file not found", f"not found: {exc}")
+            return
+        except Forbidden as exc:
+            self._refuse(client, local, filename, started, tt.ERR_ACCESS, "access violation", f"forbidden: {exc}")
+            return
+        except Exception as exc:
+            self._log.exception("%s open_file(%r) failed", _peer(client), filename)
+            self._refuse(client, local, filename, started, tt.ERR_UNDEFINED, "internal error", f"internal error: {exc}")
+            return
+        try:
+            source = BlockSource(stream)
+            assert self._sock is not None
+            max_blksize = tt.max_blksize_for_mtu(tt.interface_mtu(self._sock, local.ifindex))
+            negotiated = tt.negotiate(requested, size=source.size, max_blksize=max_blksize,
+                                      default_timeout=self._timeout)
+            sock = tt.open_transfer_socket(local.addresses)
+        except Exception as exc:
+            _close_quietly(stream)
+            self._log.exception("%s cannot start sending %r", _peer(client), filename)
+            self._refuse(client, local, filename, started, tt.ERR_UNDEFINED, "internal error", f"internal error: {exc}")
+            return
+        transfer = Transfer(sock=sock, client=client, filename=filename, request=request, source=source,
+                            negotiated=negotiated, retries=self._retries, now=started)
+        self._begin(transfer, negotiated)
+
+    def _begin(self, transfer: Transfer, negotiated: Negotiated) -> None:
+        self._selector.register(transfer.sock, selectors.EVENT_READ, transfer)
+        self._by_client[transfer.client] = transfer
+        heapq.heappush(self._timers, (transfer.deadline, next(self._sequence), transfer))
+        self._log.info("%s RRQ %r: %d bytes, blksize %d, windowsize %d, OACK %s", _peer(transfer.client),
+                       transfer.filename, transfer.source.size, transfer.blksize, transfer.windowsize,
+                       dict(negotiated.oack) or "none")
+        self._step(transfer, lambda: transfer.pump(transfer.started))
+
+    def _refuse(self, client: Client, local: _Local, filename: str, started: float,
+                code: int, message: str, reason: str) -> None:
+        """Answer a request with an error before any transfer started, and record it."""
+        level = logging.INFO if code == tt.ERR_NOT_FOUND else logging.WARNING
+        self._log.log(level, "%s RRQ %r refused: %s", _peer(client), filename[:80], reason)
+        self._reply(client, local, code, message)
+        self._stats["failed"] += 1
+        self._emit(TransferRecord(client[0], client[1], filename, 0, tt.DEFAULT_BLKSIZE, 1,
+                                  time.monotonic() - started, False, reason))
+
+    def _malformed(self, client: Client, why: str, local: _Local | None = None, code: int | None = None) -> None:
+        """Count a packet we could not use; answer it (only requests) when ``code`` is given."""
+        self._stats["malformed"] += 1
+        self._log.debug("%s malformed packet %s: %s", _peer(client), "answered" if code is not None else "dropped", why)
+        if local is not None and code is not None:
+            self._reply(client, local, code, why if code == tt.ERR_OPTIONS else "malformed request")
+
+    def _reply(self, client: Client, local: _Local, code: int, message: str) -> None:
+        """Send an error for a request from a fresh port on the address it came to, as any
+        reply to a request (RFC 1350 §4; tftpd-hpa does the same); else from port 69."""
+        packet = tt.encode_error(code, message)
+        try:
+            with tt.open_transfer_socket(local.addresses) as sock:
+                sock.sendto(packet, client)
+            return
+        except OSError:
+            pass
+        try:
+            assert self._sock is not None
+            self._sock.sendto(packet, client)
+        except OSError as exc:
+            self._log.debug("%s error reply not sent: %s", _peer(client), exc)
+
+    # ------------------------------------------------------------------ transfers
+
+    def _on_transfer_readable(self, transfer: Transfer) -> None:
+        for _ in range(_DRAIN):
+            if transfer.done:
+                return
+            try:
+                data, sender = transfer.sock.recvfrom(_MAX_CLIENT_PACKET)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._log.debug("%s receive failed: %s", _peer(transfer.client), exc)
+                return
+            if sender != transfer.client:
+                self._stranger(transfer, data, sender)
+                continue
+            try:
+                self._step(transfer, lambda: transfer.receive(data, time.monotonic()))
+            except tt.MalformedPacket as exc:
+                self._malformed(transfer.client, str(exc))
+
+    def _stranger(self, transfer: Transfer, data: bytes, sender: Client) -> None:
+        """RFC 1350 §4: a packet from the wrong TID gets error 5; the transfer goes on."""
+        self._log.debug("%s packet from %s: unknown transfer ID", _peer(transfer.client), _peer(sender))
+        if data[:2] == tt.OP_ERROR.to_bytes(2, "big"):
+            return  # never answer an error with an error
+        try:
+            transfer.sock.sendto(tt.encode_error(tt.ERR_UNKNOWN_TID, "unknown transfer ID"), sender)
+        except OSError:
+            pass
+
+    def _step(self, transfer: Transfer, action: Callable[[], Ending | None]) -> None:
+        """Run one step of a transfer and apply its outcome; any exception other than
+        ``MalformedPacket`` ends that transfer only, with error 0."""
+        try:
+            ending = action()
+        except tt.MalformedPacket:
+            raise
+        except Exception as exc:
+            self._log.exception("%s sending %r failed", _peer(transfer.client), transfer.filename)
+            ending = Ending(ok=False, error=f"internal error: {exc}", reply=(tt.ERR_UNDEFINED, "internal error"))
+        if ending is not None:
+            self._finish(transfer, ending)
+        elif transfer.want_write != transfer.write_registered:
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if transfer.want_write else 0)
+            self._selector.modify(transfer.sock, events, transfer)
+            transfer.write_registered = transfer.want_write
+
+    def _expire(self, now: float) -> None:
+        """Fire due retransmission timers.
+
+        Each live transfer has exactly one heap entry. An ACK only moves ``transfer.deadline``
+        forward; when the outdated entry surfaces it is pushed again at the real deadline.
+        """
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            _, _, transfer = heapq.heappop(timers)
+            if not transfer.done and transfer.deadline <= now:
+                self._log.debug("%s timeout: resending from block %d", _peer(transfer.client), transfer.base)
+                self._step(transfer, lambda: transfer.on_timeout(now))
+            if not transfer.done:
+                heapq.heappush(timers, (transfer.deadline, next(self._sequence), transfer))
+
+    def _finish(self, transfer: Transfer, ending: Ending) -> None:
+        """End a transfer exactly once: reply, release its socket and file, count, record."""
+        if transfer.done:
+            return
+        transfer.done = True
+        if ending.reply is not None:
+            try:
+                transfer.sock.sendto(tt.encode_error(*ending.reply), transfer.client)
+            except OSError:
+                pass
+        self._selector.unregister(transfer.sock)
+        transfer.sock.close()
+        _close_quietly(transfer.source)
+        if self._by_client.get(transfer.client) is transfer:
+            del self._by_client[transfer.client]
+        self._stats["completed" if ending.ok else "aborted" if ending.aborted else "failed"] += 1
+        duration, sent, peer = time.monotonic() - transfer.started, transfer.bytes_acked, _peer(transfer.client)
+        if ending.ok:
+            self._log.info("%s sent %r: %d bytes in %.3f s", peer, transfer.filename, sent, duration)
+        elif ending.aborted:
+            self._log.info("%s %r: %s", peer, transfer.filename, ending.error)
+        else:
+            self._log.warning("%s sending %r failed after %d bytes: %s", peer, transfer.filename, sent, ending.error)
+        self._emit(TransferRecord(transfer.client[0], transfer.client[1], transfer.filename, sent,
+                                  transfer.blksize, transfer.windowsize, duration, ending.ok, ending.error))
+
+    def _emit(self, record: TransferRecord) -> None:
+        if self._on_transfer is None:
+            return
+        try:
+            self._on_transfer(record)
+        except Exception:
+            self._log.exception("%s:%d on_transfer callback failed", record.client_ip, record.client_port)
+
+
+def _local_of(ancillary: list[tuple[int, int, bytes]], fallback: str) -> _Local:
+    """Read ``IP_PKTINFO``: the request's destination address, then the receiving interface's
+    own address (for a broadcast destination, which cannot be bound)."""
+    for level, kind, payload in ancillary:
+        if level == socket.IPPROTO_IP and kind == _IP_PKTINFO and len(payload) >= _PKTINFO.size:
+            ifindex, spec_dst, dst = _PKTINFO.unpack_from(payload)
+            addresses = dict.fromkeys((socket.inet_ntoa(dst), socket.inet_ntoa(spec_dst)))
+            return _Local(tuple(addresses), ifindex)
+    return _Local((fallback,))
+
+
+def _bind_advice(address: str, port: int, exc: OSError) -> str:
+    """The bind error in words an operator can act on."""
+    where = f"cannot bind TFTP to {address}:{port}/udp"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return (f"{where}: permission denied; ports below 1024 need root or CAP_NET_BIND_SERVICE "
+                "(AmbientCapabilities= in the systemd unit), or configure another port")
+    if exc.errno == errno.EADDRINUSE:
+        return (f"{where}: the port is already in use (tftpd-hpa or dnsmasq's TFTP?); "
+                "stop that service or configure another port")
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"{where}: {address} is not an address of this host; fix bind_address"
+    return f"{where}: {exc.strerror or exc}; run as root or with CAP_NET_BIND_SERVICE, or configure another port"
+
+
+def _close_quietly(closable: BinaryIO | BlockSource) -> None:
+    try:
+        closable.close()
+    except Exception:
+        logging.getLogger("bootbox.tftp").debug("closing a served file failed", exc_info=True)
+
+
+def _peer(client: Client) -> str:
+    return f"{client[0]}:{client[1]}"

@@ -1,0 +1,457 @@
+"""One read transfer of the bootbox TFTP server: options, packets, block windows, retransmission.
+
+Protocol references:
+
+* RFC 1350 §5 (packet formats), §6 (a DATA block shorter than the block size ends the
+  transfer), §4 (transfer IDs);
+* RFC 2347 (OACK; error 8 ends a negotiation; option names are case-insensitive; options the
+  server does not support are left out of the OACK, never answered with an error);
+* RFC 2348 (blksize: 8..65464 octets; the server may answer a smaller value);
+* RFC 2349 (timeout: 1..255 s, echoed unchanged; tsize: the client sends 0 in an RRQ and the
+  server answers the real size);
+* RFC 7440 (windowsize: send that many blocks, then wait for an ACK; an ACK for an earlier
+  block means the blocks after it were lost, so continue from there);
+* RFC 1123 §4.2.3.1 (the Sorcerer's Apprentice bug: in lock-step mode a duplicate ACK must not
+  trigger a retransmission; the timer does that).
+
+Nothing here owns a selector, a thread or the clock: the server in :mod:`bootbox.net.tftp`
+feeds the client's packets and the time in, a :class:`Transfer` writes DATA and OACK packets
+to its own socket and says when and how it ended (:class:`Ending`). Packets are encoded and
+decoded with tftpy's packet classes, except ERROR (see :func:`decode_error`).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import io
+import os
+import socket
+import stat
+import struct
+from dataclasses import dataclass, field
+from typing import BinaryIO, Mapping, Sequence
+
+from tftpy.TftpPacketFactory import TftpPacketFactory
+from tftpy.TftpPacketTypes import TftpPacketACK, TftpPacketDAT, TftpPacketERR, TftpPacketOACK
+
+OP_RRQ, OP_WRQ, OP_DATA, OP_ACK, OP_ERROR, OP_OACK = 1, 2, 3, 4, 5, 6
+
+ERR_UNDEFINED = 0
+ERR_NOT_FOUND = 1
+ERR_ACCESS = 2
+ERR_ILLEGAL = 4
+ERR_UNKNOWN_TID = 5
+ERR_OPTIONS = 8
+
+DEFAULT_BLKSIZE = 512
+MIN_BLKSIZE = 8
+MAX_BLKSIZE = 65464
+"""RFC 2348's upper bound (tftpy allows 65536, which no RFC client may ask for)."""
+
+MAX_WINDOWSIZE = 64
+"""RFC 7440 allows 65535; 64 blocks keeps one window well inside socket buffers and gets all
+of the measured gain (RFC 7440 §5 saw no benefit past 16–32 on a LAN)."""
+
+MIN_TIMEOUT, MAX_TIMEOUT = 1, 255
+
+CLIENT_ABORTED_OPTIONS = "client aborted (option negotiation)"
+
+_HEADERS = 20 + 8 + 4
+"""IPv4 header without options, UDP header, TFTP DATA header."""
+
+_MAX_OPTION_DIGITS = 10
+_SIOCGIFMTU = 0x8921
+_ERROR_OPCODE = OP_ERROR.to_bytes(2, "big")
+_FACTORY = TftpPacketFactory()  # stateless: a table of packet classes
+
+
+class OptionError(ValueError):
+    """A known option carries a value that is not a decimal number: the request is malformed
+    and is answered with error 8 (RFC 2347)."""
+
+
+class SourceChanged(RuntimeError):
+    """The file ended before the size measured when the transfer started."""
+
+
+class MalformedPacket(ValueError):
+    """A packet from the client that cannot be decoded; it is dropped and counted."""
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How a transfer ended: ``reply`` is an error (code, message) to send the client first;
+    ``aborted`` marks a client that ended option negotiation on purpose (EDK2's tsize probe)."""
+
+    ok: bool
+    error: str = ""
+    aborted: bool = False
+    reply: tuple[int, str] | None = None
+
+
+COMPLETE = Ending(ok=True)
+
+
+@dataclass(frozen=True)
+class RequestedOptions:
+    """The options of an RRQ that this server understands, as the client asked for them."""
+
+    blksize: int | None = None
+    timeout: int | None = None
+    windowsize: int | None = None
+    tsize: bool = False
+
+
+@dataclass(frozen=True)
+class Negotiated:
+    """What a transfer will use, and the OACK options to send (empty: send no OACK)."""
+
+    blksize: int = DEFAULT_BLKSIZE
+    windowsize: int = 1
+    timeout: float = 1.0
+    oack: Mapping[str, str] = field(default_factory=dict)
+
+
+def parse_options(options: Mapping[str, str]) -> RequestedOptions:
+    """Pick blksize, timeout, windowsize and tsize out of an RRQ's options; ignore the rest.
+
+    Names are matched case-insensitively (RFC 2347). A value that is not a plain decimal
+    number raises :class:`OptionError`; ``int()`` alone would accept ``" 8"``, ``"1_000"`` and
+    non-ASCII digits, which no client sends on purpose.
+    """
+    values = {str(key).lower(): str(value) for key, value in options.items()}
+
+    def number(key: str) -> int | None:
+        text = values.get(key)
+        if text is None:
+            return None
+        if not (text.isascii() and text.isdigit() and len(text) <= _MAX_OPTION_DIGITS):
+            raise OptionError(f"option {key} has a non-numeric value {text[:20]!r}")
+        return int(text)
+
+    blksize, timeout, windowsize = number("blksize"), number("timeout"), number("windowsize")
+    tsize = number("tsize") is not None
+    return RequestedOptions(blksize=blksize, timeout=timeout, windowsize=windowsize, tsize=tsize)
+
+
+def negotiate(requested: RequestedOptions, *, size: int, max_blksize: int, default_timeout: float) -> Negotiated:
+    """Decide the transfer's parameters and the OACK, following each option's RFC.
+
+    * blksize below 8 is left out of the OACK (512 applies, as tftpd-hpa does); larger than
+      ``max_blksize`` is answered with ``max_blksize`` (RFC 2348 allows a smaller answer).
+    * timeout outside 1..255 is left out (RFC 2349 has no way to answer another value).
+    * windowsize 0 is left out; above :data:`MAX_WINDOWSIZE` it is answered with that.
+    * tsize is answered with ``size``.
+    """
+    oack: dict[str, str] = {}
+    blksize = DEFAULT_BLKSIZE
+    if requested.blksize is not None and requested.blksize >= MIN_BLKSIZE:
+        blksize = min(requested.blksize, max_blksize)
+        oack["blksize"] = str(blksize)
+    if requested.tsize:
+        oack["tsize"] = str(size)
+    timeout = default_timeout
+    if requested.timeout is not None and MIN_TIMEOUT <= requested.timeout <= MAX_TIMEOUT:
+        timeout = float(requested.timeout)
+        oack["timeout"] = str(requested.timeout)
+    windowsize = 1
+    if requested.windowsize is not None and requested.windowsize >= 1:
+        windowsize = min(requested.windowsize, MAX_WINDOWSIZE)
+        oack["windowsize"] = str(windowsize)
+    return Negotiated(blksize=blksize, windowsize=windowsize, timeout=timeout, oack=oack)
+
+
+def max_blksize_for_mtu(mtu: int | None) -> int:
+    """The largest block that fits one unfragmented IPv4 datagram on a link with this MTU.
+
+    A block larger than the MTU is sent as IP fragments and the loss of any fragment loses the
+    whole block, so we never offer more than the link carries (1500 → 1468, the value EDK2 and
+    iPXE ask for). Unknown MTU: the RFC 2348 maximum.
+    """
+    if mtu is None or mtu <= 0:
+        return MAX_BLKSIZE
+    return max(MIN_BLKSIZE, min(MAX_BLKSIZE, mtu - _HEADERS))
+
+
+def interface_mtu(sock: socket.socket, ifindex: int | None) -> int | None:
+    """The MTU of interface ``ifindex`` (Linux ``SIOCGIFMTU`` on any socket), None if unknown."""
+    if not ifindex:
+        return None
+    try:
+        name = socket.if_indextoname(ifindex).encode()
+        answer = fcntl.ioctl(sock.fileno(), _SIOCGIFMTU, struct.pack("16s24x", name))
+    except OSError:
+        return None
+    return int(struct.unpack_from("i", answer, 16)[0])
+
+
+def open_transfer_socket(addresses: Sequence[str]) -> socket.socket:
+    """A non-blocking UDP socket on an ephemeral port of the first address that can be bound.
+
+    The server passes the address the request was sent to, then the receiving interface's own
+    address (a broadcast destination cannot be bound). The socket is not ``connect()``ed, so
+    packets from a wrong TID still arrive and can be answered with error 5 (RFC 1350 §4).
+    """
+    last_error: OSError = OSError(errno.EADDRNOTAVAIL, "no local address to reply from")
+    for address in addresses:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.bind((address, 0))
+        except OSError as exc:
+            sock.close()
+            last_error = exc
+            continue
+        sock.setblocking(False)
+        return sock
+    raise last_error
+
+
+def encode_data(block: int, data: bytes) -> bytes:
+    """A DATA packet (RFC 1350 §5) for a 16-bit block number."""
+    packet = TftpPacketDAT()
+    packet.blocknumber = block
+    packet.data = data
+    return bytes(packet.encode().buffer)
+
+
+def encode_oack(options: Mapping[str, str]) -> bytes:
+    """An OACK packet (RFC 2347) acknowledging ``options``."""
+    packet = TftpPacketOACK()
+    packet.options = dict(options)
+    return bytes(packet.encode().buffer)
+
+
+def encode_error(code: int, message: str) -> bytes:
+    """An ERROR packet (RFC 1350 §5) with our own message.
+
+    tftpy's encoder ignores ``errmsg`` and looks the text up in the instance's ``errmsgs``
+    table (which has no entry for code 0), so we give the instance a one-entry table.
+    """
+    packet = TftpPacketERR()
+    packet.errorcode = code
+    packet.errmsgs = {code: message.replace("\x00", " ").encode("ascii", "replace")}
+    return bytes(packet.encode().buffer)
+
+
+def decode_error(packet: bytes) -> tuple[int, str]:
+    """The code and message of an ERROR packet.
+
+    Decoded here rather than with tftpy's ``TftpPacketERR.decode``, which logs every error
+    packet at ERROR level: EDK2 sends one on every boot (the tsize probe), and a boot storm
+    must not flood the log. Raises ``ValueError`` when shorter than 4 bytes.
+    """
+    if len(packet) < 4:
+        raise ValueError("ERROR packet shorter than 4 bytes")
+    (code,) = struct.unpack_from("!H", packet, 2)
+    message = packet[4:].split(b"\x00", 1)[0].decode("ascii", "replace")
+    return code, message
+
+
+class BlockSource:
+    """Random-access reads from what ``open_file`` returned: a real file or any binary stream.
+
+    A real file (``io.FileIO`` or a buffered reader over one) is sized with ``os.fstat`` and
+    read with ``os.pread``, which needs no seek and leaves the object's position alone. Anything
+    else (``io.BytesIO``, a temporary-file wrapper) is sized with seek/tell and read with
+    seek/read. ``fileno()`` alone is not trusted: ``gzip.GzipFile.fileno()`` returns the
+    compressed file's descriptor.
+    """
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self._fd = _os_file_descriptor(stream)
+        if self._fd is not None:
+            self.size = os.fstat(self._fd).st_size
+        else:
+            self.size = stream.seek(0, io.SEEK_END)
+            stream.seek(0)
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        """``length`` bytes from ``offset``; fewer only at end of file.
+
+        Short reads are repeated: a raw stream may return less than asked for.
+        """
+        if self._fd is None:
+            self._stream.seek(offset)
+        chunks: list[bytes] = []
+        got = 0
+        while got < length:
+            if self._fd is not None:
+                chunk = os.pread(self._fd, length - got, offset + got)
+            else:
+                chunk = self._stream.read(length - got) or b""
+            if not chunk:
+                break
+            chunks.append(chunk)
+            got += len(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+def _os_file_descriptor(stream: BinaryIO) -> int | None:
+    raw = getattr(stream, "raw", stream)
+    if not isinstance(raw, io.FileIO):
+        return None
+    fd = raw.fileno()
+    return fd if stat.S_ISREG(os.fstat(fd).st_mode) else None
+
+
+class Transfer:
+    """The state of one RRQ: which blocks are in flight, when to retransmit, how it ended.
+
+    Blocks are counted from 1 without limit and block 0 stands for the OACK, so "waiting for
+    ACK 0" is simply the first window. The wire carries the low 16 bits: numbers wrap from
+    65535 to 0, as tftpd-hpa, curl, iPXE and EDK2 expect (RFC 1350 leaves this open).
+
+    The last block is ``size // blksize + 1``: it is shorter than ``blksize``, and empty when the
+    size is a multiple of ``blksize``, because a short block is what ends a transfer (RFC 1350 §6).
+    """
+
+    def __init__(
+        self,
+        *,
+        sock: socket.socket,
+        client: tuple[str, int],
+        filename: str,
+        request: bytes,
+        source: BlockSource,
+        negotiated: Negotiated,
+        retries: int,
+        now: float,
+    ) -> None:
+        self.sock = sock
+        self.client = client
+        self.filename = filename
+        self.request = request
+        self.source = source
+        self.blksize = negotiated.blksize
+        self.windowsize = negotiated.windowsize
+        self.timeout = negotiated.timeout
+        self.started = now
+        self.last_block = source.size // self.blksize + 1
+        self._oack = encode_oack(negotiated.oack) if negotiated.oack else None
+        self._retries = retries
+        self._retries_left = retries
+        self._resent_on_duplicate = False
+        first = 0 if self._oack is not None else 1
+        self.base = first
+        self.next_block = first
+        self.window_end = self._window_end(first)
+        self.deadline = now + self.timeout
+        self.want_write = False
+        self.write_registered = False
+        self.done = False
+
+    @property
+    def awaiting_oack_ack(self) -> bool:
+        """True until the client acknowledged the OACK (RFC 2347: with ACK 0)."""
+        return self._oack is not None and self.base == 0
+
+    @property
+    def bytes_acked(self) -> int:
+        """File bytes the client has acknowledged (retransmissions not counted)."""
+        return min(max(self.base - 1, 0) * self.blksize, self.source.size)
+
+    def receive(self, data: bytes, now: float) -> Ending | None:
+        """Act on a packet from the client; return how the transfer ended, or None to go on.
+
+        :raises MalformedPacket: the packet cannot be decoded (the transfer goes on).
+        """
+        if data[:2] == _ERROR_OPCODE:
+            try:
+                code, message = decode_error(data)
+            except ValueError as exc:
+                raise MalformedPacket(str(exc)) from None
+            if code == ERR_OPTIONS and self.awaiting_oack_ack:
+                return Ending(ok=False, error=CLIENT_ABORTED_OPTIONS, aborted=True)
+            return Ending(ok=False, error=f"client error {code}: {message[:80]}")
+        try:
+            packet = _FACTORY.parse(data)
+        except Exception as exc:
+            raise MalformedPacket(f"undecodable packet ({type(exc).__name__}, {len(data)} bytes)") from None
+        if not isinstance(packet, TftpPacketACK):
+            unexpected = type(packet).__name__.removeprefix("TftpPacket")
+            return Ending(ok=False, error=f"client sent {unexpected}", reply=(ERR_ILLEGAL, "expected ACK"))
+        return COMPLETE if self.on_ack(packet.blocknumber, now) else None
+
+    def on_ack(self, wire_block: int, now: float) -> bool:
+        """Handle an ACK; return True when it acknowledges the last block.
+
+        Only ACKs from the last acknowledged block to the last block sent count; anything else
+        is a stale or delayed packet and is ignored. An ACK inside the window moves the window
+        there (RFC 7440 §4: the blocks after it were lost). A repeat of the previous ACK in
+        lock-step mode is ignored (RFC 1123 §4.2.3.1); with a window it signals that the
+        window's first block was lost, so the window is resent once, then the timer takes over.
+        """
+        previous = self.base - 1
+        delta = (wire_block - previous) & 0xFFFF
+        if delta > self.window_end - previous:
+            return False
+        acked = previous + delta
+        if acked == self.last_block:
+            self.base = acked + 1
+            return True
+        if delta == 0:
+            if self.windowsize == 1 or self._resent_on_duplicate:
+                return False
+            self._resent_on_duplicate = True
+        else:
+            self._resent_on_duplicate = False
+            self._retries_left = self._retries
+        self._rewind(acked + 1)
+        self.pump(now)
+        return False
+
+    def on_timeout(self, now: float) -> Ending | None:
+        """Resend the unacknowledged window, or end the transfer once the retries are used up."""
+        if self._retries_left <= 0:
+            return Ending(ok=False, error=f"timed out after {self._retries} retransmissions")
+        self._retries_left -= 1
+        self._rewind(self.base)
+        self.pump(now)
+        return None
+
+    def pump(self, now: float) -> None:
+        """Send the rest of the current window; stop early when the socket buffer is full.
+
+        A full buffer (EAGAIN) sets :attr:`want_write` so the server waits for the socket to
+        drain instead of spinning; ENOBUFS is treated as a lost packet for the timer to repair.
+        """
+        self.deadline = now + self.timeout
+        while self.next_block <= self.window_end:
+            try:
+                self.sock.sendto(self._packet(self.next_block), self.client)
+            except (BlockingIOError, InterruptedError):
+                self.want_write = True
+                return
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:
+                    break
+                raise
+            self.next_block += 1
+        self.want_write = False
+
+    def _rewind(self, first: int) -> None:
+        self.base = first
+        self.next_block = first
+        self.window_end = self._window_end(first)
+
+    def _window_end(self, first: int) -> int:
+        if first == 0:
+            return 0
+        return min(first + self.windowsize - 1, self.last_block)
+
+    def _packet(self, block: int) -> bytes:
+        if block == 0:
+            assert self._oack is not None
+            return self._oack
+        offset = (block - 1) * self.blksize
+        length = min(self.blksize, self.source.size - offset)
+        data = self.source.read_at(offset, length)
+        if len(data) != length:
+            raise SourceChanged(f"file shrank while being sent (block {block})")
+        return encode_data(block & 0xFFFF, data)
+

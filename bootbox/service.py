@@ -1,0 +1,378 @@
+"""BootService: the one object the protocol servers, the web app and the CLI's API talk to.
+
+It composes the store, the in-memory host index, the event journal and the plugin manager,
+and is the only caller of ``pm.hook``. The servers see only its bound methods (``decide``,
+``open_tftp``, ``host_script`` …), never the store or pluggy.
+
+Boot-path methods read memory and append to the journal; they never wait on a store write.
+Operator writes (profiles) are written through to the store before they return, so an
+acknowledged write survives a crash.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Mapping
+
+import pluggy
+
+from bootbox import policy, render
+from bootbox.config import Settings
+from bootbox.errors import BootboxError, Conflict, NotFound, PluginError, ValidationError
+from bootbox.index import HOSTS_TABLE, HostIndex, HostPersister
+from bootbox.journal import Journal
+from bootbox.model import (
+    BootContext,
+    BootEvent,
+    BootSpec,
+    EventKind,
+    Host,
+    HostState,
+    Machine,
+    Profile,
+    normalize_mac,
+    normalize_uuid,
+)
+from bootbox.plugins import PluginInfo, plugin_infos
+from bootbox.safepath import resolve_under
+from bootbox.store import Store
+
+log = logging.getLogger("bootbox.service")
+
+PROFILES_TABLE = "profiles"
+_PROFILE_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+# iPXE query parameter → host attribute that rules match on.
+_PARAM_ATTRS: dict[str, str] = {
+    "uuid": "uuid",
+    "serial": "serial",
+    "asset": "asset",
+    "manufacturer": "vendor",
+    "product": "model",
+    "buildarch": "arch",
+    "platform": "platform",
+    "ip": "ipv4",
+    "hostname": "hostname",
+    "domain": "domain",
+}
+
+
+def _clean_attr(value: str) -> str:
+    """Trim and drop control characters: the values come from firmware and end up in scripts."""
+    return "".join(ch for ch in value.strip() if ch.isprintable())[:256]
+
+
+class ProfileKind:
+    """A registered profile kind: its name, its spec validator and who registered it."""
+
+    def __init__(self, name: str, validate: Callable[[Mapping[str, Any]], dict[str, Any]], description: str, plugin: str):
+        self.name = name
+        self.validate = validate
+        self.description = description
+        self.plugin = plugin
+
+
+class BootService:
+    """The boot appliance's core: decisions, host records, events, profiles, plugin calls."""
+
+    def __init__(self, settings: Settings, store: Store, journal: Journal, pm: pluggy.PluginManager) -> None:
+        self.settings = settings
+        self.store = store
+        self.journal = journal
+        self.pm = pm
+        self.hosts = HostIndex(Host.from_dict(doc) for doc in store.all(HOSTS_TABLE).values())
+        self._persister = HostPersister(self.hosts, store)
+        self._profiles_lock = threading.Lock()
+        self._profiles: dict[str, Profile] = {
+            doc["name"]: Profile.from_dict(doc) for doc in store.all(PROFILES_TABLE).values()
+        }
+        self.kinds: dict[str, ProfileKind] = {}
+        self._workers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bootbox-after-boot")
+        self._started = False
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        """Run the start-up hooks (configure, kinds) and start the write-behind thread."""
+        self.pm.hook.bootbox_configure(settings=self.settings)
+        for impl in self.pm.hook.bootbox_register_profile_kinds.get_hookimpls():
+            impl.function(register=functools.partial(self._register_kind, plugin=impl.plugin_name))
+        self._persister.start()
+        self._started = True
+
+    def _register_kind(
+        self, kind: str, *, validate: Callable[..., dict[str, Any]], description: str = "", plugin: str
+    ) -> None:
+        if not kind or not set(kind) <= _PROFILE_NAME_CHARS:
+            raise PluginError(f"profile kind {kind!r} is not a valid name")
+        if kind in self.kinds:
+            raise PluginError(f"profile kind {kind!r} is registered twice (by {self.kinds[kind].plugin} and {plugin})")
+        self.kinds[kind] = ProfileKind(kind, validate, description, plugin=plugin)
+
+    def close(self) -> None:
+        """Flush hosts and events; wait for after-boot work (bounded)."""
+        self._workers.shutdown(wait=True, cancel_futures=True)
+        if self._started:
+            self._persister.stop()
+        self.journal.flush()
+
+    # ---------------------------------------------------------------- events
+
+    def record(self, mac: str, kind: str, message: str, /, **data: Any) -> BootEvent:
+        """Append one boot step to the host's timeline (memory + journal, never the store)."""
+        event = BootEvent(mac=mac, kind=str(kind), message=message, data=data)
+        self.journal.append(event)
+        log.info("%s %s %s", mac, kind, message)
+        return event
+
+    def _see(self, mac: str, state: HostState | None = None, attrs: Mapping[str, str] | None = None) -> Host:
+        now = time.time()
+
+        def change(host: Host | None) -> Host:
+            host = host or Host(mac=mac, first_seen=now)
+            new_attrs = dict(host.attrs)
+            new_attrs.update({k: v for k, v in (attrs or {}).items() if v})
+            new_attrs["mac"] = mac
+            return replace(host, attrs=new_attrs, state=state or host.state, last_seen=now)
+
+        return self.hosts.update(mac, change)
+
+    # ---------------------------------------------------------------- DHCP
+
+    def decide(self, machine: Machine) -> BootSpec | None:
+        """Answer a PXE client's DHCP request (called on the DHCP thread; memory only)."""
+        base = policy.http_base_url(
+            machine,
+            server_address=self.settings.server_address,
+            http_port=self.settings.http.port,
+            public_url=self.settings.http.public_url,
+        )
+        spec = policy.choose_boot(
+            machine,
+            loaders=self.settings.dhcp.loaders,
+            next_server=self.settings.server_address or machine.server_ip,
+            base_url=base,
+        )
+        if spec is None:
+            self.record(machine.mac, EventKind.DHCP_IGNORED, f"no loader for client architecture {machine.arch}", arch=machine.arch)
+        return spec
+
+    def dhcp_answered(self, machine: Machine, spec: BootSpec, port: int) -> None:
+        """Record that the proxy answered ``machine`` (an OFFER on 67, an ACK on 4011)."""
+        kind = EventKind.DHCP_OFFER if port == self.settings.dhcp.port else EventKind.DHCP_ACK
+        attrs = {"firmware": str(machine.firmware)}
+        if machine.uuid:
+            attrs["uuid"] = machine.uuid
+        if machine.client_ip and machine.client_ip != "0.0.0.0":
+            attrs["ipv4"] = machine.client_ip
+        host = self.hosts.get(machine.mac)
+        self._see(machine.mac, None if host and host.state != HostState.DISCOVERED else HostState.DISCOVERED, attrs)
+        self.record(
+            machine.mac,
+            kind,
+            f"{'offer' if kind == EventKind.DHCP_OFFER else 'boot-server ack'}: {spec.boot_file} ({spec.reason})",
+            boot_file=spec.boot_file,
+            arch=machine.arch,
+            ipxe=machine.is_ipxe,
+            port=port,
+        )
+
+    # ---------------------------------------------------------------- TFTP and loaders
+
+    def _mac_for_ip(self, ip: str) -> str:
+        mac = self.hosts.mac_for_ip(ip) or _arp_lookup(ip)
+        return mac or f"ip:{ip}"
+
+    def open_tftp(self, name: str, client: tuple[str, int]) -> BinaryIO:
+        """Open a loader for a TFTP read; raises NotFound / Forbidden (mapped to TFTP errors)."""
+        return resolve_under(Path(self.settings.tftp.root), name).open("rb")
+
+    def tftp_done(self, record: Any) -> None:
+        """Record a finished TFTP transfer on the host that made it."""
+        mac = self._mac_for_ip(record.client_ip)
+        if record.ok:
+            if not mac.startswith("ip:"):
+                self._see(mac, HostState.BOOTING)
+            self.record(mac, EventKind.TFTP_SENT, f"tftp {record.filename} ({record.bytes_sent} bytes)",
+                        file=record.filename, bytes=record.bytes_sent, ip=record.client_ip, blksize=record.blksize)
+        else:
+            self.record(mac, EventKind.TFTP_FAILED, f"tftp {record.filename} failed: {record.error}",
+                        file=record.filename, error=record.error, ip=record.client_ip)
+
+    def loader_path(self, name: str, client_ip: str, *, record: bool = True) -> Path:
+        """A loader served over HTTP to UEFI HTTP-boot clients (same files as TFTP)."""
+        path = resolve_under(Path(self.settings.tftp.root), name)
+        if record:
+            mac = self._mac_for_ip(client_ip)
+            self.record(mac, EventKind.HTTP_FILE, f"http loader {name}", file=name, ip=client_ip)
+        return path
+
+    # ---------------------------------------------------------------- HTTP boot
+
+    def entry_script(self, base_url: str) -> str:
+        return render.entry_script(base_url)
+
+    def _call_boot_hook(self, mac: str, name: str, /, **kwargs: Any) -> Any:
+        """Call a boot-path hook; a plugin's exception is logged and recorded, never raised."""
+        try:
+            return getattr(self.pm.hook, name)(**kwargs)
+        except Exception as exc:
+            log.exception("%s plugin hook %s failed", mac, name)
+            self.record(mac, EventKind.STATE, f"plugin hook {name} failed: {exc}", hook=name)
+            return None
+
+    def host_script(self, mac: str, params: Mapping[str, str], client_ip: str, base_url: str) -> str:
+        """The per-host iPXE script: record what iPXE reported, choose a profile, render it."""
+        mac = normalize_mac(mac)
+        attrs = {attr: _clean_attr(params[param]) for param, attr in _PARAM_ATTRS.items() if params.get(param)}
+        if attrs.get("uuid"):
+            try:
+                attrs["uuid"] = normalize_uuid(attrs["uuid"])
+            except ValidationError:
+                attrs.pop("uuid")
+        attrs.setdefault("ipv4", client_ip)
+        host = self._see(mac, None, attrs)
+        extra = self._call_boot_hook(mac, "bootbox_host_attributes", host=host, params=dict(params)) or []
+        merged = {k: _clean_attr(str(v)) for result in reversed(extra) if result for k, v in result.items()}
+        if merged:
+            host = self._see(mac, None, merged)
+        boot = BootContext(base_url=base_url, mac=mac, firmware=host.attrs.get("platform", ""))
+        profile_name = self._call_boot_hook(mac, "bootbox_select_profile", host=host)
+        profile = self.profile_or_none(profile_name) if profile_name else None
+        if profile is None:
+            reason = f"its profile {profile_name!r} does not exist" if profile_name else "no rule gives it a profile"
+            self._see(mac, HostState.WAITING)
+            self.record(mac, EventKind.HTTP_SCRIPT, f"waiting script: {reason}", reason=reason)
+            return render.waiting_script(boot, host.attrs, reason, self.settings.retry_seconds)
+        script = self._call_boot_hook(mac, "bootbox_boot_script", host=host, profile=profile, boot=boot)
+        if not script:
+            reason = f"no plugin boots profiles of kind {profile.kind!r}"
+            self._see(mac, HostState.WAITING)
+            self.record(mac, EventKind.HTTP_SCRIPT, f"waiting script: {reason}", reason=reason, profile=profile.name)
+            return render.waiting_script(boot, host.attrs, reason, self.settings.retry_seconds)
+        self.hosts.update(mac, lambda h: replace(h or Host(mac=mac), state=HostState.BOOTING,
+                                                  associations={**(h.associations if h else {}), "profile": profile.name}))
+        self.record(mac, EventKind.HTTP_SCRIPT, f"script for profile {profile.name} ({profile.kind})",
+                    profile=profile.name, kind=profile.kind, ip=client_ip)
+        return script
+
+    def host_asset(self, mac: str, name: str, client_ip: str, *, record: bool = True) -> Path:
+        """A file of the host's own profile; other hosts' profiles are out of reach (404)."""
+        mac = normalize_mac(mac)
+        host = self.hosts.get(mac)
+        profile_name = host.associations.get("profile") if host else None
+        if not profile_name:
+            raise NotFound(f"host {mac} has no profile yet; fetch its script first")
+        profile = self.profile(profile_name)
+        path = self._call_boot_hook(mac, "bootbox_profile_asset", profile=profile, name=name)
+        if path is None or not Path(path).is_file():
+            raise NotFound(f"profile {profile.name} has no file {name!r}")
+        if record:
+            self.record(mac, EventKind.HTTP_FILE, f"http {name} of profile {profile.name}", file=name, ip=client_ip)
+        return Path(path)
+
+    def booted(self, mac: str, report: Mapping[str, str], client_ip: str) -> Host:
+        """The booted OS reported in: a state change, and the after-boot hooks run off-thread."""
+        mac = normalize_mac(mac)
+        if self.hosts.get(mac) is None:
+            raise NotFound(f"host {mac} is not known to bootbox")
+        data = {k: _clean_attr(str(v)) for k, v in report.items() if k in ("ip", "boot_id", "kernel", "hostname", "message")}
+        data.setdefault("ip", client_ip)
+        host = self._see(mac, HostState.BOOTED, {"ipv4": data["ip"]})
+        host = self.hosts.update(mac, lambda h: replace(h, boot_id=data.get("boot_id") or h.boot_id))  # type: ignore[arg-type]
+        event = self.record(mac, EventKind.BOOTED, f"booted and reported in from {data['ip']}", **data)
+        self._workers.submit(self._after_boot, host, event)
+        return host
+
+    def _after_boot(self, host: Host, event: BootEvent) -> None:
+        for impl in self.pm.hook.bootbox_host_booted.get_hookimpls():
+            try:
+                impl.function(host=host, event=event)
+            except Exception as exc:
+                log.exception("%s after-boot hook of %s failed", host.mac, impl.plugin_name)
+                self.record(host.mac, EventKind.STATE, f"after-boot hook of {impl.plugin_name} failed: {exc}")
+
+    # ---------------------------------------------------------------- hosts (API)
+
+    def list_hosts(self) -> list[Host]:
+        return self.hosts.all()
+
+    def host(self, mac: str) -> Host:
+        mac = normalize_mac(mac)
+        host = self.hosts.get(mac)
+        if host is None:
+            raise NotFound(f"host {mac} is not known to bootbox")
+        return host
+
+    def host_events(self, mac: str, limit: int | None = None) -> list[BootEvent]:
+        return self.journal.events(normalize_mac(mac), limit=limit)
+
+    def remove_host(self, mac: str) -> None:
+        mac = normalize_mac(mac)
+        if not self.hosts.remove(mac):
+            raise NotFound(f"host {mac} is not known to bootbox")
+        key = mac.replace(":", "")
+        if self.store.has(HOSTS_TABLE, key):
+            self.store.delete(HOSTS_TABLE, key)
+
+    # ---------------------------------------------------------------- profiles (API)
+
+    def profiles(self) -> list[Profile]:
+        with self._profiles_lock:
+            return sorted(self._profiles.values(), key=lambda p: p.name)
+
+    def profile_or_none(self, name: str) -> Profile | None:
+        with self._profiles_lock:
+            return self._profiles.get(name)
+
+    def profile(self, name: str) -> Profile:
+        profile = self.profile_or_none(name)
+        if profile is None:
+            raise NotFound(f"profile {name!r} does not exist")
+        return profile
+
+    def put_profile(self, profile: Profile, *, replace_existing: bool = False) -> Profile:
+        """Validate with the kind's plugin, then write through to the store."""
+        if not profile.name or not set(profile.name) <= _PROFILE_NAME_CHARS or len(profile.name) > 64:
+            raise ValidationError("name", "use 1-64 letters, digits, '.', '_' or '-'")
+        kind = self.kinds.get(profile.kind)
+        if kind is None:
+            known = ", ".join(sorted(self.kinds)) or "none"
+            raise ValidationError("kind", f"unknown profile kind {profile.kind!r}; known kinds: {known}")
+        validated = replace(profile, spec=kind.validate(dict(profile.spec)))
+        with self._profiles_lock:
+            if profile.name in self._profiles and not replace_existing:
+                raise Conflict(f"profile {profile.name!r} already exists")
+            self.store.put(PROFILES_TABLE, profile.name, validated.to_dict())
+            self._profiles[profile.name] = validated
+        return validated
+
+    def delete_profile(self, name: str) -> None:
+        with self._profiles_lock:
+            if name not in self._profiles:
+                raise NotFound(f"profile {name!r} does not exist")
+            self.store.delete(PROFILES_TABLE, name)
+            del self._profiles[name]
+
+    # ---------------------------------------------------------------- plugins
+
+    def plugins(self) -> list[PluginInfo]:
+        return plugin_infos(self.pm)
+
+
+def _arp_lookup(ip: str, arp_table: Path = Path("/proc/net/arp")) -> str | None:
+    """The kernel's neighbour table knows the MAC of a client that just talked to us."""
+    try:
+        for line in arp_table.read_text().splitlines()[1:]:
+            fields = line.split()
+            if len(fields) >= 4 and fields[0] == ip and fields[3] != "00:00:00:00:00:00":
+                return normalize_mac(fields[3])
+    except (OSError, BootboxError):
+        return None
+    return None

@@ -1,0 +1,50 @@
+"""The HTTP side of bootbox: a Flask application factory and nothing global.
+
+``create_app`` returns a fresh app bound to one :class:`~bootbox.service.BootService`, kept in
+``app.extensions["bootbox"]``; the blueprints read it from there and never call plugins
+directly. The appliance serves the app with waitress (see ``bootbox.appliance``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+from flask import Flask, current_app
+
+from bootbox.service import BootService
+
+
+def create_app(service: BootService, *, token: str, status: Callable[[], dict[str, Any]] | None = None) -> Flask:
+    """Build the app: boot endpoints for hosts, ``/api/v1`` for operators, ``/`` for people."""
+    from bootbox.web import api, boot, pages
+    from bootbox.web.errors import register_error_handlers
+
+    app = Flask("bootbox.web")
+    app.url_map.merge_slashes = False
+    app.wsgi_app = _collapse_slashes(app.wsgi_app)  # type: ignore[method-assign]
+    app.config["JSON_SORT_KEYS"] = False
+    app.config["MAX_CONTENT_LENGTH"] = 4 * 2**20
+    app.extensions["bootbox"] = {"service": service, "token": token, "status": status or (lambda: {})}
+    app.register_blueprint(boot.blueprint)
+    app.register_blueprint(api.blueprint)
+    app.register_blueprint(pages.blueprint)
+    register_error_handlers(app)
+    return app
+
+
+def _collapse_slashes(wsgi_app: Any) -> Any:
+    """Serve ``/boot//x`` as ``/boot/x`` directly: a redirect breaks UEFI HTTP boot (facts §6)."""
+
+    def middleware(environ: dict[str, Any], start_response: Any) -> Any:
+        path = environ.get("PATH_INFO", "")
+        if "//" in path:
+            environ["PATH_INFO"] = re.sub("/{2,}", "/", path)
+        return wsgi_app(environ, start_response)
+
+    return middleware
+
+
+def get_service() -> BootService:
+    """The service behind the current request: the one place views reach it."""
+    return current_app.extensions["bootbox"]["service"]

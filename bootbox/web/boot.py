@@ -1,0 +1,81 @@
+"""Endpoints that booting hosts use: iPXE scripts, profile files, loaders, the report-in.
+
+All are read-only except the report-in, and each is scoped to the asking host: a host's files
+are reachable only through its own MAC's path, and only those of the profile it was given.
+Files go through ``send_file(conditional=True)`` so Range, ETag and Last-Modified work (and a
+caching proxy can sit in front). No redirects anywhere: UEFI HTTP boot breaks on a 301.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, request, send_file
+
+from bootbox.errors import ValidationError
+from bootbox.web import get_service
+
+blueprint = Blueprint("boot", __name__)
+
+IPXE_MIMETYPE = "text/plain; charset=utf-8"
+ASSET_MAX_AGE = 300
+
+
+def _base_url() -> str:
+    public = get_service().settings.http.public_url
+    return public.rstrip("/") if public else request.host_url.rstrip("/")
+
+
+def _client_ip() -> str:
+    return request.remote_addr or ""
+
+
+def _script(text: str) -> Response:
+    response = Response(text, mimetype=IPXE_MIMETYPE)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@blueprint.get("/boot.ipxe")
+def entry_script() -> Response:
+    """The generic first script every iPXE client gets from DHCP: chains to its own script."""
+    return _script(get_service().entry_script(_base_url()))
+
+
+@blueprint.get("/boot/hosts/<mac>/script.ipxe")
+def host_script(mac: str) -> Response:
+    """The per-host script; the query carries what iPXE knows about the host."""
+    params = {key: value for key, value in request.args.items()}
+    return _script(get_service().host_script(mac, params, _client_ip(), _base_url()))
+
+
+def _wants_first_byte() -> bool:
+    """Record a file fetch once: a full GET or the first Range chunk, not every chunk or HEAD."""
+    if request.method != "GET":
+        return False
+    ranges = request.range
+    return ranges is None or any(start == 0 for start, _ in ranges.ranges)
+
+
+@blueprint.get("/boot/hosts/<mac>/assets/<name>")
+def host_asset(mac: str, name: str) -> Response:
+    path = get_service().host_asset(mac, name, _client_ip(), record=_wants_first_byte())
+    return send_file(path, conditional=True, etag=True, max_age=ASSET_MAX_AGE, mimetype="application/octet-stream")
+
+
+@blueprint.get("/boot/loaders/<name>")
+def loader(name: str) -> Response:
+    """First-stage loaders over HTTP, for UEFI HTTP boot (answers HEAD with Content-Length)."""
+    path = get_service().loader_path(name, _client_ip(), record=_wants_first_byte())
+    return send_file(path, conditional=True, etag=True, max_age=ASSET_MAX_AGE, mimetype="application/efi")
+
+
+@blueprint.post("/api/v1/hosts/<mac>/booted")
+def booted(mac: str) -> Response:
+    """The booted OS reports in (form or JSON body: ip, boot_id, kernel, hostname, message)."""
+    if request.is_json:
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            raise ValidationError("body", "expected a JSON object")
+    else:
+        body = request.form.to_dict()
+    host = get_service().booted(mac, {str(k): str(v) for k, v in body.items()}, _client_ip())
+    return Response(f"ok {host.mac}\n", mimetype="text/plain")

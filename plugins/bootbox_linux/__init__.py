@@ -1,0 +1,128 @@
+"""The ``linux`` boot kind: a kernel, initrds and a command line, booted by iPXE over HTTP.
+
+Shipped with bootbox but installed exactly as a third-party plugin is: through the ``bootbox``
+entry-point group, importing nothing but ``bootbox``'s public API.
+
+A ``linux`` profile's spec::
+
+    kernel:  absolute path on the appliance, or an http(s) URL iPXE fetches directly
+    initrd:  a list of the same (may be empty)
+    cmdline: the kernel command line; ``{callback}``, ``{mac}`` and ``{base_url}`` are replaced
+             per host (``{callback}`` is where the booted system reports in)
+
+Local files are served by bootbox's HTTP server under names ``kernel`` and ``initrd-N``, with
+Range and ETag support; URLs are left to iPXE.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from bootbox import BootContext, Host, Profile, ValidationError, hookimpl
+
+__version__ = "0.1.0"
+
+KIND = "linux"
+
+
+def _is_url(value: str) -> bool:
+    return value.startswith(("http://", "https://"))
+
+
+def _check_source(field: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(field, "expected a file path or an http(s) URL")
+    value = value.strip()
+    if _is_url(value):
+        return value
+    path = Path(value)
+    if not path.is_absolute():
+        raise ValidationError(field, f"{value!r} must be an absolute path on the appliance (or an http URL)")
+    if not path.is_file():
+        raise ValidationError(field, f"{value} does not exist or is not a regular file")
+    return str(path)
+
+
+def validate_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Normalise a ``linux`` spec, naming the field that is wrong."""
+    unknown = set(spec) - {"kernel", "initrd", "cmdline"}
+    if unknown:
+        raise ValidationError(f"spec.{sorted(unknown)[0]}", "unknown field; known: kernel, initrd, cmdline")
+    if "kernel" not in spec:
+        raise ValidationError("spec.kernel", "required")
+    initrd = spec.get("initrd", [])
+    if isinstance(initrd, str):
+        initrd = [initrd]
+    if not isinstance(initrd, list):
+        raise ValidationError("spec.initrd", "expected a list of file paths or URLs")
+    cmdline = spec.get("cmdline", "")
+    if not isinstance(cmdline, str) or "\n" in cmdline:
+        raise ValidationError("spec.cmdline", "expected a single-line string")
+    return {
+        "kernel": _check_source("spec.kernel", spec["kernel"]),
+        "initrd": [_check_source(f"spec.initrd[{i}]", item) for i, item in enumerate(initrd)],
+        "cmdline": cmdline.strip(),
+    }
+
+
+class _KeepUnknown(dict[str, str]):
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+def render_script(host: Host, profile: Profile, boot: BootContext) -> str:
+    """The iPXE script: fetch kernel and initrds, boot, and on any failure retry the script."""
+    spec = profile.spec
+
+    def url(source: str, asset: str) -> str:
+        return source if _is_url(source) else boot.asset_url(asset)
+
+    initrd_names = [f"initrd-{i}" for i in range(len(spec.get("initrd", [])))]
+    cmdline = spec.get("cmdline", "").format_map(
+        _KeepUnknown(callback=boot.callback_url, mac=host.mac, base_url=boot.base_url)
+    )
+    # EFI-stub kernels find their initrds by name on the command line; BIOS kernels ignore it.
+    args = " ".join([f"initrd={name}" for name in initrd_names] + ([cmdline] if cmdline else []))
+    lines = [
+        "#!ipxe",
+        f"echo bootbox: {host.mac} boots profile {profile.name} ({KIND})",
+        f"kernel --name kernel {url(spec['kernel'], 'kernel')} {args}".rstrip() + " || goto failed",
+    ]
+    for name, source in zip(initrd_names, spec.get("initrd", [])):
+        lines.append(f"initrd --name {name} {url(source, name)} || goto failed")
+    lines += [
+        "boot || goto failed",
+        ":failed",
+        "echo bootbox: loading the boot files failed; retrying in 10 seconds",
+        "sleep 10",
+        f"chain --replace --autofree {boot.script_url}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+@hookimpl
+def bootbox_register_profile_kinds(register: Callable[..., None]) -> None:
+    register(KIND, validate=validate_spec, description="Linux kernel + initrd + command line, over HTTP")
+
+
+@hookimpl
+def bootbox_boot_script(host: Host, profile: Profile, boot: BootContext) -> str | None:
+    if profile.kind != KIND:
+        return None
+    return render_script(host, profile, boot)
+
+
+@hookimpl
+def bootbox_profile_asset(profile: Profile, name: str) -> Path | None:
+    if profile.kind != KIND:
+        return None
+    spec = profile.spec
+    if name == "kernel":
+        source = spec.get("kernel", "")
+    elif name.startswith("initrd-") and name[7:].isdigit() and int(name[7:]) < len(spec.get("initrd", [])):
+        source = spec["initrd"][int(name[7:])]
+    else:
+        return None
+    return None if _is_url(source) else Path(source)

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Install what the test suite needs on Debian 12 and run it (as root: the end-to-end tests build
+# network namespaces and boot QEMU guests). Used as-is by CI (.ci/run) and the README.
+#   scripts/test.sh              the whole suite, including the QEMU boots
+#   scripts/test.sh -m 'not qemu'  any extra arguments go to pytest
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "scripts/test.sh: run as root (the tests build network namespaces and boot VMs): sudo $0" >&2
+  exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+apt_packages=(
+  python3 python3-venv python3-pip       # the project's venv
+  ipxe ipxe-qemu qemu-system-x86 ovmf    # loaders, firmware and the emulator that PXE-boots
+  dnsmasq-base                           # plays the site's own DHCP server in the e2e tests
+  curl dnsutils tcpdump iproute2         # real clients (curl tftp:// and http://, dig) and the lab
+  busybox-static cpio xz-utils kmod      # the demo initramfs
+)
+missing=()
+for pkg in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+python=python3
+if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  echo "scripts/test.sh: Python 3.11 or newer is needed" >&2
+  exit 1
+fi
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv .venv
+fi
+.venv/bin/pip install -q --upgrade pip >/dev/null
+.venv/bin/pip install -q -e '.[test]'
+
+exec .venv/bin/pytest -p no:cacheprovider "$@"

@@ -1,0 +1,79 @@
+"""Shared fixtures: a service on the in-memory store, a live appliance on free ports."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from bootbox.config import Settings, load_settings
+from bootbox.journal import Journal
+from bootbox.plugins import make_plugin_manager
+from bootbox.service import BootService
+from bootbox.store.memory import MemoryStore
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A port that was free a moment ago on 127.0.0.1 (TCP and UDP checked)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = tcp.getsockname()[1]
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                udp.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+
+
+def test_settings(tmp_path: Path, **overrides: object) -> Settings:
+    """Settings for a test: state in tmp_path, loopback only, no demo build, free ports."""
+    loaders = tmp_path / "loaders"
+    loaders.mkdir(parents=True, exist_ok=True)
+    for name in ("undionly.kpxe", "snponly.efi"):
+        (loaders / name).write_bytes(os.urandom(4096))
+    base: dict[str, object] = {
+        "state_dir": str(tmp_path / "state"),
+        "demo": {"enabled": False},
+        "http": {"bind_address": "127.0.0.1", "port": free_port()},
+        "tftp": {"bind_address": "127.0.0.1", "port": free_port(), "root": str(loaders)},
+        "dhcp": {"bind_address": "127.0.0.1", "port": free_port(), "boot_server_port": free_port(),
+                 "client_port": free_port()},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = {**base[key], **value}  # type: ignore[dict-item]
+        else:
+            base[key] = value
+    return load_settings(env={}, overrides=base)
+
+
+test_settings.__test__ = False  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return test_settings(tmp_path)
+
+
+@pytest.fixture
+def service(settings: Settings) -> Iterator[BootService]:
+    """A started BootService on the memory store with only the built-in and linux plugins."""
+    import bootbox_linux
+
+    pm = make_plugin_manager(load_entrypoints=False, extra_plugins=[bootbox_linux])
+    journal = Journal(None)
+    journal.start()
+    svc = BootService(settings, MemoryStore(), journal, pm)
+    svc.start()
+    try:
+        yield svc
+    finally:
+        svc.close()
+        journal.close()

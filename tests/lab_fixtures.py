@@ -1,0 +1,333 @@
+"""Pytest fixtures for tests that boot real firmware on a private lab segment.
+
+The layer every end-to-end test shares, whichever boot server it puts under test:
+
+* ``segment`` → :class:`LabSegment`: a fresh bridge with three namespaces, ``server``
+  (198.18.0.1), ``site`` (198.18.0.2, the site's address-only DHCP) and ``client`` (198.18.0.3,
+  load generators), plus helpers to start the site DHCP, the IPv6 RA sender, a static HTTP
+  server (nginx), a callback receiver and QEMU guests;
+* ``demo_assets`` → :class:`bootbox.demo.DemoAssets`, built once and kept in pytest's cache dir.
+
+Import the fixtures into a test module (``from tests.lab_fixtures import segment, demo_assets``) or list
+this module in ``pytest_plugins`` of the root conftest.py. Everything a test starts is stopped,
+and every namespace removed, when the ``segment`` fixture ends, pass or fail.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from bootbox.demo import DemoAssets, DemoError, build_demo_assets
+from bootbox.lab.netns import LabError, Member, Segment
+from bootbox.lab.qemu import OVMF_CODE, QemuClient, random_mac
+from bootbox.lab.ra import RouterAdvertiser
+from bootbox.lab.sitedhcp import IPXE_DIR, Dnsmasq, site_dhcp
+
+__all__ = [
+    "Callback",
+    "CallbackReceiver",
+    "LabSegment",
+    "demo_assets",
+    "lab_unavailable",
+    "require_qemu",
+    "require_tools",
+    "segment",
+]
+
+SERVER_ADDR = "198.18.0.1/24"
+SITE_ADDR = "198.18.0.2/24"
+CLIENT_ADDR = "198.18.0.3/24"
+HTTP_PORT = 8080
+CALLBACK_PORT = 8081
+BOOT_TIMEOUT = 240.0
+"""Seconds a TCG guest gets from start to report-in; generous for a loaded 2-core CI host."""
+
+
+def lab_unavailable(reason: str) -> None:
+    """Skip the calling test, or fail it when ``BOOTBOX_LAB_REQUIRED=1``.
+
+    A developer without root or QEMU still gets a green run, while CI, which sets the variable,
+    cannot pass by silently skipping every boot test.
+    """
+    if os.environ.get("BOOTBOX_LAB_REQUIRED") == "1":
+        pytest.fail(f"BOOTBOX_LAB_REQUIRED=1 but {reason}")
+    pytest.skip(reason)
+
+
+def require_tools(*tools: str) -> None:
+    """Skip (or fail, see lab_unavailable) unless we are root and every tool is on PATH."""
+    if os.geteuid() != 0:
+        lab_unavailable("lab tests need root (network namespaces, taps)")
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    if missing:
+        lab_unavailable(f"lab tests need {', '.join(missing)}")
+
+
+def require_qemu() -> None:
+    """Skip (or fail) unless QEMU, dnsmasq, nginx, Debian's iPXE loaders and OVMF are here."""
+    require_tools("ip", "setpriv", "qemu-system-x86_64", "dnsmasq", "nginx", "tcpdump")
+    for path in (OVMF_CODE, IPXE_DIR / "undionly.kpxe", IPXE_DIR / "snponly.efi"):
+        if not path.is_file():
+            lab_unavailable(f"lab boot tests need {path}")
+
+
+# ---------------------------------------------------------------------------------------------
+# the callback receiver
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Callback:
+    """One report-in from a booted payload.
+
+    :ivar received_at: ``time.monotonic()`` on arrival, comparable with QemuClient.started_at.
+    """
+
+    method: str
+    path: str
+    fields: Mapping[str, str]
+    client_ip: str
+    received_at: float
+
+    @property
+    def mac(self) -> str:
+        """The MAC the payload reported, lowercase with colons."""
+        return self.fields.get("mac", "").lower().replace("-", ":")
+
+
+class CallbackReceiver:
+    """A tiny HTTP server in a lab namespace recording what booted payloads report.
+
+    Accepts ``POST`` with a form body (the demo payload) and ``GET`` with a query string (as
+    the reference recipe does), answers ``200 ok``. Its socket is created inside the namespace,
+    while the serving thread belongs to the test process.
+    """
+
+    def __init__(self, segment: Segment, member: Member, port: int = CALLBACK_PORT) -> None:
+        self.url = f"http://{member.ip}:{port}/booted"
+        self.callbacks: list[Callback] = []
+        self._cond = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _record(self, query: str) -> None:
+                fields = dict(urllib.parse.parse_qsl(query, keep_blank_values=True))
+                entry = Callback(
+                    self.command,
+                    urllib.parse.urlsplit(self.path).path,
+                    fields,
+                    self.client_address[0],
+                    time.monotonic(),
+                )
+                with receiver._cond:
+                    receiver.callbacks.append(entry)
+                    receiver._cond.notify_all()
+                body = b"ok\n"
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                length = int(self.headers.get("Content-Length") or 0)
+                self._record(self.rfile.read(length).decode("utf-8", errors="replace"))
+
+            def do_GET(self) -> None:  # noqa: N802
+                self._record(urllib.parse.urlsplit(self.path).query)
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                return
+
+        self._httpd = segment.call(member, lambda: ThreadingHTTPServer((member.ip, port), Handler))
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+        segment.defer(self.close)
+
+    def wait_for(self, mac: str, timeout: float) -> Callback:
+        """The first callback reporting ``mac``; raises TimeoutError after ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for callback in self.callbacks:
+                    if callback.mac == mac:
+                        return callback
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no callback from {mac} within {timeout:.0f} s")
+                self._cond.wait(left)
+
+    def close(self) -> None:
+        """Stop serving and release the port."""
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+# ---------------------------------------------------------------------------------------------
+# the segment
+# ---------------------------------------------------------------------------------------------
+
+
+def wait_for_tcp(segment: Segment, where: Member, host: str, port: int, timeout: float = 10.0) -> None:
+    """Block until ``host:port`` accepts a TCP connection as seen from ``where``."""
+
+    def connect() -> socket.socket:
+        return socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+
+    deadline = time.monotonic() + timeout
+    while True:
+        sock = segment.call(where, connect)
+        try:
+            sock.settimeout(1.0)
+            sock.connect((host, port))
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise LabError(f"nothing listens on {host}:{port}") from None
+            time.sleep(0.05)
+        finally:
+            sock.close()
+
+
+_NGINX_CONF = """\
+daemon off;
+master_process on;
+worker_processes 1;
+user root root;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log info;
+events {{ worker_connections 256; }}
+http {{
+    log_format timed '$msec $remote_addr "$request" $status $body_bytes_sent';
+    access_log {work}/nginx-access.log timed;
+    client_body_temp_path {work}/body;
+    proxy_temp_path {work}/proxy;
+    fastcgi_temp_path {work}/fastcgi;
+    uwsgi_temp_path {work}/uwsgi;
+    scgi_temp_path {work}/scgi;
+    default_type application/octet-stream;
+    sendfile on;
+    server {{
+        listen {addr}:{port};
+        root {root};
+    }}
+}}
+"""
+
+
+@dataclass
+class LabSegment:
+    """A lab segment with its three standard namespaces and helpers to populate it.
+
+    :ivar net: the underlying :class:`Segment` (run/spawn/call in any namespace).
+    :ivar workdir: per-test directory for configs, logs, serial consoles and captures.
+    """
+
+    net: Segment
+    server: Member
+    site: Member
+    client: Member
+    workdir: Path
+
+    def start_site_dhcp(self, **kwargs: str) -> Dnsmasq:
+        """Start the site's address-only DHCP (dnsmasq) in ``site``; see sitedhcp.site_dhcp."""
+        return site_dhcp(self.net, self.site, self.workdir, **kwargs)
+
+    def start_ra(self) -> RouterAdvertiser:
+        """Send IPv6 RAs from ``server`` so iPXE skips its ~16 s IPv6 autoconfiguration wait."""
+        advertiser = RouterAdvertiser(self.server.ifname, netns=self.server.netns)
+        advertiser.start()
+        self.net.defer(advertiser.stop)
+        return advertiser
+
+    def callback_receiver(self, port: int = CALLBACK_PORT) -> CallbackReceiver:
+        """A receiver on ``server``:port recording payload callbacks."""
+        return CallbackReceiver(self.net, self.server, port)
+
+    def serve_static(self, files: Mapping[str, Path | str], port: int = HTTP_PORT) -> str:
+        """Serve ``files`` (name → path, or text content) with nginx on ``server``; return URL.
+
+        nginx with ``sendfile`` is the reference HTTP server of references.md §5, so a boot
+        measured here is comparable with the reference figures.
+        """
+        root = self.workdir / "http"
+        work = self.workdir / "nginx"
+        root.mkdir(exist_ok=True)
+        work.mkdir(exist_ok=True)
+        for name, source in files.items():
+            target = root / name
+            if isinstance(source, Path):
+                target.symlink_to(source.resolve())
+            else:
+                target.write_text(source)
+        conf = work / "nginx.conf"
+        conf.write_text(
+            _NGINX_CONF.format(work=work, root=root, addr=self.server.ip, port=port)
+        )
+        self.net.spawn(
+            self.server, ["nginx", "-e", str(work / "nginx-error.log"), "-p", str(work), "-c", str(conf)]
+        )
+        wait_for_tcp(self.net, self.client, self.server.ip, port)
+        return f"http://{self.server.ip}:{port}"
+
+    def boot(
+        self, firmware: str, *, mac: str | None = None, capture: bool = True, **kwargs: object
+    ) -> QemuClient:
+        """Start a guest on a new tap; its serial log and tap capture go to workdir/vm-<mac>/.
+
+        The capture (tcpdump on the guest's tap) is for post-mortems: open it in Wireshark when
+        a boot fails.
+        """
+        mac = mac or random_mac()
+        workdir = self.workdir / f"vm-{mac.replace(':', '')}"
+        workdir.mkdir()
+        vm = QemuClient.on_segment(
+            self.net, mac=mac, firmware=firmware, workdir=workdir, **kwargs  # type: ignore[arg-type]
+        )
+        if capture:
+            self.net.capture(workdir / "tap.pcap", vm.tap)
+        vm.start()
+        return vm
+
+
+@pytest.fixture
+def segment(tmp_path: Path) -> Iterator[LabSegment]:
+    """A fresh lab segment with ``server``, ``site`` and ``client`` namespaces.
+
+    IPv6 is on only in ``server`` (so it can send RAs); everything is torn down afterwards.
+    """
+    require_tools("ip", "setpriv")
+    with Segment() as net:
+        lab = LabSegment(
+            net=net,
+            server=net.add_namespace("server", SERVER_ADDR, ipv6=True),
+            site=net.add_namespace("site", SITE_ADDR),
+            client=net.add_namespace("client", CLIENT_ADDR),
+            workdir=tmp_path,
+        )
+        yield lab
+
+
+@pytest.fixture(scope="session")
+def demo_assets(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> DemoAssets:
+    """The demo kernel + initramfs, built once and kept in pytest's cache between runs."""
+    cache_root: Path
+    try:
+        cache_root = Path(request.config.cache.mkdir("bootbox-demo"))  # type: ignore[union-attr]
+    except AttributeError:  # the cache provider is disabled (-p no:cacheprovider)
+        cache_root = tmp_path_factory.mktemp("bootbox-demo")
+    try:
+        return build_demo_assets(cache_root / "assets", cache=cache_root / "packages")
+    except DemoError as exc:
+        lab_unavailable(f"cannot build the demo payload here: {exc}")
+        raise
