@@ -5,6 +5,8 @@ This module is the public API: plugins import from here and nowhere else.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pluggy
 
 from bootbox.errors import (
@@ -34,8 +36,20 @@ from bootbox.model import (
 
 __version__ = "0.1.0"
 
+from bootbox.context import PluginContext, PluginStore  # noqa: E402  (needs the model first)
+
 hookimpl = pluggy.HookimplMarker("bootbox")
 """Decorator for plugin hook implementations: ``@hookimpl def bootbox_boot_script(...)``."""
+
+def api_client(ctx: object) -> "ApiClient":
+    """A client of the running appliance's API for a plugin's CLI command (``ctx``: typer's)."""
+    from bootbox.cli.common import state
+
+    return state(ctx).client()  # type: ignore[arg-type]
+
+
+if TYPE_CHECKING:
+    from bootbox.cli.client import ApiClient
 
 __all__ = [
     "ARCHITECTURES",
@@ -52,11 +66,14 @@ __all__ = [
     "HostState",
     "Machine",
     "NotFound",
+    "PluginContext",
+    "PluginStore",
     "Platform",
     "PluginError",
     "Profile",
     "ValidationError",
     "__version__",
+    "api_client",
     "hookimpl",
     "normalize_mac",
     "normalize_uuid",

@@ -46,9 +46,15 @@ def ensure_demo_profile(service: BootService, settings: Settings) -> None:
         return
     try:
         service.profile(settings.demo.profile)
-        return
     except NotFound:
-        pass
+        _build_demo_profile(service, settings)
+    if service.profile_or_none(settings.demo.profile) is not None and service.rules.is_empty():
+        rule = service.rules.make_rule({"name": "demo", "all_hosts": True, "items": {"image": settings.demo.profile}})
+        service.rules.add(rule)
+        log.info("added the rule 'demo': every host boots the demo profile (bootbox rule list)")
+
+
+def _build_demo_profile(service: BootService, settings: Settings) -> None:
     from bootbox.demo import build_demo_assets
 
     log.info("building the demo profile %r (first start only)", settings.demo.profile)

@@ -72,7 +72,6 @@ class Settings:
 
     state_dir: str = "/var/lib/bootbox"
     server_address: str = ""
-    default_profile: str = "demo"
     log_level: str = "info"
     retry_seconds: int = 60
     disable_plugins: tuple[str, ...] = ()
@@ -80,6 +79,8 @@ class Settings:
     tftp: TftpSettings = field(default_factory=TftpSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     demo: DemoSettings = field(default_factory=DemoSettings)
+    plugins: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """``[plugins.NAME]`` tables, passed as they are to the plugin that owns NAME to validate."""
 
     @property
     def state_path(self) -> Path:
@@ -136,7 +137,11 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
     defaults = cls()
     values: dict[str, Any] = {}
     for name, value in data.items():
-        if name in _SECTIONS and cls is Settings:
+        if name == "plugins" and cls is Settings:
+            if not isinstance(value, Mapping) or not all(isinstance(v, Mapping) for v in value.values()):
+                raise ConfigError("plugins", "expected [plugins.NAME] tables")
+            values[name] = {str(k): dict(v) for k, v in value.items()}
+        elif name in _SECTIONS and cls is Settings:
             if not isinstance(value, Mapping):
                 raise ConfigError(name, "expected a [section] table")
             values[name] = _build(_SECTIONS[name], value, f"{name}.")
@@ -157,7 +162,7 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
 
 def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     """``BOOTBOX_HTTP_PORT=9000`` → ``{"http": {"port": "9000"}}``; ``BOOTBOX_STATE_DIR`` → top level."""
-    top = {f.name for f in dataclasses.fields(Settings)}
+    top = {f.name for f in dataclasses.fields(Settings)} - {"plugins"}
     result: dict[str, Any] = {}
     for name, value in env.items():
         if not name.startswith("BOOTBOX_") or name in ("BOOTBOX_CONFIG", "BOOTBOX_URL", "BOOTBOX_TOKEN"):
@@ -225,8 +230,8 @@ def load_settings(
     """
     env = os.environ if env is None else env
     data: dict[str, Any] = {}
-    explicit = path is not None or "BOOTBOX_CONFIG" in env
-    config_path = path or Path(env.get("BOOTBOX_CONFIG", DEFAULT_CONFIG_PATH))
+    explicit = path is not None or bool(env.get("BOOTBOX_CONFIG"))
+    config_path = path or Path(env.get("BOOTBOX_CONFIG") or DEFAULT_CONFIG_PATH)
     if config_path.exists():
         try:
             data = tomllib.loads(config_path.read_text())

@@ -154,9 +154,7 @@ def write_cpio(entries: Iterable[CpioEntry], out: BinaryIO, *, mtime: int = 0) -
     Owners are root, every entry has its own inode number with nlink 1 (2 for directories), so
     the kernel never tries to hard-link members. Parents must come before their children.
     """
-    ino = 0
-    for entry in [*entries, CpioEntry("TRAILER!!!", 0)]:
-        ino += 1
+    for ino, entry in enumerate([*entries, CpioEntry("TRAILER!!!", 0)], start=1):
         name = entry.name.lstrip("/").encode()
         trailer = entry.name == "TRAILER!!!"
         nlink = 2 if stat.S_ISDIR(entry.mode) else 1
@@ -198,9 +196,7 @@ def _module_name(path: str) -> str:
     return _MOD_SUFFIX.sub("", path.rsplit("/", 1)[-1]).replace("-", "_")
 
 
-def module_load_order(
-    modules_dep: str, wanted: Sequence[str], builtin: str = ""
-) -> list[str]:
+def module_load_order(modules_dep: str, wanted: Sequence[str], builtin: str = "") -> list[str]:
     """Resolve ``wanted`` module names against ``modules.dep`` text into an insmod order.
 
     Returns paths relative to the modules directory, every dependency before its users, no
@@ -321,9 +317,7 @@ def _read_module(path: Path) -> bytes:
     if path.name.endswith(".ko.zst"):
         if shutil.which("zstd") is None:
             raise DemoError(f"{path.name} is zstd-compressed: install zstd (apt-get install zstd)")
-        return subprocess.run(
-            ["zstd", "-dc", str(path)], check=True, capture_output=True
-        ).stdout
+        return subprocess.run(["zstd", "-dc", str(path)], check=True, capture_output=True).stdout
     return raw
 
 
@@ -496,7 +490,12 @@ def _run(argv: Sequence[str], *, cwd: Path | None = None) -> str:
     """Run a packaging tool; a missing tool or a failure becomes DemoError with its stderr."""
     try:
         done = subprocess.run(
-            list(argv), cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL
+            list(argv),
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            check=False,
         )
     except FileNotFoundError as exc:
         raise DemoError(
@@ -515,9 +514,7 @@ def _apt_kernel_package() -> str:
         match = re.match(r"\s*Depends:\s*(linux-image-(\d\S*-amd64))\s*$", line)
         if match:
             return match.group(1)
-    raise DemoError(
-        "apt-cache knows no linux-image-amd64 dependency (run apt-get update first)"
-    )
+    raise DemoError("apt-cache knows no linux-image-amd64 dependency (run apt-get update first)")
 
 
 def _extract_deb(package: str, workdir: Path) -> Path:
@@ -699,8 +696,12 @@ def _initramfs_entries(kernel: _KernelTree, busybox: Path) -> list[CpioEntry]:
     for rel in module_load_order(dep_text, MODULES, builtin):
         name = _module_name(rel) + ".ko"
         flat.append(name)
-        entries.append(CpioEntry(f"{mod_dir}/{name}", f | 0o644, _read_module(kernel.modules_dir / rel)))
-    entries.append(CpioEntry("etc/bootbox-demo/modules", f | 0o644, "".join(m + "\n" for m in flat).encode()))
+        entries.append(
+            CpioEntry(f"{mod_dir}/{name}", f | 0o644, _read_module(kernel.modules_dir / rel))
+        )
+    entries.append(
+        CpioEntry("etc/bootbox-demo/modules", f | 0o644, "".join(m + "\n" for m in flat).encode())
+    )
     entries.append(CpioEntry("etc/udhcpc.script", f | 0o755, _UDHCPC_SCRIPT.encode()))
     entries.append(CpioEntry("init", f | 0o755, init_script().encode()))
     return entries
@@ -776,7 +777,7 @@ def build_demo_assets(dest: Path, *, cache: Path | None = None) -> DemoAssets:
         raw = io.BytesIO()
         write_cpio(_initramfs_entries(kernel, busybox), raw)
         packed = io.BytesIO()
-        with gzip.GzipFile(fileobj=packed, mode="wb", mtime=0, compresslevel=9) as gz:
+        with gzip.GzipFile(fileobj=packed, mode="wb", mtime=0, compresslevel=6) as gz:
             gz.write(raw.getvalue())
         _atomic_write(assets.initrd, packed.getvalue())
         _atomic_write(assets.kernel, kernel.vmlinuz.read_bytes())
@@ -788,7 +789,9 @@ def build_demo_assets(dest: Path, *, cache: Path | None = None) -> DemoAssets:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m bootbox.demo DEST [--cache DIR]``: build the assets and print them as JSON."""
-    parser = argparse.ArgumentParser(prog="python -m bootbox.demo", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bootbox.demo", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("dest", type=Path, help="output directory for vmlinuz and initrd.img")
     parser.add_argument("--cache", type=Path, default=None, help="download/unpack cache")
     parser.add_argument(

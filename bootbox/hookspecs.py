@@ -20,6 +20,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from bootbox.config import Settings
+    from bootbox.context import PluginContext
     from bootbox.model import BootContext, BootEvent, Host, Profile
 
 hookspec = pluggy.HookspecMarker("bootbox")
@@ -37,6 +38,71 @@ def bootbox_configure(settings: "Settings") -> None:
 
     Called once at start-up, after all plugins are registered. Return values are ignored; raise
     :class:`bootbox.PluginError` to refuse to start (the message is shown to the operator).
+    """
+
+
+@hookspec
+def bootbox_startup(context: "PluginContext") -> None:
+    """Hand the plugin what it may use of the running appliance.
+
+    :param context: a :class:`bootbox.PluginContext` for this plugin only: ``settings``, its own
+        ``data_dir`` (created) and ``store`` namespace, and ``record`` / ``host`` / ``hosts`` /
+        ``profile`` / ``profiles`` calls into the service.
+
+    Called once per plugin when ``bootbox serve`` starts, after ``bootbox_configure`` and before
+    any server accepts a request. Keep the context; do not start threads that outlive
+    ``bootbox_shutdown``.
+    """
+
+
+@hookspec
+def bootbox_shutdown() -> None:
+    """Release what ``bootbox_startup`` acquired. Called once when the appliance stops."""
+
+
+@hookspec
+def bootbox_register_routes(register: Callable[..., None]) -> None:
+    """Add HTTP endpoints to the appliance's web app.
+
+    :param register: call ``register(blueprint)`` with a :class:`flask.Blueprint`.
+
+    Called once when the web app is built. Operator endpoints belong under ``/api/v1/<name>/``
+    (writes there need the API token, as for every ``/api/v1`` write); endpoints that booting
+    hosts use belong under ``/boot/<name>/`` and must be read-only and scoped to the asking host.
+    """
+
+
+@hookspec
+def bootbox_register_commands(register: Callable[..., None]) -> None:
+    """Add commands to the ``bootbox`` CLI.
+
+    :param register: ``register(typer_app, name="depot")`` adds a new noun;
+        ``register(function, noun="profile", name="add-vib")`` adds a verb to an existing noun.
+
+    Called when the CLI is built. Commands should talk to the running appliance through its API:
+    ``bootbox.api_client(ctx)`` returns a client bound to ``--url`` and the token.
+    """
+
+
+@hookspec
+def bootbox_register_item_types(register: Callable[..., None]) -> None:
+    """Declare rule item types beyond ``image``, ``host_profile`` and ``group``.
+
+    :param register: ``register(name, description="...")``.
+
+    Called once at start-up. Rules may then carry ``--item name=value`` and hosts cache the
+    chosen value in their associations like the built-in item types.
+    """
+
+
+@hookspec
+def bootbox_register_attributes(register: Callable[..., None]) -> None:
+    """Declare host attributes that rule patterns may test, beyond the built-in ones.
+
+    :param register: ``register(name, description="...")``; names are lower-case with ``_``.
+
+    Called once at start-up. Values come from ``bootbox_host_attributes``; a rule pattern on an
+    attribute nobody registered is refused with a message listing the known ones.
     """
 
 
@@ -76,10 +142,10 @@ def bootbox_select_profile(host: "Host") -> str | None:
 
     :param host: the host with its attributes and cached associations.
 
-    ``firstresult``: the first non-``None`` name wins. The built-in fallback (the configured
-    ``default_profile``) is registered ``trylast``, so any plugin can override it. Returning
-    ``None`` everywhere means the host matches nothing: it is shown the "waiting" script and
-    retries.
+    ``firstresult``: the first non-``None`` name wins. The built-in deploy rules (the host's
+    ``image`` association) are registered ``trylast``, so any plugin can override them.
+    Returning ``None`` everywhere means the host matches nothing: it is shown the "waiting"
+    script and retries.
     """
 
 
@@ -103,14 +169,28 @@ def bootbox_boot_script(host: "Host", profile: "Profile", boot: "BootContext") -
 
 
 @hookspec(firstresult=True)
-def bootbox_profile_asset(profile: "Profile", name: str) -> Path | None:
+def bootbox_profile_asset(host: "Host", profile: "Profile", name: str) -> Path | None:
     """Map a file name in a profile's asset URL to a regular file on disk.
 
+    :param host: the host asking (what it boots may include packages plugins added for it).
     :param profile: the profile of the host asking (hosts only get their own profile's files).
     :param name: the last path component of ``boot.asset_url(name)``.
 
     ``firstresult``: return a :class:`pathlib.Path` for names you own, ``None`` otherwise. The
     HTTP server serves it with Range, ETag and Last-Modified.
+    """
+
+
+@hookspec
+def bootbox_image_packages(host: "Host", profile: "Profile") -> list[str] | None:
+    """Add packages to what a host boots, beyond its profile's own (e.g. an agent VIB).
+
+    :param host: the host being booted (its group is ``host.associations.get("group")``).
+    :param profile: its profile.
+
+    All results are concatenated, in plugin order; the boot kind that owns ``profile.kind``
+    resolves the names (for ESXi: VIB names from the imported depots). Called when a host's boot
+    files are prepared and by ``bootbox host image MAC``.
     """
 
 

@@ -163,6 +163,7 @@ class Host:
     attrs: Mapping[str, str] = field(default_factory=dict)
     state: HostState = HostState.DISCOVERED
     associations: Mapping[str, str] = field(default_factory=dict)
+    profile: str = ""
     boot_id: str | None = None
     first_seen: float = 0.0
     last_seen: float = 0.0
@@ -174,6 +175,7 @@ class Host:
             "attrs": dict(self.attrs),
             "state": str(self.state),
             "associations": dict(self.associations),
+            "profile": self.profile,
             "boot_id": self.boot_id,
             "first_seen": self.first_seen,
             "last_seen": self.last_seen,
@@ -187,6 +189,7 @@ class Host:
             attrs=dict(doc.get("attrs") or {}),
             state=HostState(doc.get("state") or HostState.DISCOVERED),
             associations=dict(doc.get("associations") or {}),
+            profile=str(doc.get("profile") or ""),
             boot_id=doc.get("boot_id"),
             first_seen=float(doc.get("first_seen") or 0.0),
             last_seen=float(doc.get("last_seen") or 0.0),
@@ -232,6 +235,7 @@ class EventKind(StrEnum):
     HTTP_FILE = "http.file"
     HTTP_DENIED = "http.denied"
     BOOTED = "booted"
+    RULES = "rules"
     STATE = "state"
 
 

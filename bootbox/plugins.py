@@ -26,7 +26,7 @@ ENTRY_POINT_GROUP = "bootbox"
 # registered per plugin manager, like any plugin, so ``bootbox plugin list`` shows them and
 # ``disable_plugins`` can switch them off.
 DEFAULT_PLUGINS: dict[str, str] = {
-    "bootbox.default_profile": "bootbox.builtins.default_profile:DefaultProfilePlugin",
+    "bootbox.rules": "bootbox.builtins.rules:RulesPlugin",
 }
 
 

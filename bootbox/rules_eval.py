@@ -1,4 +1,4 @@
-"""Evaluating a rule set for a host: the plain definition, the compiled index, explain, compliance.
+"""Evaluating a rule set for a host: the plain definition and the compiled index.
 
 ``evaluate(ruleset, attrs)`` is the definition: walk the rules in priority order and, for each
 item type, keep the first matching rule that carries it. That walk costs O(rules) per host, far too
@@ -14,8 +14,9 @@ possibly match:
   prefix length in use (at most 33 for IPv4, 129 for IPv6), so ranges need no linear scan;
 * ``all_hosts`` rules are candidates for every host.
 
-A host's candidates are merged in priority order and checked against all their patterns, and the
-walk stops once every item type the set assigns is decided. Because a non-candidate cannot match,
+A host's candidates are merged in priority order and checked against their other patterns (the
+lookup already proved the key), and the walk stops once every item type the set assigns is
+decided. Because a non-candidate cannot match,
 the result is the definition's result; ``tests/test_rules.py`` checks that with hypothesis.
 """
 
@@ -23,9 +24,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping, NamedTuple
+from typing import Any, Iterator, Mapping, NamedTuple
 
-from bootbox.rules_pattern import HostFacts, Pattern, ValueKind, host_facts, kind_of, raw_host_values
+from bootbox.rules_pattern import HostFacts, Pattern, ValueKind, host_facts, kind_of
 from bootbox.rules_set import Rule, RuleSet
 
 
@@ -47,13 +48,6 @@ class Decision(Mapping[str, Choice]):
 
     def __init__(self, choices: Mapping[str, Choice] | None = None) -> None:
         self._choices: dict[str, Choice] = dict(choices or {})
-
-    @classmethod
-    def _adopt(cls, choices: dict[str, Choice]) -> Decision:
-        """Wrap a dict the caller will not touch again, without copying it (the hot path)."""
-        decision = cls.__new__(cls)
-        decision._choices = choices
-        return decision
 
     def __getitem__(self, item_type: str) -> Choice:
         return self._choices[item_type]
@@ -91,7 +85,7 @@ def _evaluate_plain(ruleset: RuleSet, attrs: Mapping[str, Any]) -> Decision:
         if rule_matches(rule, facts):
             for item_type, value in rule.items:
                 chosen.setdefault(item_type, Choice(value, rule.name))
-    return Decision._adopt(chosen)
+    return Decision(chosen)
 
 
 # --- the compiled form --------------------------------------------------------------------------
@@ -255,7 +249,7 @@ def _evaluate_compiled(compiled: CompiledRuleSet, attrs: Mapping[str, Any]) -> D
                 undecided.discard(item_type)
         if not undecided:
             break
-    return Decision._adopt(chosen)
+    return Decision(chosen)
 
 
 def evaluate(rules: RuleSet | CompiledRuleSet, attrs: Mapping[str, Any]) -> Decision:
@@ -263,138 +257,9 @@ def evaluate(rules: RuleSet | CompiledRuleSet, attrs: Mapping[str, Any]) -> Deci
 
     With a ``CompiledRuleSet`` this uses the index (the boot path); with a plain ``RuleSet`` it
     walks every rule (the definition; fine for a handful of rules or a one-off CLI query). Both
-    give the same Decision. ``attrs`` values are strings or lists of strings.
+    give the same Decision. ``attrs`` maps lower-case attribute names to a string or a list of
+    strings; attributes no rule tests are ignored.
     """
     if isinstance(rules, CompiledRuleSet):
         return _evaluate_compiled(rules, attrs)
     return _evaluate_plain(rules, attrs)
-
-
-# --- explain ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class PatternCheck:
-    """One pattern of one rule tested against the host: what it asked, what the host had."""
-
-    pattern: str
-    attr: str
-    host_values: tuple[str, ...]
-    matched: bool
-
-
-@dataclass(frozen=True, slots=True)
-class RuleExplanation:
-    """Why one rule did or did not decide anything for a host.
-
-    ``won`` lists the item types this rule decided; a rule can match and win nothing when earlier
-    rules already decided all of its item types.
-    """
-
-    rule: str
-    position: int
-    all_hosts: bool
-    checks: tuple[PatternCheck, ...]
-    matched: bool
-    items: tuple[tuple[str, str], ...]
-    won: tuple[str, ...]
-
-
-def explain(rules: RuleSet | CompiledRuleSet, attrs: Mapping[str, Any]) -> list[RuleExplanation]:
-    """Every rule in priority order with each pattern's verdict and the item types it won."""
-    ruleset = rules.ruleset if isinstance(rules, CompiledRuleSet) else rules
-    facts = host_facts(attrs)
-    decided: set[str] = set()
-    out: list[RuleExplanation] = []
-    for position, rule in enumerate(ruleset):
-        checks = tuple(
-            PatternCheck(p.text, p.attr, raw_host_values(p.attr, attrs.get(p.attr)), p.matches(facts))
-            for p in rule.patterns
-        )
-        matched = all(c.matched for c in checks)
-        won = tuple(t for t, _ in rule.items if matched and t not in decided)
-        decided.update(won)
-        out.append(RuleExplanation(rule.name, position, rule.all_hosts, checks, matched, rule.items, won))
-    return out
-
-
-def format_explanation(explanations: Iterable[RuleExplanation]) -> str:
-    """Plain text for ``bootbox host rules MAC``: one block per rule, one line per pattern."""
-    lines: list[str] = []
-    for ex in explanations:
-        verdict = "MATCH" if ex.matched else "no match"
-        items = " ".join(f"{t}={v}{' (won)' if t in ex.won else ''}" for t, v in ex.items)
-        lines.append(f"{ex.position:>4}  {ex.rule}  {verdict}  {items}")
-        if ex.all_hosts:
-            lines.append("        all hosts  yes")
-        for check in ex.checks:
-            have = ", ".join(check.host_values) if check.host_values else "(none)"
-            lines.append(f"        {check.pattern}  host: {have}  {'yes' if check.matched else 'no'}")
-    return "\n".join(lines)
-
-
-# --- compliance ---------------------------------------------------------------------------------
-# The report records are NamedTuples holding only strings, so after its first pass the garbage
-# collector stops scanning them: a report on 100,000 drifting hosts is ~400,000 records, and as
-# dataclasses the collector's rescans of them cost twice what building them did.
-
-
-class ItemDrift(NamedTuple):
-    """One item type whose stored association differs from what the rule set gives now."""
-
-    item_type: str
-    stored: str | None
-    expected: str | None
-    rule: str | None
-
-    @property
-    def change(self) -> str:
-        """``appears``, ``disappears`` or ``changes``."""
-        if self.stored is None:
-            return "appears"
-        return "disappears" if self.expected is None else "changes"
-
-    def __str__(self) -> str:
-        source = f" (rule {self.rule})" if self.rule else ""
-        return f"{self.item_type}: {self.stored or '-'} -> {self.expected or '-'}{source}"
-
-
-class HostDrift(NamedTuple):
-    """A host whose stored associations are out of date.
-
-    ``expected`` is the complete ``{item_type: value}`` the set gives now: what repair stores.
-    """
-
-    host: str
-    items: tuple[ItemDrift, ...]
-    expected: dict[str, str]
-
-
-def _drift(stored: Mapping[str, str], decision: Decision) -> tuple[ItemDrift, ...]:
-    out: list[ItemDrift] = []
-    for item_type in sorted(set(stored) | set(decision)):
-        have = stored.get(item_type) or None
-        choice = decision.get(item_type)
-        want = choice.value if choice else None
-        if have != want:
-            out.append(ItemDrift(item_type, have, want, choice.rule if choice else None))
-    return tuple(out)
-
-
-def compliance(
-    rules: RuleSet | CompiledRuleSet,
-    hosts: Iterable[tuple[str, Mapping[str, Any], Mapping[str, str]]],
-) -> list[HostDrift]:
-    """Hosts whose stored associations differ from the set's decision, in input order.
-
-    ``hosts`` yields ``(host id, attributes, stored associations)``. A plain RuleSet is compiled
-    once here, since compliance always covers many hosts.
-    """
-    compiled = rules if isinstance(rules, CompiledRuleSet) else compile_ruleset(rules)
-    out: list[HostDrift] = []
-    for host, attrs, stored in hosts:
-        decision = _evaluate_compiled(compiled, attrs)
-        items = _drift(stored, decision)
-        if items:
-            out.append(HostDrift(host, items, decision.associations))
-    return out

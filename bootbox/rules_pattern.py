@@ -34,7 +34,8 @@ BUILTIN_ATTRIBUTES: frozenset[str] = frozenset(
         "platform",
     }
 )
-"""Attributes every bootbox understands; plugins add more through ``bootbox_machine_attributes``."""
+"""Attributes every bootbox understands. Plugins may contribute more facts about a host; the
+service passes the full set of names to ``parse_pattern`` so patterns on them are accepted."""
 
 
 class ValueKind(StrEnum):
@@ -55,6 +56,7 @@ _KINDS: Mapping[str, ValueKind] = {
 }
 
 _IP_BITS: Mapping[ValueKind, int] = {ValueKind.IPV4: 32, ValueKind.IPV6: 128}
+_IP_LABEL: Mapping[ValueKind, str] = {ValueKind.IPV4: "IPv4", ValueKind.IPV6: "IPv6"}
 
 # Attributes whose values may come as one newline-separated string (SMBIOS type 11 holds several
 # OEM strings, and iPXE hands them over joined).
@@ -80,8 +82,8 @@ def _host_text(value: str) -> str | None:
 def _host_mac(value: str) -> str | None:
     """Canonical MAC, or None when the host reported something that is not a MAC.
 
-    The fast path skips ``normalize_mac``'s two regexes for the spelling DHCP and iPXE already use;
-    on the compliance path that is a fifth of the per-host cost.
+    The fast path (0.4 µs) skips ``normalize_mac`` (5 µs) for the spelling DHCP and iPXE already
+    use; that difference is a tenth of a decision on the compliance path.
     """
     low = value.strip().lower()
     if _CANON_MAC.fullmatch(low):
@@ -103,19 +105,10 @@ def _host_uuid(value: str) -> str | None:
 
 
 def _host_ipv4(value: str) -> int | None:
-    """Dotted-quad to integer, as strict as ``ipaddress`` (no leading zeros) and twice as fast."""
-    parts = value.strip().split(".")
-    if len(parts) != 4:
+    try:
+        return int(ipaddress.IPv4Address(value.strip()))
+    except ValueError:
         return None
-    number = 0
-    for part in parts:
-        if not (part.isascii() and part.isdigit()) or len(part) > 3 or (part[0] == "0" and len(part) > 1):
-            return None
-        octet = int(part)
-        if octet > 255:
-            return None
-        number = number << 8 | octet
-    return number
 
 
 def _host_ipv6(value: str) -> int | None:
@@ -195,9 +188,9 @@ def _parse_address(text: str, kind: ValueKind, where: str) -> int:
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
-        raise _bad(where, f"{text!r} is not an {kind.value.upper()} address") from None
+        raise _bad(where, f"{text!r} is not an {_IP_LABEL[kind]} address") from None
     if _IP_BITS[kind] != address.max_prefixlen:
-        raise _bad(where, f"{text!r} is not an {kind.value.upper()} address")
+        raise _bad(where, f"{text!r} is not an {_IP_LABEL[kind]} address")
     return int(address)
 
 
@@ -209,7 +202,7 @@ def _parse_ip_span(value: str, kind: ValueKind, where: str) -> tuple[int, int]:
         except ValueError as exc:
             raise _bad(where, f"{value!r} is not a valid CIDR block ({exc})") from None
         if network.max_prefixlen != _IP_BITS[kind]:
-            raise _bad(where, f"{value!r} is not an {kind.value.upper()} network")
+            raise _bad(where, f"{value!r} is not an {_IP_LABEL[kind]} network")
         return int(network.network_address), int(network.broadcast_address)
     if "-" in value:
         first, _, last = value.partition("-")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Collection, Iterable, Iterator, Mapping
 
 from bootbox.errors import Conflict, NotFound, ValidationError
-from bootbox.rules_pattern import BUILTIN_ATTRIBUTES, Pattern, parse_pattern
+from bootbox.rules_pattern import BUILTIN_ATTRIBUTES, Pattern, parse_patterns
 
 BUILTIN_ITEM_TYPES: frozenset[str] = frozenset({"image", "host_profile", "group"})
 """Item types every bootbox understands; plugins add more through ``bootbox_register_item_types``."""
@@ -156,9 +156,7 @@ def make_rule(
     ``items`` is a mapping ``{"image": "esxi-8"}`` or CLI strings ``["image=esxi-8"]``;
     ``attributes`` and ``item_types`` are what the running plugins registered.
     """
-    if isinstance(patterns, str):
-        patterns = [patterns]
-    parsed = tuple(p if isinstance(p, Pattern) else parse_pattern(p, attributes) for p in patterns)
+    parsed = parse_patterns([patterns] if isinstance(patterns, str) else patterns, attributes)
     return Rule(validate_rule_name(name), parsed, _parse_items(items, item_types), all_hosts, version)
 
 

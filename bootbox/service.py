@@ -22,8 +22,9 @@ from typing import Any, BinaryIO, Callable, Mapping
 
 import pluggy
 
-from bootbox import policy, render
+from bootbox import policy, render, rules
 from bootbox.config import Settings
+from bootbox.context import PluginContext, PluginStore
 from bootbox.errors import BootboxError, Conflict, NotFound, PluginError, ValidationError
 from bootbox.index import HOSTS_TABLE, HostIndex, HostPersister
 from bootbox.journal import Journal
@@ -40,12 +41,18 @@ from bootbox.model import (
     normalize_uuid,
 )
 from bootbox.plugins import PluginInfo, plugin_infos
+from bootbox.rulebook import RuleBook
 from bootbox.safepath import resolve_under
 from bootbox.store import Store
 
 log = logging.getLogger("bootbox.service")
 
 PROFILES_TABLE = "profiles"
+BUILTIN_ITEM_TYPES: dict[str, str] = {
+    "image": "the profile the host boots (an image profile)",
+    "host_profile": "the host profile: configuration templates and per-host answers",
+    "group": "a location label: cluster, site, rack",
+}
 _PROFILE_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 # iPXE query parameter → host attribute that rules match on.
@@ -93,18 +100,72 @@ class BootService:
             doc["name"]: Profile.from_dict(doc) for doc in store.all(PROFILES_TABLE).values()
         }
         self.kinds: dict[str, ProfileKind] = {}
+        self.item_types: dict[str, str] = dict(BUILTIN_ITEM_TYPES)
+        self.attributes: dict[str, str] = {name: "built in" for name in rules.BUILTIN_ATTRIBUTES}
+        self.rules = RuleBook(
+            store,
+            attributes=lambda: self.attributes,
+            item_types=lambda: self.item_types,
+            profile_exists=lambda name: self.profile_or_none(name) is not None,
+        )
         self._workers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bootbox-after-boot")
         self._started = False
 
     # ---------------------------------------------------------------- lifecycle
 
     def start(self) -> None:
-        """Run the start-up hooks (configure, kinds) and start the write-behind thread."""
+        """Run the start-up hooks (configure, startup, kinds, item types); start the write-behind."""
         self.pm.hook.bootbox_configure(settings=self.settings)
+        for impl in self.pm.hook.bootbox_startup.get_hookimpls():
+            impl.function(context=self._plugin_context(impl.plugin_name))
         for impl in self.pm.hook.bootbox_register_profile_kinds.get_hookimpls():
             impl.function(register=functools.partial(self._register_kind, plugin=impl.plugin_name))
+        for impl in self.pm.hook.bootbox_register_item_types.get_hookimpls():
+            impl.function(register=functools.partial(self._register_item_type, plugin=impl.plugin_name))
+        for impl in self.pm.hook.bootbox_register_attributes.get_hookimpls():
+            impl.function(register=functools.partial(self._register_attribute, plugin=impl.plugin_name))
+        self.rules.load()
         self._persister.start()
         self._started = True
+
+    def _plugin_context(self, plugin: str) -> PluginContext:
+        data_dir = self.settings.state_path / "plugins" / plugin
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return PluginContext(
+            name=plugin,
+            settings=self.settings,
+            data_dir=data_dir,
+            store=PluginStore(self.store, plugin),
+            record=self.record,
+            host=self.host,
+            hosts=self.list_hosts,
+            profile=self.profile,
+            profiles=self.profiles,
+            associations=self.associate,
+        )
+
+    def _register_attribute(self, name: str, *, description: str = "", plugin: str) -> None:
+        if not name or not name.replace("_", "").isalnum() or not name[0].isalpha() or name != name.lower():
+            raise PluginError(f"host attribute {name!r} from {plugin} is not a valid name (lower-case, _)")
+        if name in self.attributes:
+            raise PluginError(f"host attribute {name!r} from {plugin} is registered twice")
+        self.attributes[name] = description or f"registered by {plugin}"
+
+    def _register_item_type(self, name: str, *, description: str = "", plugin: str) -> None:
+        if not name or not set(name) <= _PROFILE_NAME_CHARS or name in self.item_types:
+            raise PluginError(f"rule item type {name!r} from {plugin} is invalid or registered twice")
+        self.item_types[name] = description or f"registered by {plugin}"
+
+    def plugin_blueprints(self) -> list[Any]:
+        """Blueprints plugins add to the web app (``bootbox_register_routes``)."""
+        blueprints: list[Any] = []
+        self.pm.hook.bootbox_register_routes(register=blueprints.append)
+        return blueprints
+
+    def image_packages(self, host: Host, profile: Profile) -> list[str]:
+        """Packages plugins add to what ``host`` boots (``bootbox_image_packages``), in order."""
+        results = self._call_boot_hook(host.mac, "bootbox_image_packages", host=host, profile=profile) or []
+        return [name for result in results if result for name in result]
 
     def _register_kind(
         self, kind: str, *, validate: Callable[..., dict[str, Any]], description: str = "", plugin: str
@@ -116,10 +177,15 @@ class BootService:
         self.kinds[kind] = ProfileKind(kind, validate, description, plugin=plugin)
 
     def close(self) -> None:
-        """Flush hosts and events; wait for after-boot work (bounded)."""
+        """Flush hosts and events; wait for after-boot work (bounded); let plugins clean up."""
         self._workers.shutdown(wait=True, cancel_futures=True)
         if self._started:
             self._persister.stop()
+            for impl in self.pm.hook.bootbox_shutdown.get_hookimpls():
+                try:
+                    impl.function()
+                except Exception:
+                    log.exception("shutdown hook of %s failed", impl.plugin_name)
         self.journal.flush()
 
     # ---------------------------------------------------------------- events
@@ -246,7 +312,11 @@ class BootService:
         profile_name = self._call_boot_hook(mac, "bootbox_select_profile", host=host)
         profile = self.profile_or_none(profile_name) if profile_name else None
         if profile is None:
-            reason = f"its profile {profile_name!r} does not exist" if profile_name else "no rule gives it a profile"
+            reason = (
+                f"its image profile {profile_name!r} does not exist"
+                if profile_name
+                else "no rule in the active rule set gives it an image profile"
+            )
             self._see(mac, HostState.WAITING)
             self.record(mac, EventKind.HTTP_SCRIPT, f"waiting script: {reason}", reason=reason)
             return render.waiting_script(boot, host.attrs, reason, self.settings.retry_seconds)
@@ -256,8 +326,7 @@ class BootService:
             self._see(mac, HostState.WAITING)
             self.record(mac, EventKind.HTTP_SCRIPT, f"waiting script: {reason}", reason=reason, profile=profile.name)
             return render.waiting_script(boot, host.attrs, reason, self.settings.retry_seconds)
-        self.hosts.update(mac, lambda h: replace(h or Host(mac=mac), state=HostState.BOOTING,
-                                                  associations={**(h.associations if h else {}), "profile": profile.name}))
+        self.hosts.update(mac, lambda h: replace(h or Host(mac=mac), state=HostState.BOOTING, profile=profile.name))
         self.record(mac, EventKind.HTTP_SCRIPT, f"script for profile {profile.name} ({profile.kind})",
                     profile=profile.name, kind=profile.kind, ip=client_ip)
         return script
@@ -266,11 +335,10 @@ class BootService:
         """A file of the host's own profile; other hosts' profiles are out of reach (404)."""
         mac = normalize_mac(mac)
         host = self.hosts.get(mac)
-        profile_name = host.associations.get("profile") if host else None
-        if not profile_name:
+        if host is None or not host.profile:
             raise NotFound(f"host {mac} has no profile yet; fetch its script first")
-        profile = self.profile(profile_name)
-        path = self._call_boot_hook(mac, "bootbox_profile_asset", profile=profile, name=name)
+        profile = self.profile(host.profile)
+        path = self._call_boot_hook(mac, "bootbox_profile_asset", host=host, profile=profile, name=name)
         if path is None or not Path(path).is_file():
             raise NotFound(f"profile {profile.name} has no file {name!r}")
         if record:
@@ -297,6 +365,50 @@ class BootService:
             except Exception as exc:
                 log.exception("%s after-boot hook of %s failed", host.mac, impl.plugin_name)
                 self.record(host.mac, EventKind.STATE, f"after-boot hook of {impl.plugin_name} failed: {exc}")
+
+    # ---------------------------------------------------------------- rules and associations
+
+    def associate(self, host: Host) -> Mapping[str, str]:
+        """The host's rule items: cached after its first boot, as Auto Deploy does.
+
+        A host with an ``image`` association keeps it (rule edits reach it only through
+        ``repair``). Otherwise the active set decides; the result is cached only once it carries
+        an image, so a waiting host is evaluated afresh each time it asks.
+        """
+        current = self.hosts.get(host.mac) or host
+        if current.associations.get("image"):
+            return current.associations
+        decision = self.rules.decide(current.attrs)
+        if "image" not in decision:
+            return {}
+        chosen = {item: choice.value for item, choice in decision.items()}
+        self.hosts.update(host.mac, lambda h: replace(h or host, associations=chosen))
+        why = ", ".join(f"{item}={choice.value} (rule {choice.rule})" for item, choice in sorted(decision.items()))
+        self.record(host.mac, EventKind.RULES, f"first boot: associated {why}", **chosen)
+        return chosen
+
+    def compliance(self, which: str = "active") -> list[rules.HostDrift]:
+        """Hosts whose cached associations differ from what the set gives them now."""
+        known = [(h.mac, h.attrs, h.associations) for h in self.hosts.all() if h.associations]
+        return rules.compliance(self.rules.compiled(which), known)
+
+    def repair(self, macs: list[str] | None = None, which: str = "active") -> list[rules.HostDrift]:
+        """Rewrite the associations of drifted hosts (all, or ``macs``); they apply at next boot."""
+        wanted = {normalize_mac(m, "hosts") for m in macs} if macs else None
+        if wanted:
+            for mac in wanted:
+                self.host(mac)
+        drifts = [d for d in self.compliance(which) if wanted is None or d.host in wanted]
+        for drift in drifts:
+            expected = dict(drift.expected)
+            self.hosts.update(drift.host, lambda h, e=expected: replace(h, associations=e))  # type: ignore[arg-type]
+            changes = ", ".join(f"{i.item_type}: {i.stored or '-'} -> {i.expected or '-'}" for i in drift.items)
+            self.record(drift.host, EventKind.RULES, f"repaired associations ({changes}); applies at next boot")
+        self._persister.flush()
+        return drifts
+
+    def explain(self, attrs: Mapping[str, Any], which: str = "active") -> list[rules.RuleExplanation]:
+        return rules.explain(self.rules.get(which), attrs)
 
     # ---------------------------------------------------------------- hosts (API)
 

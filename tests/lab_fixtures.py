@@ -6,10 +6,12 @@ The layer every end-to-end test shares, whichever boot server it puts under test
   (198.18.0.1), ``site`` (198.18.0.2, the site's address-only DHCP) and ``client`` (198.18.0.3,
   load generators), plus helpers to start the site DHCP, the IPv6 RA sender, a static HTTP
   server (nginx), a callback receiver and QEMU guests;
-* ``demo_assets`` → :class:`bootbox.demo.DemoAssets`, built once and kept in pytest's cache dir.
+* ``demo_assets`` → :class:`bootbox.demo.DemoAssets`, built once per session; the kernel
+  package download is cached (``demo_cache``).
 
-Import the fixtures into a test module (``from tests.lab_fixtures import segment, demo_assets``) or list
-this module in ``pytest_plugins`` of the root conftest.py. Everything a test starts is stopped,
+Import the fixture functions into a test module (``from tests.lab_fixtures import
+segment_fixture``; the fixtures are *named* ``segment`` and ``demo_assets``) or list this module
+in ``pytest_plugins`` of tests/conftest.py. Everything a test starts is stopped,
 and every namespace removed, when the ``segment`` fixture ends, pass or fail.
 """
 
@@ -21,28 +23,32 @@ import socket
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any, Protocol
 
 import pytest
 
-from bootbox.demo import DemoAssets, DemoError, build_demo_assets
+from bootbox.demo import DemoAssets, DemoError, build_demo_assets, default_cache_dir
 from bootbox.lab.netns import LabError, Member, Segment
-from bootbox.lab.qemu import OVMF_CODE, QemuClient, random_mac
+from bootbox.lab.qemu import OVMF_CODE, Firmware, QemuClient, random_mac
 from bootbox.lab.ra import RouterAdvertiser
 from bootbox.lab.sitedhcp import IPXE_DIR, Dnsmasq, site_dhcp
 
 __all__ = [
     "Callback",
     "CallbackReceiver",
+    "HttpRequest",
     "LabSegment",
-    "demo_assets",
+    "StaticServer",
+    "demo_assets_fixture",
+    "demo_cache_fixture",
     "lab_unavailable",
     "require_qemu",
     "require_tools",
-    "segment",
+    "segment_fixture",
 ]
 
 SERVER_ADDR = "198.18.0.1/24"
@@ -139,14 +145,14 @@ class CallbackReceiver:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 self._record(self.rfile.read(length).decode("utf-8", errors="replace"))
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 self._record(urllib.parse.urlsplit(self.path).query)
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: object) -> None:
                 return
 
         self._httpd = segment.call(member, lambda: ThreadingHTTPServer((member.ip, port), Handler))
@@ -178,7 +184,9 @@ class CallbackReceiver:
 # ---------------------------------------------------------------------------------------------
 
 
-def wait_for_tcp(segment: Segment, where: Member, host: str, port: int, timeout: float = 10.0) -> None:
+def wait_for_tcp(
+    segment: Segment, where: Member, host: str, port: int, timeout: float = 10.0
+) -> None:
     """Block until ``host:port`` accepts a TCP connection as seen from ``where``."""
 
     def connect() -> socket.socket:
@@ -225,6 +233,90 @@ http {{
 """
 
 
+@dataclass(frozen=True)
+class HttpRequest:
+    """One request a static server answered (for asserting what a firmware fetched)."""
+
+    client_ip: str
+    method: str
+    path: str
+    status: int
+
+
+class StaticServer(Protocol):
+    """A static HTTP server on the lab's ``server`` namespace."""
+
+    url: str
+
+    def requests(self) -> list[HttpRequest]:
+        """Every request answered so far, oldest first."""
+        ...
+
+
+class NginxServer:
+    """nginx (``daemon off``, one worker, ``sendfile``) started in the server namespace."""
+
+    def __init__(self, lab: LabSegment, root: Path, port: int) -> None:
+        work = lab.workdir / "nginx"
+        work.mkdir(exist_ok=True)
+        self.access_log = work / "nginx-access.log"
+        conf = work / "nginx.conf"
+        conf.write_text(_NGINX_CONF.format(work=work, root=root, addr=lab.server.ip, port=port))
+        # -e: errors from before the config is read must not go to /var/log/nginx.
+        argv = ["nginx", "-e", str(work / "nginx-error.log"), "-p", str(work), "-c", str(conf)]
+        lab.net.spawn(lab.server, argv)
+        self.url = f"http://{lab.server.ip}:{port}"
+
+    def requests(self) -> list[HttpRequest]:
+        out: list[HttpRequest] = []
+        if not self.access_log.exists():
+            return out
+        for line in self.access_log.read_text().splitlines():
+            # format "timed": $msec $remote_addr "$request" $status $body_bytes_sent
+            try:
+                _, client, rest = line.split(" ", 2)
+                request, _, tail = rest[1:].partition('" ')
+                method, path, _ = request.split(" ", 2)
+                out.append(HttpRequest(client, method, path, int(tail.split()[0])))
+            except ValueError:
+                continue
+        return out
+
+
+class PythonStaticServer:
+    """http.server serving a directory, its socket created inside the server namespace."""
+
+    def __init__(self, lab: LabSegment, root: Path, port: int) -> None:
+        log: list[HttpRequest] = []
+        self._log = log
+
+        class Handler(SimpleHTTPRequestHandler):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, directory=str(root), **kwargs)
+
+            def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+                status = int(code) if str(code).isdigit() else 0
+                log.append(HttpRequest(self.client_address[0], self.command, self.path, status))
+
+            def log_message(self, format: str, *args: object) -> None:
+                return
+
+        httpd = lab.net.call(
+            lab.server, lambda: ThreadingHTTPServer((lab.server.ip, port), Handler)
+        )
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+
+        def close() -> None:
+            httpd.shutdown()
+            httpd.server_close()
+
+        lab.net.defer(close)
+        self.url = f"http://{lab.server.ip}:{port}"
+
+    def requests(self) -> list[HttpRequest]:
+        return list(self._log)
+
+
 @dataclass
 class LabSegment:
     """A lab segment with its three standard namespaces and helpers to populate it.
@@ -254,45 +346,62 @@ class LabSegment:
         """A receiver on ``server``:port recording payload callbacks."""
         return CallbackReceiver(self.net, self.server, port)
 
-    def serve_static(self, files: Mapping[str, Path | str], port: int = HTTP_PORT) -> str:
-        """Serve ``files`` (name → path, or text content) with nginx on ``server``; return URL.
+    def serve_static(
+        self,
+        files: Mapping[str, Path | str],
+        port: int = HTTP_PORT,
+        *,
+        use_nginx: bool | None = None,
+    ) -> StaticServer:
+        """Serve ``files`` (name → path, or text content) over HTTP from ``server``.
 
         nginx with ``sendfile`` is the reference HTTP server of references.md §5, so a boot
-        measured here is comparable with the reference figures.
+        measured with it is comparable with the reference figures; without nginx installed (or
+        with ``use_nginx=False``) a Python server in the namespace serves the same files.
         """
         root = self.workdir / "http"
-        work = self.workdir / "nginx"
         root.mkdir(exist_ok=True)
-        work.mkdir(exist_ok=True)
         for name, source in files.items():
             target = root / name
             if isinstance(source, Path):
                 target.symlink_to(source.resolve())
             else:
                 target.write_text(source)
-        conf = work / "nginx.conf"
-        conf.write_text(
-            _NGINX_CONF.format(work=work, root=root, addr=self.server.ip, port=port)
-        )
-        self.net.spawn(
-            self.server, ["nginx", "-e", str(work / "nginx-error.log"), "-p", str(work), "-c", str(conf)]
-        )
+        if use_nginx is None:
+            use_nginx = shutil.which("nginx") is not None
+        if use_nginx:
+            server: StaticServer = NginxServer(self, root, port)
+        else:
+            server = PythonStaticServer(self, root, port)
         wait_for_tcp(self.net, self.client, self.server.ip, port)
-        return f"http://{self.server.ip}:{port}"
+        return server
 
     def boot(
-        self, firmware: str, *, mac: str | None = None, capture: bool = True, **kwargs: object
+        self,
+        firmware: Firmware,
+        *,
+        mac: str | None = None,
+        capture: bool = True,
+        nic: str | None = None,
+        nic_rom: str | None = None,
+        extra_args: Sequence[str] = (),
     ) -> QemuClient:
         """Start a guest on a new tap; its serial log and tap capture go to workdir/vm-<mac>/.
 
         The capture (tcpdump on the guest's tap) is for post-mortems: open it in Wireshark when
-        a boot fails.
+        a boot fails. ``nic``/``nic_rom``/``extra_args`` go to :class:`QemuClient`.
         """
         mac = mac or random_mac()
         workdir = self.workdir / f"vm-{mac.replace(':', '')}"
         workdir.mkdir()
         vm = QemuClient.on_segment(
-            self.net, mac=mac, firmware=firmware, workdir=workdir, **kwargs  # type: ignore[arg-type]
+            self.net,
+            mac=mac,
+            firmware=firmware,
+            workdir=workdir,
+            nic=nic,
+            nic_rom=nic_rom,
+            extra_args=extra_args,
         )
         if capture:
             self.net.capture(workdir / "tap.pcap", vm.tap)
@@ -300,8 +409,8 @@ class LabSegment:
         return vm
 
 
-@pytest.fixture
-def segment(tmp_path: Path) -> Iterator[LabSegment]:
+@pytest.fixture(name="segment")
+def segment_fixture(tmp_path: Path) -> Iterator[LabSegment]:
     """A fresh lab segment with ``server``, ``site`` and ``client`` namespaces.
 
     IPv6 is on only in ``server`` (so it can send RAs); everything is torn down afterwards.
@@ -318,16 +427,28 @@ def segment(tmp_path: Path) -> Iterator[LabSegment]:
         yield lab
 
 
-@pytest.fixture(scope="session")
-def demo_assets(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> DemoAssets:
-    """The demo kernel + initramfs, built once and kept in pytest's cache between runs."""
-    cache_root: Path
+@pytest.fixture(name="demo_cache", scope="session")
+def demo_cache_fixture(request: pytest.FixtureRequest) -> Path:
+    """Where downloaded kernel packages are kept: pytest's cache, else bootbox's default.
+
+    CI runs pytest with ``-p no:cacheprovider``; the default cache (~/.cache/bootbox/demo)
+    still saves the download on the next run on the same machine.
+    """
+    cache = getattr(request.config, "cache", None)
+    if cache is not None:
+        return Path(cache.mkdir("bootbox-demo")) / "packages"
+    return default_cache_dir()
+
+
+@pytest.fixture(name="demo_assets", scope="session")
+def demo_assets_fixture(demo_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> DemoAssets:
+    """The demo kernel + initramfs, built once per session from the cached packages.
+
+    The destination is fixed per session: each test module that imports this fixture gets its
+    own instance, and the second one then finds the assets already built.
+    """
     try:
-        cache_root = Path(request.config.cache.mkdir("bootbox-demo"))  # type: ignore[union-attr]
-    except AttributeError:  # the cache provider is disabled (-p no:cacheprovider)
-        cache_root = tmp_path_factory.mktemp("bootbox-demo")
-    try:
-        return build_demo_assets(cache_root / "assets", cache=cache_root / "packages")
+        return build_demo_assets(tmp_path_factory.getbasetemp() / "demo-assets", cache=demo_cache)
     except DemoError as exc:
         lab_unavailable(f"cannot build the demo payload here: {exc}")
         raise

@@ -21,7 +21,6 @@ from bootbox.rules import (
     BUILTIN_ITEM_TYPES,
     Choice,
     DiffKind,
-    HostDrift,
     ItemDrift,
     Pattern,
     Rule,
@@ -98,13 +97,13 @@ def test_pattern_parses(text: str, attr: str, op: str, values: tuple[str, ...], 
         ("vendor=Dell,,HPE", "empty value in list"),
         ("vendor=Dell,", "empty value in list"),
         ("ipv4=10.0.0.20-10.0.0.10", "ends before it starts"),
-        ("ipv4=10.0.0.1-10.0.0", "'10.0.0' is not an IPV4 address"),
-        ("ipv4=10.0.0.01", "is not an IPV4 address"),
+        ("ipv4=10.0.0.1-10.0.0", "'10.0.0' is not an IPv4 address"),
+        ("ipv4=10.0.0.01", "is not an IPv4 address"),
         ("ipv4=198.18.0.5/24", "is not a valid CIDR block"),
         ("ipv4=198.18.0.0/33", "is not a valid CIDR block"),
-        ("ipv4=2001:db8::1", "is not an IPV4 address"),
-        ("ipv4==10.0.0.1,10.0.0.2", "is not an IPV4 address"),
-        ("ipv6=10.0.0.0/8", "is not an IPV6 network"),
+        ("ipv4=2001:db8::1", "is not an IPv4 address"),
+        ("ipv4==10.0.0.1,10.0.0.2", "is not an IPv4 address"),
+        ("ipv6=10.0.0.0/8", "is not an IPv6 network"),
         ("ipv6=2001:db8::9-2001:db8::1", "ends before it starts"),
         ("mac=aa:bb:cc", "is not a MAC address"),
         ("mac=aa:bb:cc:dd:ee:ff,zz:bb:cc:dd:ee:ff", "is not a MAC address"),
@@ -505,7 +504,7 @@ def test_rule_set_from_dict_refuses_bad_documents() -> None:
     with pytest.raises(ValidationError, match="expected a list of rules"):
         ruleset_from_dict({"rules": {"a": 1}})
     with pytest.raises(ValidationError, match="duplicate rule name 'a'"):
-        ruleset_from_dict(ruleset_to_dict(ABC) | {"rules": [rule_to_dict(A), rule_to_dict(A)]})
+        ruleset_from_dict({"rules": [rule_to_dict(A), rule_to_dict(A)]})
 
 
 # --- explain ------------------------------------------------------------------------------------
@@ -552,15 +551,16 @@ def test_compliance_lists_only_drifting_hosts_with_each_changed_item() -> None:
     ]
     for rules in (NARROW_EARLY, compile_ruleset(NARROW_EARLY)):
         report = compliance(rules, hosts)
-        assert report == [
-            HostDrift(
+        assert [(d.host, d.items, d.expected) for d in report] == [
+            (
                 "changed",
                 (ItemDrift("host_profile", "dell-default", "rack7", "rack-7-hp"),),
                 {"group": "unsorted", "host_profile": "rack7", "image": "esxi-8"},
             ),
-            HostDrift("appears", (ItemDrift("group", None, "unsorted", "default"),), {"group": "unsorted", "image": "esxi-7"}),
-            HostDrift("disappears", (ItemDrift("host_profile", "old", None, None),), {"group": "unsorted", "image": "esxi-7"}),
+            ("appears", (ItemDrift("group", None, "unsorted", "default"),), {"group": "unsorted", "image": "esxi-7"}),
+            ("disappears", (ItemDrift("host_profile", "old", None, None),), {"group": "unsorted", "image": "esxi-7"}),
         ]
+        assert all(type(row) is tuple for drift in report for row in drift.rows)  # untracked by the GC
     changes = [item.change for drift in compliance(NARROW_EARLY, hosts) for item in drift.items]
     assert changes == ["changes", "appears", "disappears"]
     assert str(ItemDrift("host_profile", "old", None, None)) == "host_profile: old -> -"
@@ -732,6 +732,6 @@ def test_benchmark_smoke_run_writes_its_figures(tmp_path: Path) -> None:
     doc = json.loads(out.read_text())
     assert doc["parameters"] == {"rules": 60, "hosts": 300, "sample": 50, "seed": 1}
     figures = {f["figure"]: f for f in doc["figures"]}
-    assert {"compile", "decision p50", "decision p99", "compliance, 300 hosts", "peak RSS"} <= set(figures)
+    assert {"compile 60 rules", "decision p50", "decision p99", "compliance, 300 hosts", "peak RSS"} <= set(figures)
     assert figures["decision p99"]["target"] == 1000.0
     assert figures["hosts drifted"]["value"] > 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
+import json
 import logging
 import os
 import resource
@@ -103,7 +104,7 @@ class RawClient:
 
     def download(self, name: str, **options: object) -> tuple[bytes, dict[str, str], list[int]]:
         """Fetch ``name`` (windowed when asked), return (content, OACK options, wire block numbers)."""
-        self.send(rrq(name, **options))
+        self.send(rrq(name, b"octet", 1, **options))
         blksize, window, oack = 512, 1, {}
         first = self.recv()
         if first[0] == "OACK":
@@ -335,6 +336,7 @@ def test_write_requests_are_refused_and_create_nothing(servers: Servers, root: P
     server, records = servers.start()
     upload = tmp_path / "upload.bin"
     upload.write_bytes(b"x" * 3000)
+    assert CURL is not None
     result = subprocess.run([CURL, "-s", "-T", str(upload), f"tftp://127.0.0.1:{server.port}/new.bin"], check=False)
     assert result.returncode == 69  # curl: TFTP permission problem
     with RawClient(server.port) as client:
@@ -682,3 +684,111 @@ def test_parse_options_rejects_sloppy_numbers() -> None:
         with pytest.raises(tt.OptionError):
             tt.parse_options({"blksize": value})
     assert tt.parse_options({"TSIZE": "0", "x": "y"}) == tt.RequestedOptions(tsize=True)
+
+
+def test_blksize_is_capped_at_the_receiving_interface_mtu(servers: Servers) -> None:
+    """A request to a non-loopback address gets at most that interface's MTU minus 32."""
+    ip = shutil.which("ip")
+    if ip is None:
+        pytest.skip("iproute2 is not installed")
+    links = json.loads(subprocess.run([ip, "-j", "-4", "addr", "show"], capture_output=True, check=True).stdout)
+    found = [(link["mtu"], info["local"]) for link in links if link["ifname"] != "lo"
+             for info in link.get("addr_info", []) if link["mtu"] < 65000]
+    if not found:
+        pytest.skip("no non-loopback IPv4 address with an ordinary MTU")
+    mtu, address = found[0]
+    server, _ = servers.start(bind_address="0.0.0.0")
+    with RawClient(server.port, host=address, bind=address) as client:
+        client.send(rrq("data.bin", blksize=65464, timeout=10))
+        assert client.recv() == ("OACK", {"blksize": str(mtu - 32), "timeout": "10"})
+        client.error(0, "done")
+
+
+# ---------------------------------------------------------------------- Transfer, without sockets
+
+class FakeSocket:
+    """Records what a Transfer sends; raises EAGAIN once ``room`` packets are queued."""
+
+    def __init__(self, room: int | None = None) -> None:
+        self.sent: list[Packet] = []
+        self.room = room
+
+    def sendto(self, data: bytes, address: tuple[str, int]) -> int:
+        if self.room is not None and len(self.sent) >= self.room:
+            raise BlockingIOError
+        self.sent.append(parse(data))
+        return len(data)
+
+    def take(self) -> list[object]:
+        """Block numbers (or "OACK") sent since the last call."""
+        taken = ["OACK" if p[0] == "OACK" else p[1] for p in self.sent]
+        self.sent.clear()
+        return taken
+
+
+def make_transfer(sock: FakeSocket, size: int = 100, windowsize: int = 4, retries: int = 2) -> tt.Transfer:
+    negotiated = tt.Negotiated(blksize=8, windowsize=windowsize, timeout=1.0, oack={"windowsize": str(windowsize)})
+    return tt.Transfer(sock=sock, client=("192.0.2.9", 1234), filename="f", request=b"",  # type: ignore[arg-type]
+                       source=tt.BlockSource(io.BytesIO(bytes(size))), negotiated=negotiated, retries=retries, now=0.0)
+
+
+def test_transfer_duplicate_ack_resends_a_window_once() -> None:
+    sock = FakeSocket()
+    transfer = make_transfer(sock)
+    transfer.pump(0.0)
+    assert sock.take() == ["OACK"]
+    transfer.on_ack(0, 0.1)
+    assert sock.take() == [1, 2, 3, 4]
+    transfer.on_ack(0, 0.2)  # block 1 lost: the client repeats its last ACK
+    assert sock.take() == [1, 2, 3, 4]
+    transfer.on_ack(0, 0.3)
+    assert sock.take() == []  # only once; the timer does the rest
+    transfer.on_ack(4, 0.4)
+    assert sock.take() == [5, 6, 7, 8]
+    transfer.on_ack(2, 0.5)  # delayed ACK from an older window: ignored
+    assert sock.take() == []
+
+
+def test_transfer_waits_for_a_full_socket_buffer_to_drain() -> None:
+    sock = FakeSocket(room=3)
+    transfer = make_transfer(sock)
+    transfer.pump(0.0)
+    transfer.on_ack(0, 0.1)
+    assert sock.take() == ["OACK", 1, 2] and transfer.want_write
+    sock.room = None
+    transfer.pump(0.2)  # what the server does when the socket is writable again
+    assert sock.take() == [3, 4] and not transfer.want_write
+
+
+def test_transfer_ends_after_its_retries_and_counts_only_acknowledged_bytes() -> None:
+    sock = FakeSocket()
+    transfer = make_transfer(sock, size=100, windowsize=4, retries=2)
+    transfer.pump(0.0)
+    transfer.on_ack(0, 0.0)
+    transfer.on_ack(4, 0.0)
+    sock.take()
+    assert transfer.on_timeout(1.0) is None and sock.take() == [5, 6, 7, 8]
+    assert transfer.on_timeout(2.0) is None and sock.take() == [5, 6, 7, 8]
+    ending = transfer.on_timeout(3.0)
+    assert ending is not None and not ending.ok and ending.error == "timed out after 2 retransmissions"
+    assert transfer.bytes_acked == 32
+
+
+def test_transfer_completes_on_the_last_block_and_not_before() -> None:
+    sock = FakeSocket()
+    transfer = make_transfer(sock, size=24, windowsize=4)  # 3 full blocks and an empty 4th
+    transfer.pump(0.0)
+    transfer.on_ack(0, 0.0)
+    assert [p[2] for p in sock.sent[1:]] == [bytes(8)] * 3 + [b""]
+    assert not transfer.on_ack(3, 0.0)
+    assert transfer.on_ack(4, 0.0) and transfer.bytes_acked == 24
+
+
+def test_transfer_ignores_an_ack_for_a_block_not_yet_sent() -> None:
+    sock = FakeSocket(room=3)
+    transfer = make_transfer(sock)
+    transfer.pump(0.0)
+    transfer.on_ack(0, 0.0)
+    assert sock.take() == ["OACK", 1, 2]
+    transfer.on_ack(4, 0.0)  # blocks 3 and 4 are still waiting for buffer space
+    assert transfer.base == 1 and transfer.bytes_acked == 0

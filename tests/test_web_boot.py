@@ -37,6 +37,9 @@ def _add_profile(client: FlaskClient, files: tuple[Path, Path], name: str = "dem
                                                      "cmdline": "bootbox.callback={callback}"}}
     response = client.post("/api/v1/profiles", json=body, headers=AUTH)
     assert response.status_code == 201, response.json
+    rule = {"name": f"all-{name}", "all_hosts": True, "items": {"image": name}}
+    response = client.post("/api/v1/rules", json=rule, headers=AUTH)
+    assert response.status_code == 201, response.json
 
 
 def test_entry_script_chains_to_the_per_host_url(client: FlaskClient) -> None:
@@ -49,7 +52,7 @@ def test_entry_script_chains_to_the_per_host_url(client: FlaskClient) -> None:
 def test_host_without_profile_waits_and_is_shown_waiting(client: FlaskClient, service: BootService) -> None:
     response = client.get(f"/boot/hosts/{MAC.replace(':', '-')}/script.ipxe?manufacturer=QEMU&serial=S1")
     assert response.status_code == 200
-    assert "its profile 'demo' does not exist" in response.text
+    assert "no rule in the active rule set gives it an image profile" in response.text
     assert "echo   vendor=QEMU" in response.text
     host = service.host(MAC)
     assert host.state == "waiting"
@@ -72,7 +75,7 @@ def test_full_boot_timeline(client: FlaskClient, service: BootService, demo_file
     assert host.state == "booted" and host.boot_id == "b1"
     assert host.attrs["model"] == "Standard PC" and host.attrs["uuid"] == "564d0000-0000-0000-0000-000000000001"
     events = client.get(f"/api/v1/hosts/{MAC}/events").json
-    assert [e["kind"] for e in events] == ["http.script", "http.file", "http.file", "booted"]
+    assert [e["kind"] for e in events] == ["rules", "http.script", "http.file", "http.file", "booted"]
     assert client.get("/api/v1/hosts").json[0]["state"] == "booted"
 
 

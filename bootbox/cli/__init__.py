@@ -6,16 +6,20 @@ the only place a :class:`bootbox.BootboxError` becomes a message and exit status
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
+import pluggy
 import typer
+from typer.core import TyperGroup
 
 from bootbox import __version__
-from bootbox.cli import config_cmd, hosts, plugins, profiles, serve
+from bootbox.cli import config_cmd, hosts, plugins, profiles, rules, serve
 from bootbox.cli.common import CliState, JsonOption, print_json, state
-from bootbox.errors import BootboxError
+from bootbox.errors import BootboxError, PluginError
+from bootbox.plugins import make_plugin_manager
 
 
 def _version(value: bool) -> None:
@@ -24,9 +28,21 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-def build_cli() -> typer.Typer:
-    """A fresh CLI application (tests build their own)."""
+class BootboxGroup(TyperGroup):
+    """The root command group: the one place a BootboxError becomes one line and exit status 1."""
+
+    def invoke(self, ctx: Any) -> object:
+        try:
+            return super().invoke(ctx)
+        except BootboxError as exc:
+            typer.echo(f"bootbox: {exc}", err=True)
+            raise typer.Exit(1) from None
+
+
+def build_cli(pm: pluggy.PluginManager | None = None) -> typer.Typer:
+    """A fresh CLI application; plugins add commands to it (tests pass their own ``pm``)."""
     app = typer.Typer(
+        cls=BootboxGroup,
         help="bootbox: stateless network boot (proxyDHCP, TFTP, HTTP, rules) for labs and edge sites.",
         no_args_is_help=True,
         pretty_exceptions_enable=False,
@@ -56,30 +72,47 @@ def build_cli() -> typer.Typer:
         for name, stats in data["servers"].items():
             typer.echo(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in stats.items()))
 
-    app.add_typer(hosts.app, name="host")
-    app.add_typer(profiles.app, name="profile")
-    app.add_typer(plugins.app, name="plugin")
-    app.add_typer(config_cmd.app, name="config")
+    nouns = {
+        "host": hosts.build(),
+        "profile": profiles.build(),
+        "rule": rules.build(),
+        "plugin": plugins.build(),
+        "config": config_cmd.build(),
+    }
+    _add_plugin_commands(app, nouns, pm)
+    for name, sub_app in nouns.items():
+        app.add_typer(sub_app, name=name)
     return app
+
+
+def _add_plugin_commands(app: typer.Typer, nouns: dict[str, typer.Typer], pm: pluggy.PluginManager | None) -> None:
+    """Let plugins add nouns and verbs (``bootbox_register_commands``)."""
+    if pm is None:
+        try:
+            blocked = [n for n in os.environ.get("BOOTBOX_DISABLE_PLUGINS", "").split(",") if n.strip()]
+            pm = make_plugin_manager(blocked=blocked)
+        except BootboxError as exc:
+            typer.echo(f"bootbox: warning: plugins not loaded: {exc}", err=True)
+            return
+
+    def register(command: object, *, name: str, noun: str | None = None) -> None:
+        if noun is None:
+            if name in nouns or not isinstance(command, typer.Typer):
+                raise PluginError(f"a plugin's command noun {name!r} clashes or is not a typer app")
+            nouns[name] = command
+        elif noun in nouns:
+            nouns[noun].command(name)(command)  # type: ignore[arg-type]
+        else:
+            raise PluginError(f"a plugin adds {name!r} to an unknown noun {noun!r}")
+
+    pm.hook.bootbox_register_commands(register=register)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``bootbox`` console script."""
-    app = build_cli()
     try:
-        app(args=argv, prog_name="bootbox", standalone_mode=False)
+        app = build_cli()
     except BootboxError as exc:
         typer.echo(f"bootbox: {exc}", err=True)
         sys.exit(1)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(1)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    app(args=argv, prog_name="bootbox")

@@ -6,7 +6,6 @@ import typer
 
 from bootbox.cli.common import JsonOption, print_json, state
 
-app = typer.Typer(help="The appliance's configuration.", no_args_is_help=True)
 
 
 def _flatten(prefix: str, value: object) -> list[tuple[str, object]]:
@@ -18,7 +17,6 @@ def _flatten(prefix: str, value: object) -> list[tuple[str, object]]:
     return [(prefix, value)]
 
 
-@app.command("show")
 def show_config(ctx: typer.Context, json: JsonOption = False) -> None:
     """Print every setting with its effective value (validates the config on the way)."""
     data = state(ctx).settings().to_dict()
@@ -27,3 +25,10 @@ def show_config(ctx: typer.Context, json: JsonOption = False) -> None:
         return
     for key, value in _flatten("", data):
         typer.echo(f"{key} = {value!r}")
+
+
+def build() -> typer.Typer:
+    """A fresh sub-app for this noun (plugins may add verbs to it)."""
+    app = typer.Typer(help="The appliance's configuration.", no_args_is_help=True)
+    app.command("show")(show_config)
+    return app

@@ -7,14 +7,13 @@ from typing import Annotated, Optional
 import typer
 
 from bootbox.cli.common import JsonOption, clock, print_json, print_table, state
+from bootbox.errors import ValidationError
 from bootbox.model import normalize_mac
 
-app = typer.Typer(help="Hosts that network-booted, their state and boot steps.", no_args_is_help=True)
 
 MacArg = Annotated[str, typer.Argument(help="The host's boot NIC MAC, any spelling (aa:bb:.., AA-BB-.., aabb..).")]
 
 
-@app.command("list")
 def list_hosts(ctx: typer.Context, json: JsonOption = False) -> None:
     """List every known host with its state, profile and address."""
     hosts = state(ctx).client().get("/hosts")
@@ -24,7 +23,7 @@ def list_hosts(ctx: typer.Context, json: JsonOption = False) -> None:
     print_table(
         ["mac", "state", "profile", "ipv4", "firmware", "last seen"],
         [
-            [h["mac"], h["state"], h["associations"].get("profile", "-"), h["attrs"].get("ipv4", "-"),
+            [h["mac"], h["state"], h["profile"] or "-", h["attrs"].get("ipv4", "-"),
              h["attrs"].get("firmware", "-"), clock(h["last_seen"])]
             for h in hosts
         ],
@@ -32,14 +31,14 @@ def list_hosts(ctx: typer.Context, json: JsonOption = False) -> None:
     )
 
 
-@app.command("show")
 def show_host(ctx: typer.Context, mac: MacArg, json: JsonOption = False) -> None:
     """Show one host: attributes, state, cached associations."""
     host = state(ctx).client().get(f"/hosts/{normalize_mac(mac)}")
     if json:
         print_json(host)
         return
-    typer.echo(f"mac:        {host['mac']}\nstate:      {host['state']}\nboot id:    {host['boot_id'] or '-'}")
+    typer.echo(f"mac:        {host['mac']}\nstate:      {host['state']}\nprofile:    {host['profile'] or '-'}")
+    typer.echo(f"boot id:    {host['boot_id'] or '-'}")
     typer.echo(f"first seen: {clock(host['first_seen'])}\nlast seen:  {clock(host['last_seen'])}")
     typer.echo("associations:")
     for key, value in sorted(host["associations"].items()) or [("(none)", "")]:
@@ -49,7 +48,6 @@ def show_host(ctx: typer.Context, mac: MacArg, json: JsonOption = False) -> None
         typer.echo(f"  {key}={value}")
 
 
-@app.command("events")
 def host_events(
     ctx: typer.Context,
     mac: MacArg,
@@ -64,8 +62,60 @@ def host_events(
     print_table(["time", "step", "what happened"], [[clock(e["time"]), e["kind"], e["message"]] for e in events])
 
 
-@app.command("remove")
 def remove_host(ctx: typer.Context, mac: MacArg) -> None:
     """Forget a host (its next boot starts from scratch)."""
     state(ctx).client().delete(f"/hosts/{normalize_mac(mac)}")
     typer.echo(f"removed {normalize_mac(mac)}")
+
+
+def host_rules(
+    ctx: typer.Context,
+    mac: Annotated[Optional[str], typer.Argument(help="A known host's MAC (or give --attr instead).")] = None,
+    attr: Annotated[Optional[list[str]], typer.Option("--attr", help="attr=value to test instead of a known host (repeatable).")] = None,
+    working: Annotated[bool, typer.Option("--working", help="Explain against the working set.")] = False,
+    json: JsonOption = False,
+) -> None:
+    """Which rules a host matches and why: each pattern, the host's value, and the items each rule won."""
+    client = state(ctx).client()
+    which = "working" if working else "active"
+    if attr:
+        attrs: dict[str, str] = {}
+        for text in attr:
+            key, sep, value = text.partition("=")
+            if not sep:
+                raise ValidationError("--attr", f"{text!r}: expected attr=value")
+            attrs[key.strip()] = value.strip()
+        result = {"host": attrs.get("mac", "(attributes)"), "associations": {},
+                  "rules": client.request("POST", "/rules/explain", {"attrs": attrs}, query={"set": which})}
+    elif mac:
+        result = client.get(f"/hosts/{normalize_mac(mac)}/rules", set=which)
+    else:
+        raise ValidationError("mac", "give a host's MAC, or --attr attr=value")
+    if json:
+        print_json(result)
+        return
+    if result["associations"]:
+        typer.echo("cached associations: " + " ".join(f"{k}={v}" for k, v in sorted(result["associations"].items())))
+    for rule in result["rules"]:
+        verdict = "MATCH" if rule["matched"] else "no match"
+        won = f"  -> wins {', '.join(rule['won'])}" if rule["won"] else ""
+        typer.echo(f"[{rule['position']}] {rule['rule']}: {verdict}{won}")
+        if rule["all_hosts"]:
+            typer.echo("      all hosts")
+        for check in rule["patterns"]:
+            mark = "yes" if check["matched"] else "no "
+            have = ",".join(check["host_values"]) or "(missing)"
+            typer.echo(f"      {mark}  {check['pattern']}   host has {check['attr']}={have}")
+    if not result["rules"]:
+        typer.echo("The rule set is empty.")
+
+
+def build() -> typer.Typer:
+    """A fresh sub-app for this noun (plugins may add verbs to it)."""
+    app = typer.Typer(help="Hosts that network-booted, their state and boot steps.", no_args_is_help=True)
+    app.command("list")(list_hosts)
+    app.command("show")(show_host)
+    app.command("events")(host_events)
+    app.command("remove")(remove_host)
+    app.command("rules")(host_rules)
+    return app

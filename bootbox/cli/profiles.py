@@ -10,12 +10,10 @@ import typer
 from bootbox.cli.common import JsonOption, print_json, print_table, state
 from bootbox.errors import ValidationError
 
-app = typer.Typer(help="Boot profiles: what a host boots.", no_args_is_help=True)
 
 NameArg = Annotated[str, typer.Argument(help="Profile name (letters, digits, '.', '_', '-').")]
 
 
-@app.command("list")
 def list_profiles(ctx: typer.Context, json: JsonOption = False) -> None:
     """List profiles."""
     profiles = state(ctx).client().get("/profiles")
@@ -25,7 +23,6 @@ def list_profiles(ctx: typer.Context, json: JsonOption = False) -> None:
     print_table(["name", "kind", "description"], [[p["name"], p["kind"], p["description"]] for p in profiles])
 
 
-@app.command("show")
 def show_profile(ctx: typer.Context, name: NameArg, json: JsonOption = False) -> None:
     """Show one profile and its spec."""
     profile = state(ctx).client().get(f"/profiles/{name}")
@@ -38,7 +35,6 @@ def show_profile(ctx: typer.Context, name: NameArg, json: JsonOption = False) ->
         typer.echo(f"  {key}: {value}")
 
 
-@app.command("add")
 def add_profile(
     ctx: typer.Context,
     name: NameArg,
@@ -65,14 +61,12 @@ def add_profile(
     print_json(profile) if json else typer.echo(f"{'replaced' if replace else 'added'} profile {profile['name']}")
 
 
-@app.command("remove")
 def remove_profile(ctx: typer.Context, name: NameArg) -> None:
     """Remove a profile."""
     state(ctx).client().delete(f"/profiles/{name}")
     typer.echo(f"removed profile {name}")
 
 
-@app.command("kinds")
 def profile_kinds(ctx: typer.Context, json: JsonOption = False) -> None:
     """List the profile kinds the appliance's plugins provide."""
     kinds = state(ctx).client().get("/profile-kinds")
@@ -80,3 +74,14 @@ def profile_kinds(ctx: typer.Context, json: JsonOption = False) -> None:
         print_json(kinds)
         return
     print_table(["kind", "plugin", "description"], [[k["kind"], k["plugin"], k["description"]] for k in kinds])
+
+
+def build() -> typer.Typer:
+    """A fresh sub-app for this noun (plugins may add verbs to it)."""
+    app = typer.Typer(help="Boot profiles: what a host boots.", no_args_is_help=True)
+    app.command("list")(list_profiles)
+    app.command("show")(show_profile)
+    app.command("add")(add_profile)
+    app.command("remove")(remove_profile)
+    app.command("kinds")(profile_kinds)
+    return app

@@ -36,7 +36,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from bootbox.errors import BootboxError
 
@@ -172,7 +172,7 @@ def run_in_netns(netns: str, fn: Callable[..., T], *args: Any, **kwargs: Any) ->
         try:
             _enter_netns(netns)
             outcome["value"] = fn(*args, **kwargs)
-        except BaseException as exc:  # noqa: BLE001 - handed back to the calling thread
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
             outcome["error"] = exc
 
     thread = threading.Thread(target=runner, name=f"netns-{netns}", daemon=True)
@@ -195,16 +195,22 @@ def _enter_netns(netns: str) -> None:
         os.close(fd)
 
 
-def _write_sysctl(key: str, value: str) -> None:
-    """Write one sysctl of the calling thread's namespace (runs inside :func:`run_in_netns`)."""
-    Path("/proc/sys", *key.split(".")).write_text(value)
+def _write_sysctls(values: Mapping[str, str]) -> None:
+    """Write sysctls of the calling thread's namespace (runs inside :func:`run_in_netns`)."""
+    for key, value in values.items():
+        Path("/proc/sys", *key.split(".")).write_text(value)
 
 
 def _ip(*args: str) -> str:
     """Run one iproute2 command and return stdout; failures become LabError with stderr."""
     try:
         done = subprocess.run(
-            ["ip", *args], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL
+            ["ip", *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
+            check=False,
         )
     except FileNotFoundError as exc:
         raise LabError("iproute2 ('ip') is not installed") from exc
@@ -317,7 +323,7 @@ class Segment:
                 "net.ipv6.conf.default.disable_ipv6": "1",
                 "net.ipv6.conf.all.disable_ipv6": "1",
             }
-        run_in_netns(name, lambda: [_write_sysctl(k, v) for k, v in sysctls.items()])
+        run_in_netns(name, _write_sysctls, sysctls)
         _ip("-n", name, "link", "set", "lo", "up")
 
     def add_namespace(self, role: str, address: str, *, ipv6: bool = False) -> Member:
@@ -393,7 +399,12 @@ class Segment:
         """Run a command to completion in a member (by role or Member) or ``"switch"``."""
         full = netns_argv(self._netns_of(where), argv)
         done = subprocess.run(
-            full, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+            full,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            check=False,
         )
         if check and done.returncode != 0:
             raise LabError(
@@ -428,7 +439,11 @@ class Segment:
         the first DHCP packet is not lost.
         """
         log_path = path.with_suffix(path.suffix + ".log")
-        argv = ["tcpdump", "--immediate-mode", "-Z", "root", "-i", interface, "-n", "-U", "-s", "0", "-w", str(path)]
+        # --immediate-mode: without it frames wait in the kernel ring for up to a second and
+        # are lost when tcpdump is stopped. -Z root: Debian's tcpdump otherwise drops to a user
+        # that cannot write into a test's private temp directory.
+        argv = ["tcpdump", "--immediate-mode", "-Z", "root", "-i", interface, "-n", "-U"]
+        argv += ["-s", "0", "-w", str(path)]
         with log_path.open("wb") as log_file:
             proc = self.spawn("switch", [*argv, *bpf_filter.split()], stderr=log_file)
         _wait_until(lambda: b"listening on" in log_path.read_bytes() or proc.poll() is not None)
@@ -455,7 +470,7 @@ class Segment:
             callback = self._deferred.pop()
             try:
                 callback()
-            except Exception:  # noqa: BLE001 - teardown must go on
+            except Exception:  # teardown must go on
                 log.exception("lab teardown callback failed")
         for proc in reversed(self._procs):
             stop_process(proc)
@@ -474,7 +489,7 @@ class Segment:
         self._namespaces.clear()
         self.members.clear()
 
-    def __enter__(self) -> Segment:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

@@ -25,11 +25,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import Literal, Self
 
 from bootbox.lab.netns import LabError, Segment, spawn_in_netns, stop_process
 
-__all__ = ["FIRMWARES", "OVMF_CODE", "OVMF_VARS", "QemuClient", "random_mac"]
+__all__ = ["FIRMWARES", "OVMF_CODE", "OVMF_VARS", "Firmware", "QemuClient", "random_mac"]
 
 Firmware = Literal["bios", "uefi"]
 FIRMWARES: tuple[Firmware, ...] = ("bios", "uefi")
@@ -99,7 +99,16 @@ class QemuClient:
 
     @classmethod
     def on_segment(
-        cls, segment: Segment, *, mac: str, firmware: Firmware, workdir: Path, **kwargs: object
+        cls,
+        segment: Segment,
+        *,
+        mac: str,
+        firmware: Firmware,
+        workdir: Path,
+        nic: str | None = None,
+        nic_rom: str | None = None,
+        memory_mb: int = 768,
+        extra_args: Sequence[str] = (),
     ) -> QemuClient:
         """A client on a new tap of ``segment``, stopped by the segment's close()."""
         client = cls(
@@ -108,7 +117,10 @@ class QemuClient:
             mac=mac,
             firmware=firmware,
             workdir=workdir,
-            **kwargs,  # type: ignore[arg-type]
+            nic=nic,
+            nic_rom=nic_rom,
+            memory_mb=memory_mb,
+            extra_args=extra_args,
         )
         segment.defer(client.stop)
         return client
@@ -236,7 +248,7 @@ class QemuClient:
             return None
         return stop_process(self._proc)
 
-    def __enter__(self) -> QemuClient:
+    def __enter__(self) -> Self:
         self.start()
         return self
 

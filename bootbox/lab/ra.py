@@ -27,11 +27,19 @@ import struct
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from types import TracebackType
+from typing import Self
 
 from bootbox.lab.netns import LabError, run_in_netns
 
-__all__ = ["RouterAdvertiser", "build_router_advertisement", "main", "parse_router_advertisement"]
+__all__ = [
+    "RouterAdvertisement",
+    "RouterAdvertiser",
+    "build_router_advertisement",
+    "main",
+    "parse_router_advertisement",
+]
 
 log = logging.getLogger("bootbox.lab.ra")
 
@@ -73,13 +81,23 @@ def build_router_advertisement(
     return header + option
 
 
-def parse_router_advertisement(message: bytes) -> dict[str, object]:
-    """Decode an RA's fixed part and option types (for tests and debugging)."""
+@dataclass(frozen=True)
+class RouterAdvertisement:
+    """The fields of a received RA that the lab cares about."""
+
+    hop_limit: int
+    managed: bool
+    other: bool
+    router_lifetime: int
+    options: tuple[int, ...]
+    """Option types in order (1 source link-layer address, 3 prefix information, ...)."""
+
+
+def parse_router_advertisement(message: bytes) -> RouterAdvertisement:
+    """Decode an ICMPv6 RA's fixed part and option types (for tests and debugging)."""
     if len(message) < 16 or message[0] != ICMPV6_RA:
         raise ValueError("not a router advertisement")
-    _, code, _, hop_limit, flags, lifetime, reachable, retrans = struct.unpack_from(
-        "!BBHBBHII", message
-    )
+    hop_limit, flags, lifetime = struct.unpack_from("!BBH", message, 4)
     options: list[int] = []
     offset = 16
     while offset + 2 <= len(message):
@@ -88,16 +106,13 @@ def parse_router_advertisement(message: bytes) -> dict[str, object]:
             break
         options.append(kind)
         offset += 8 * length
-    return {
-        "code": code,
-        "hop_limit": hop_limit,
-        "managed": bool(flags & 0x80),
-        "other": bool(flags & 0x40),
-        "router_lifetime": lifetime,
-        "reachable_time": reachable,
-        "retrans_timer": retrans,
-        "options": options,
-    }
+    return RouterAdvertisement(
+        hop_limit=hop_limit,
+        managed=bool(flags & 0x80),
+        other=bool(flags & 0x40),
+        router_lifetime=lifetime,
+        options=tuple(options),
+    )
 
 
 def _open_socket(interface: str) -> tuple[socket.socket, int, str]:
@@ -217,7 +232,7 @@ class RouterAdvertiser:
             self._sock.close()
             self._sock = None
 
-    def __enter__(self) -> RouterAdvertiser:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -232,7 +247,9 @@ class RouterAdvertiser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m bootbox.lab.ra IFACE [--interval S]``: advertise until SIGTERM/SIGINT."""
-    parser = argparse.ArgumentParser(prog="python -m bootbox.lab.ra", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bootbox.lab.ra", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("interface", help="interface to advertise on (IPv6 enabled)")
     parser.add_argument("--interval", type=float, default=3.0, help="unsolicited advert period")
     args = parser.parse_args(argv)

@@ -22,8 +22,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
-from bootbox.lab.netns import LabError, Member, Segment, check_lab_address, spawn_in_netns, stop_process
+from bootbox.lab.netns import (
+    LabError,
+    Member,
+    Segment,
+    check_lab_address,
+    spawn_in_netns,
+    stop_process,
+)
 
 __all__ = ["Dnsmasq", "Lease", "reference_proxy", "site_dhcp"]
 
@@ -137,7 +145,7 @@ class Dnsmasq:
                 out.append(Lease(int(parts[0]), parts[1].lower(), parts[2], parts[3], parts[4]))
         return out
 
-    def __enter__(self) -> Dnsmasq:
+    def __enter__(self) -> Self:
         self.start()
         return self
 

@@ -54,7 +54,7 @@ MAGIC_COOKIE = b"\x63\x82\x53\x63"  # RFC 2131 §3, RFC 2132 §2
 # op htype hlen hops | xid | secs flags | ciaddr yiaddr siaddr giaddr | chaddr | sname | file
 _HEADER = struct.Struct("!BBBBIHH4s4s4s4s16s64s128s")
 _HEADER_LEN = _HEADER.size  # 236
-_OPTIONS_START = _HEADER_LEN + len(MAGIC_COOKIE)  # 240: RFC 2131 §3 minimum with the cookie
+_OPTIONS_START = _HEADER_LEN + len(MAGIC_COOKIE)  # 240: the fixed header plus the cookie
 _SNAME, _FILE = slice(44, 108), slice(108, 236)
 
 MIN_PACKET = _OPTIONS_START
@@ -114,7 +114,7 @@ class Opt(IntEnum):
 
 
 class PxeOpt(IntEnum):
-    """PXE 2.1 vendor sub-options carried inside option 43 (PXE spec §2.4, table 2-1)."""
+    """PXE 2.1 vendor sub-options carried inside option 43 (PXE 2.1 specification)."""
 
     DISCOVERY_CONTROL = 6
     BOOT_SERVERS = 8
@@ -164,7 +164,7 @@ def parse(data: bytes) -> DhcpPacket:
     """Decode one DHCP message, raising :class:`MalformedPacket` for anything unusable.
 
     Honours option overload (RFC 2132 §9.3): options continue in ``file`` and then ``sname``,
-    in that order (RFC 3396 §7), and those fields then carry no strings.
+    in that order (RFC 3396), and those fields then carry no strings.
     """
     try:
         return _parse(data)
@@ -232,7 +232,7 @@ def _walk_options(
 ) -> None:
     """Read code/length/value triples in ``data[start:end]`` until END (RFC 2132 §2).
 
-    A repeated code is collected in ``fragments`` and joined once at the end (RFC 3396 §5):
+    A repeated code is collected in ``fragments`` and joined once at the end (RFC 3396):
     joining as we go would be quadratic in the number of repeats. A missing END is tolerated,
     because some clients stop at the end of the buffer; a length that runs past ``end`` is not.
     """
@@ -272,7 +272,7 @@ def _overload(options: dict[int, bytes], fragments: dict[int, list[bytes]]) -> i
 
 # --------------------------------------------------------------------------- build
 def build(pkt: DhcpPacket) -> bytes:
-    """Encode a packet: header, cookie, options (split at 255 bytes, RFC 3396 §6), END, padding.
+    """Encode a packet: header, cookie, options (split at 255 bytes, RFC 3396), END, padding.
 
     Raises ``ValueError`` for values that cannot be encoded (a programming error on our side,
     not a malformed input): ``sname``/``file`` longer than their fields or a bad address.
@@ -330,7 +330,7 @@ def parse_suboptions(value: bytes) -> dict[int, bytes]:
 
 
 def build_suboptions(suboptions: dict[int, bytes]) -> bytes:
-    """Encode an encapsulated block and close it with END, as PXE ROMs expect (PXE spec §2.4)."""
+    """Encode an encapsulated block and close it with END, as PXE ROMs expect (PXE 2.1)."""
     return _encode_options(suboptions) + bytes((Opt.END,))
 
 
@@ -349,7 +349,7 @@ def vendor_class(pkt: DhcpPacket) -> str:
 def user_classes(pkt: DhcpPacket) -> tuple[str, ...]:
     """Option 77 as a tuple of class names.
 
-    RFC 3004 §4 encodes a list of length-prefixed items; iPXE and many other clients send one
+    RFC 3004 encodes a list of length-prefixed items; iPXE and many other clients send one
     raw string (``iPXE``) instead. The value is read as RFC 3004 only when the items exactly
     fill it, otherwise as a single raw string.
     """
@@ -386,7 +386,7 @@ def is_ipxe(pkt: DhcpPacket) -> bool:
 
 def client_arch(pkt: DhcpPacket) -> int | None:
     """The client architecture: option 93 (RFC 4578 §2.1, first code of the list), else the
-    ``Arch:NNNNN`` field of a ``PXEClient``/``HTTPClient`` vendor class (PXE spec §2.2)."""
+    ``Arch:NNNNN`` field of a ``PXEClient``/``HTTPClient`` vendor class (PXE 2.1)."""
     value = pkt.options.get(Opt.CLIENT_ARCH)
     if value is not None and len(value) >= 2 and len(value) % 2 == 0:
         return int.from_bytes(value[:2], "big")
@@ -416,7 +416,7 @@ def client_uuid(pkt: DhcpPacket) -> str | None:
 
 
 def pxe_suboptions(pkt: DhcpPacket) -> dict[int, bytes]:
-    """Option 43 decoded as PXE vendor sub-options; ``{}`` when absent (PXE spec §2.4)."""
+    """Option 43 decoded as PXE vendor sub-options; ``{}`` when absent (PXE 2.1)."""
     value = pkt.options.get(Opt.VENDOR_SPECIFIC)
     return parse_suboptions(value) if value else {}
 

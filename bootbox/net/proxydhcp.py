@@ -1,6 +1,6 @@
 """The proxyDHCP responder: PXE boot answers on udp/67 and udp/4011, never an address.
 
-A proxyDHCP server (PXE 2.1 spec §2.2.5) runs beside the site's DHCP server: the client
+A proxyDHCP server (PXE 2.1 specification) runs beside the site's DHCP server: the client
 gathers the address offer from one and the boot offer from the other. bootbox therefore
 answers only what is unmistakably a network-boot request and stays silent otherwise
 (facts/pxe-dhcp.md §1):
@@ -23,9 +23,9 @@ import selectors
 import socket
 import struct
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Callable
 
 from bootbox.model import BootSpec, Machine
 from bootbox.net.dhcp_packet import (
@@ -72,7 +72,8 @@ ZERO = "0.0.0.0"
 RELAY_PORT = 67  # relay agents listen on the server port (RFC 2131 §4.1)
 FILE_FIELD_MAX = 127  # 128-byte field, NUL-terminated (RFC 2131 §2)
 
-IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # Linux value; not exported by Python 3.11
+IP_PKTINFO: int = getattr(socket, "IP_PKTINFO", 8)  # Linux value; not exported by Python 3.11
+SO_RCVBUFFORCE: int = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux value
 _PKTINFO = struct.Struct("=I4s4s")  # struct in_pktinfo: ifindex, spec_dst, addr
 _SIOCGIFADDR = 0x8915
 RCVBUF_BYTES = 4 * 1024 * 1024
@@ -217,7 +218,7 @@ def build_reply(req: DhcpPacket, spec: BootSpec, *, role: Role, server_ip: str) 
 
 
 def _pxe_vendor_options(req: DhcpPacket, role: Role) -> bytes:
-    sub = {PxeOpt.DISCOVERY_CONTROL: bytes((USE_THIS_BOOT_FILE,))}
+    sub: dict[int, bytes] = {PxeOpt.DISCOVERY_CONTROL: bytes((USE_THIS_BOOT_FILE,))}
     if role is Role.BOOT_SERVER:
         item = pxe_boot_item(req)
         if item is not None:
@@ -458,8 +459,8 @@ class ProxyDhcpServer:
 def _grow_receive_buffer(sock: socket.socket) -> None:
     """Ask for RCVBUF_BYTES; SO_RCVBUFFORCE (root/CAP_NET_ADMIN) may exceed net.core.rmem_max."""
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUFFORCE, RCVBUF_BYTES)
-    except (OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF_BYTES)
+    except OSError:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF_BYTES)
 
 

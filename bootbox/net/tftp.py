@@ -37,6 +37,7 @@ import struct
 import threading
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO, Callable
 
@@ -57,7 +58,7 @@ _PKTINFO = struct.Struct("=i4s4s")  # struct in_pktinfo: ifindex, spec_dst, addr
 _CMSG_SPACE = socket.CMSG_SPACE(_PKTINFO.size)
 _MAX_DATAGRAM = 65535
 _MAX_CLIENT_PACKET = 1500  # ACKs and ERRORs; anything longer is cut short, then rejected
-_DRAIN = 64  # packets read per readiness event, so one busy socket cannot starve the others
+_DRAIN = 64  # requests read per readiness event of port 69, so a flood cannot starve transfers
 _JOIN_SECONDS = 2.0
 _STAT_KEYS = ("requests", "completed", "failed", "aborted", "malformed", "refused_writes", "active")
 
@@ -247,9 +248,11 @@ class TftpServer:
     def _dispatch(self, data: object, mask: int) -> None:
         if isinstance(data, Transfer):
             if mask & selectors.EVENT_READ:
-                self._on_transfer_readable(data)
+                # One packet per event: epoll is level-triggered and reports the socket again
+                # if more is queued, while a second recvfrom in lock-step mode only fails.
+                self._on_transfer_readable(data, limit=1)
             if mask & selectors.EVENT_WRITE and not data.done:
-                self._step(data, lambda: data.pump(time.monotonic()))
+                self._step(data, partial(data.pump, time.monotonic()))
         elif data == "listen":
             self._on_listen_readable()
         elif self._wake_r is not None:
@@ -344,7 +347,7 @@ class TftpServer:
                                       default_timeout=self._timeout)
             sock = tt.open_transfer_socket(local.addresses)
         except Exception as exc:
-            _close_quietly(stream)
+            _close_quietly(stream, self._log, client)
             self._log.exception("%s cannot start sending %r", _peer(client), filename)
             self._refuse(client, local, filename, started, tt.ERR_UNDEFINED, "internal error", f"internal error: {exc}")
             return
@@ -359,7 +362,7 @@ class TftpServer:
         self._log.info("%s RRQ %r: %d bytes, blksize %d, windowsize %d, OACK %s", _peer(transfer.client),
                        transfer.filename, transfer.source.size, transfer.blksize, transfer.windowsize,
                        dict(negotiated.oack) or "none")
-        self._step(transfer, lambda: transfer.pump(transfer.started))
+        self._step(transfer, partial(transfer.pump, transfer.started))
 
     def _refuse(self, client: Client, local: _Local, filename: str, started: float,
                 code: int, message: str, reason: str) -> None:
@@ -396,8 +399,8 @@ class TftpServer:
 
     # ------------------------------------------------------------------ transfers
 
-    def _on_transfer_readable(self, transfer: Transfer) -> None:
-        for _ in range(_DRAIN):
+    def _on_transfer_readable(self, transfer: Transfer, limit: int = _DRAIN) -> None:
+        for _ in range(limit):
             if transfer.done:
                 return
             try:
@@ -407,13 +410,10 @@ class TftpServer:
             except OSError as exc:
                 self._log.debug("%s receive failed: %s", _peer(transfer.client), exc)
                 return
-            if sender != transfer.client:
+            if sender == transfer.client:
+                self._step(transfer, partial(transfer.receive, data, time.monotonic()))
+            else:
                 self._stranger(transfer, data, sender)
-                continue
-            try:
-                self._step(transfer, lambda: transfer.receive(data, time.monotonic()))
-            except tt.MalformedPacket as exc:
-                self._malformed(transfer.client, str(exc))
 
     def _stranger(self, transfer: Transfer, data: bytes, sender: Client) -> None:
         """RFC 1350 §4: a packet from the wrong TID gets error 5; the transfer goes on."""
@@ -426,14 +426,15 @@ class TftpServer:
             pass
 
     def _step(self, transfer: Transfer, action: Callable[[], Ending | None]) -> None:
-        """Run one step of a transfer and apply its outcome; any exception other than
-        ``MalformedPacket`` ends that transfer only, with error 0."""
+        """Run one step of a transfer and apply its outcome. A packet that cannot be decoded is
+        counted and dropped; any other exception ends that transfer only, with error 0."""
         try:
             ending = action()
-        except tt.MalformedPacket:
-            raise
+        except tt.MalformedPacket as exc:
+            self._malformed(transfer.client, str(exc))
+            return
         except Exception as exc:
-            self._log.exception("%s sending %r failed", _peer(transfer.client), transfer.filename)
+            self._log.exception("%s transfer of %r failed", _peer(transfer.client), transfer.filename)
             ending = Ending(ok=False, error=f"internal error: {exc}", reply=(tt.ERR_UNDEFINED, "internal error"))
         if ending is not None:
             self._finish(transfer, ending)
@@ -453,7 +454,7 @@ class TftpServer:
             _, _, transfer = heapq.heappop(timers)
             if not transfer.done and transfer.deadline <= now:
                 self._log.debug("%s timeout: resending from block %d", _peer(transfer.client), transfer.base)
-                self._step(transfer, lambda: transfer.on_timeout(now))
+                self._step(transfer, partial(transfer.on_timeout, now))
             if not transfer.done:
                 heapq.heappush(timers, (transfer.deadline, next(self._sequence), transfer))
 
@@ -467,9 +468,12 @@ class TftpServer:
                 transfer.sock.sendto(tt.encode_error(*ending.reply), transfer.client)
             except OSError:
                 pass
-        self._selector.unregister(transfer.sock)
+        try:
+            self._selector.unregister(transfer.sock)
+        except (KeyError, ValueError):
+            pass  # never registered: the transfer failed while starting
         transfer.sock.close()
-        _close_quietly(transfer.source)
+        _close_quietly(transfer.source, self._log, transfer.client)
         if self._by_client.get(transfer.client) is transfer:
             del self._by_client[transfer.client]
         self._stats["completed" if ending.ok else "aborted" if ending.aborted else "failed"] += 1
@@ -517,11 +521,12 @@ def _bind_advice(address: str, port: int, exc: OSError) -> str:
     return f"{where}: {exc.strerror or exc}; run as root or with CAP_NET_BIND_SERVICE, or configure another port"
 
 
-def _close_quietly(closable: BinaryIO | BlockSource) -> None:
+def _close_quietly(closable: BinaryIO | BlockSource, log: logging.Logger, client: Client) -> None:
+    """Close what ``open_file`` returned: a plugin's odd stream must not break the loop."""
     try:
         closable.close()
     except Exception:
-        logging.getLogger("bootbox.tftp").debug("closing a served file failed", exc_info=True)
+        log.debug("%s closing a served file failed", _peer(client), exc_info=True)
 
 
 def _peer(client: Client) -> str:

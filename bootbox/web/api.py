@@ -19,16 +19,29 @@ from bootbox.web import get_service
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
 
 _WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+HOST_BLUEPRINTS = {"boot"}
+"""Blueprints whose endpoints booting hosts call: read-only or host-scoped, never token-checked."""
 
 
-@blueprint.before_request
-def _require_token_for_writes() -> None:
-    if request.method not in _WRITE_METHODS:
+def require_token_for_writes() -> None:
+    """Every write under ``/api/v1`` — bootbox's own and plugins' — needs the API token."""
+    if request.method not in _WRITE_METHODS or not request.path.startswith("/api/"):
+        return
+    if request.blueprint in HOST_BLUEPRINTS:
+        return
+    view = current_app.view_functions.get(request.endpoint or "")
+    if getattr(view, "bootbox_read_only", False):
         return
     header = request.headers.get("Authorization", "")
     presented = header[7:].strip() if header.lower().startswith("bearer ") else None
     if not token_matches(current_app.extensions["bootbox"]["token"], presented):
         raise Unauthorized("this API write needs 'Authorization: Bearer <token>'; the token is in the state dir (api-token)")
+
+
+def read_only(view: Any) -> Any:
+    """Mark a POST endpoint that only computes an answer (no token needed), e.g. explain."""
+    view.bootbox_read_only = True
+    return view
 
 
 def _json_object() -> dict[str, Any]:

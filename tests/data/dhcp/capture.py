@@ -24,9 +24,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 PREFIX = "bbdhcpcap"
 NS_SW, NS_SRV, NS_ORG, NS_CLI = (f"{PREFIX}-{n}" for n in ("sw", "srv", "org", "cli"))
@@ -189,7 +189,8 @@ class Scenario:
 def qemu_common(work: Path, mac: str, nic: str) -> list[str]:
     return ["qemu-system-x86_64", "-accel", "tcg", "-smp", "1", "-m", "512", "-nographic", "-no-reboot",
             "-uuid", VM_UUID, "-serial", f"file:{work}/serial-{mac[-2:]}.log", "-monitor", "none",
-            "-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no", "-device", f"{nic},netdev=n0,mac={mac},bootindex=1"]
+            "-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no",
+            "-device", f"{nic},netdev=n0,mac={mac},bootindex=1"]
 
 
 def ovmf_drives(work: Path) -> list[str]:
@@ -207,15 +208,19 @@ def first(frames: list[Frame], pred: Callable[[Frame], bool]) -> Frame | None:
     return next((f for f in frames if pred(f)), None)
 
 
+def from_server(sport: int, kind: int) -> Callable[[Frame], bool]:
+    """Select the reference proxy's answers of one message type from one port."""
+    return lambda f: f.src_ip == SERVER_IP and f.sport == sport and msg_type(f) == kind
+
+
 def keep_seabios(frames: list[Frame], mac: str) -> dict[str, Frame]:
     c = from_client(frames, mac)
     picks = {
         "seabios-ipxe-discover": first(c, lambda f: msg_type(f) == 1),
         "seabios-ipxe-request-67": first(c, lambda f: msg_type(f) == 3 and f.dport == 67),
-        "seabios-ipxe-request-4011": first(c, lambda f: f.dport == 4011 and not has_boot_item(f)),
         "seabios-ipxe-request-4011-bootitem": first(c, lambda f: f.dport == 4011 and has_boot_item(f)),
-        "dnsmasq-offer-bios-menu": first(frames, lambda f: f.src_ip == SERVER_IP and f.sport == 67 and msg_type(f) == 2),
-        "dnsmasq-ack-4011-bios": first(frames, lambda f: f.src_ip == SERVER_IP and f.sport == 4011 and msg_type(f) == 5),
+        "dnsmasq-offer-bios-menu": first(frames, from_server(67, 2)),
+        "dnsmasq-ack-4011-bios": first(frames, from_server(4011, 5)),
     }
     return {k: v for k, v in picks.items() if v is not None}
 
@@ -229,14 +234,17 @@ def keep_ovmf(frames: list[Frame], mac: str) -> dict[str, Frame]:
         "ovmf-edk2-request-4011": first(edk2, lambda f: f.dport == 4011),
         "ovmf-snponly-ipxe-discover": first(ipxe, lambda f: msg_type(f) == 1),
         "ovmf-snponly-ipxe-request-4011": first(ipxe, lambda f: f.dport == 4011),
-        "dnsmasq-offer-edk2": first(frames, lambda f: f.src_ip == SERVER_IP and f.sport == 67 and msg_type(f) == 2),
-        "dnsmasq-ack-4011-edk2": first(frames, lambda f: f.src_ip == SERVER_IP and f.sport == 4011 and f.dport == 4011),
+        "dnsmasq-offer-edk2": first(frames, from_server(67, 2)),
+        "dnsmasq-ack-4011-edk2": first(frames, lambda f: from_server(4011, 5)(f) and f.dport == 4011),
     }
     return {k: v for k, v in picks.items() if v is not None}
 
 
 def keep_http(frames: list[Frame], mac: str) -> dict[str, Frame]:
-    d = first(from_client(frames, mac), lambda f: msg_type(f) == 1 and b"HTTPClient" in scan_options(f.payload).get(60, b""))
+    def http_discover(f: Frame) -> bool:
+        return msg_type(f) == 1 and scan_options(f.payload).get(60, b"").startswith(b"HTTPClient")
+
+    d = first(from_client(frames, mac), http_discover)
     return {"ovmf-httpclient-discover": d} if d else {}
 
 
@@ -282,7 +290,7 @@ def run_scenario(sc: Scenario, work: Path, out: Path) -> dict[str, Frame]:
     mac = sc.mac or cli_mac()
     pcap = out / "pcap" / f"{sc.name}.pcap"
     pcap.parent.mkdir(parents=True, exist_ok=True)
-    dump = subprocess.Popen(nsx(NS_SW, "tcpdump", "-i", "br0", "-U", "-s", "0", "-w", str(pcap),
+    dump = subprocess.Popen(nsx(NS_SW, "tcpdump", "-Z", "root", "-i", "br0", "-U", "-s", "0", "-w", str(pcap),
                                 "udp and (port 67 or port 68 or port 4011)"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.5)

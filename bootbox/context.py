@@ -1,0 +1,75 @@
+"""What a plugin may use of the running appliance: handed over once, at start-up.
+
+A plugin gets a :class:`PluginContext` in ``bootbox_startup``: the settings, a data directory
+of its own, a store namespace of its own, and a few service calls (record an event on a host,
+look up hosts and profiles). It never sees the service, the plugin manager or the servers, so the
+core can change behind this surface without breaking plugins.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ContextManager, Mapping
+
+from bootbox.config import Settings
+from bootbox.model import BootEvent, Host, Profile
+
+
+class PluginStore:
+    """A plugin's own tables in the appliance store: ``put("depots", key, doc)`` etc.
+
+    Table names are prefixed with the plugin's name behind the scenes, so plugins cannot read
+    or clobber each other's (or bootbox's) data. Same semantics as :class:`bootbox.store.Store`:
+    durable when a write returns, ``batch()`` for one atomic write of many changes.
+    """
+
+    def __init__(self, store: Any, plugin: str) -> None:
+        self._store = store
+        self._prefix = "p_" + re.sub(r"[^a-z0-9]+", "_", plugin.lower()).strip("_") + "_"
+
+    def _table(self, table: str) -> str:
+        return self._prefix + table
+
+    def get(self, table: str, key: str) -> dict[str, Any]:
+        return self._store.get(self._table(table), key)
+
+    def has(self, table: str, key: str) -> bool:
+        return self._store.has(self._table(table), key)
+
+    def put(self, table: str, key: str, doc: Mapping[str, Any]) -> None:
+        self._store.put(self._table(table), key, doc)
+
+    def put_many(self, table: str, docs: Mapping[str, Mapping[str, Any]]) -> None:
+        self._store.put_many(self._table(table), docs)
+
+    def delete(self, table: str, key: str) -> None:
+        self._store.delete(self._table(table), key)
+
+    def all(self, table: str) -> dict[str, dict[str, Any]]:
+        return self._store.all(self._table(table))
+
+    def batch(self) -> ContextManager[None]:
+        return self._store.batch()
+
+
+@dataclass(frozen=True)
+class PluginContext:
+    """Everything of the appliance a plugin may use (see ``bootbox_startup``)."""
+
+    name: str
+    settings: Settings
+    data_dir: Path
+    store: PluginStore
+    record: Callable[..., BootEvent]
+    """``record(mac, kind, message, **data)``: add a step to a host's timeline."""
+    host: Callable[[str], Host]
+    """``host(mac)``: the host (raises :class:`bootbox.NotFound`)."""
+    hosts: Callable[[], list[Host]]
+    profile: Callable[[str], Profile]
+    """``profile(name)``: a profile (raises :class:`bootbox.NotFound`)."""
+    profiles: Callable[[], list[Profile]]
+    associations: Callable[[Host], Mapping[str, str]]
+    """``associations(host)``: the host's cached rule items (image, host_profile, group, …); on its
+    first boot, what the active rule set gives it (then cached, as Auto Deploy does)."""
