@@ -8,9 +8,11 @@ whole file on every write (facts/libraries.md §3).
 
 The file is one ``BootEvent.to_dict()`` JSON object per line. When it would grow past
 ``max_bytes`` it is rotated (``events.jsonl`` → ``.1`` → ``.2`` … up to ``backups``), so disk use
-is bounded by ``(backups + 1) * max_bytes``. On start the retained files are read back, oldest
-first, so ``bootbox host events MAC`` survives a restart; a torn last line from a crash is
-skipped. If the writer falls behind by more than ``queue_size`` events, new events are still
+is bounded by ``(backups + 1) * max_bytes``. On start the newest ``load_bytes`` of the retained
+files are read back, oldest first, so ``bootbox host events MAC`` survives a restart; a torn last
+line from a crash is skipped. Only a tail is read because parsing costs about 9 µs a line on a
+small appliance (measured: 3.5 s for a full 64 MiB file), and start-up should not wait on
+history older than the rings can show anyway. If the writer falls behind by more than ``queue_size`` events, new events are still
 kept in memory but counted as dropped for the file rather than blocking the caller.
 """
 
@@ -23,7 +25,7 @@ import os
 import threading
 from collections import OrderedDict, deque
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Iterator
 
 from bootbox.errors import BootboxError, ValidationError
 from bootbox.model import BootEvent
@@ -52,13 +54,21 @@ class Journal:
         backups: int = 3,
         max_hosts: int = 100_000,
         queue_size: int = 100_000,
+        load_bytes: int = 16 * 2**20,
     ) -> None:
-        _check_positive(per_host=per_host, recent=recent, max_bytes=max_bytes, max_hosts=max_hosts, queue_size=queue_size)
+        _check_positive(
+            per_host=per_host,
+            recent=recent,
+            max_bytes=max_bytes,
+            max_hosts=max_hosts,
+            queue_size=queue_size,
+            load_bytes=load_bytes,
+        )
         if backups < 0:
             raise ValidationError("backups", f"{backups} must be 0 or more")
         self.path = Path(path) if path is not None else None
         self.per_host, self.max_bytes, self.backups = per_host, max_bytes, backups
-        self.max_hosts, self.queue_size = max_hosts, queue_size
+        self.max_hosts, self.queue_size, self.load_bytes = max_hosts, queue_size, load_bytes
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._by_mac: OrderedDict[str, deque[BootEvent]] = OrderedDict()
@@ -81,7 +91,8 @@ class Journal:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Load the retained journal files into memory and start the writer. Idempotent."""
+        """Load the newest ``load_bytes`` of the journal files into memory and start the writer.
+        Idempotent."""
         with self._lock:
             if self._closed:
                 raise BootboxError("the journal is closed")
@@ -216,12 +227,27 @@ class Journal:
     # -- loading ---------------------------------------------------------------------------
 
     def _load(self) -> None:
-        """Read the retained files back, oldest first, skipping lines a crash tore."""
-        for path in self._files_oldest_first():
-            for event in self._read_events(path):
+        """Read the newest ``load_bytes`` of the retained files back, oldest first, skipping
+        lines a crash tore."""
+        for path, offset in self._tail():
+            for event in self._read_events(path, offset):
                 with self._lock:
                     self._remember(event)
                     self._stats["loaded"] += 1
+
+    def _tail(self) -> list[tuple[Path, int]]:
+        """``(file, offset to start at)`` covering the newest ``load_bytes``, oldest file first."""
+        parts: list[tuple[Path, int]] = []
+        remaining = self.load_bytes
+        for path in reversed(self._files_oldest_first()):
+            if remaining <= 0:
+                break
+            size = path.stat().st_size
+            offset = max(0, size - remaining)
+            remaining -= size - offset
+            parts.append((path, offset))
+        parts.reverse()
+        return parts
 
     def _files_oldest_first(self) -> list[Path]:
         assert self.path is not None
@@ -232,9 +258,10 @@ class Journal:
         assert self.path is not None
         return self.path.with_name(f"{self.path.name}.{n}")
 
-    def _read_events(self, path: Path) -> Iterator[BootEvent]:
+    def _read_events(self, path: Path, offset: int) -> Iterator[BootEvent]:
         try:
             with path.open("rb") as fh:
+                _seek_line_start(fh, offset)
                 for line in fh:
                     try:
                         yield BootEvent.from_dict(json.loads(line))
@@ -372,6 +399,15 @@ class Journal:
 def _encode(event: BootEvent) -> bytes:
     """One JSON line; ``default=str`` so a plugin's odd value in ``data`` cannot stop the writer."""
     return (json.dumps(event.to_dict(), separators=(",", ":"), default=str) + "\n").encode("ascii")
+
+
+def _seek_line_start(fh: BinaryIO, offset: int) -> None:
+    """Position ``fh`` at the first line that starts at or after ``offset``."""
+    if offset == 0:
+        return
+    fh.seek(offset - 1)
+    if fh.read(1) != b"\n":
+        fh.readline()  # the rest of a line cut by the offset: not an event, not corrupt either
 
 
 def _last_byte(path: Path) -> bytes:

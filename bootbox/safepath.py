@@ -24,6 +24,7 @@ import errno
 import os
 import stat
 from pathlib import Path
+from typing import BinaryIO
 
 from bootbox.errors import Forbidden, NotFound
 
@@ -120,3 +121,23 @@ def _shown(name: str) -> str:
     """The name for an error message, cut short: the caller may log it and it may be 1 KiB."""
     text = repr(name)
     return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
+
+
+def open_regular_under(root: Path, name: str) -> BinaryIO:
+    """Open a client-named file inside ``root`` for reading, safely against races.
+
+    The resolved path is opened with ``O_NOFOLLOW | O_NONBLOCK`` and checked again with
+    ``fstat``: a file swapped for a symlink or a FIFO after :func:`resolve_under` checked it is
+    refused instead of being followed or blocking a server thread.
+    """
+    path = resolve_under(root, name)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise NotFound(f"{name[:60]!r}: no such file") from None
+    except OSError as exc:
+        raise Forbidden(f"{name[:60]!r}: {exc.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise Forbidden(f"{name[:60]!r}: not a regular file")
+    return open(fd, "rb", buffering=0)

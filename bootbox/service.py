@@ -42,7 +42,7 @@ from bootbox.model import (
 )
 from bootbox.plugins import PluginInfo, plugin_infos
 from bootbox.rulebook import RuleBook
-from bootbox.safepath import resolve_under
+from bootbox.safepath import open_regular_under, resolve_under
 from bootbox.store import Store
 
 log = logging.getLogger("bootbox.service")
@@ -257,7 +257,7 @@ class BootService:
 
     def open_tftp(self, name: str, client: tuple[str, int]) -> BinaryIO:
         """Open a loader for a TFTP read; raises NotFound / Forbidden (mapped to TFTP errors)."""
-        return resolve_under(Path(self.settings.tftp.root), name).open("rb")
+        return open_regular_under(Path(self.settings.tftp.root), name)
 
     def tftp_done(self, record: Any) -> None:
         """Record a finished TFTP transfer on the host that made it."""

@@ -116,7 +116,8 @@ def test_a_memory_only_journal_counts_but_writes_nothing(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"per_host": 0}, {"recent": 0}, {"max_bytes": 0}, {"backups": -1}, {"max_hosts": 0}, {"queue_size": 0}]
+    "kwargs",
+    [{"per_host": 0}, {"recent": 0}, {"max_bytes": 0}, {"backups": -1}, {"max_hosts": 0}, {"queue_size": 0}, {"load_bytes": 0}],
 )
 def test_nonsense_sizes_are_refused(kwargs: dict[str, int]) -> None:
     with pytest.raises(ValidationError):
@@ -274,6 +275,25 @@ def test_files_rotate_before_they_pass_max_bytes_and_only_backups_are_kept(path:
     restarted.start()
     restarted.close()
     assert numbers(restarted.recent(1000)) == kept
+
+
+def test_start_loads_only_the_newest_load_bytes_cutting_at_a_line_boundary(path: Path) -> None:
+    line_size = len(json.dumps(event(n=100).to_dict(), separators=(",", ":"))) + 1
+    journal = Journal(path, max_bytes=line_size * 10, backups=3)
+    journal.start()
+    for n in range(100, 140):
+        journal.append(event(n=n))
+    journal.close()
+    # 25.5 lines' worth: the newest 25 events, across three files; the cut line is not an error.
+    restarted = Journal(path, max_bytes=line_size * 10, backups=3, load_bytes=int(line_size * 25.5))
+    restarted.start()
+    restarted.close()
+    assert numbers(restarted.recent(1000)) == list(range(115, 140))
+    assert restarted.stats["skipped"] == 0
+    exact = Journal(path, max_bytes=line_size * 10, backups=3, load_bytes=line_size * 12)
+    exact.start()
+    exact.close()
+    assert numbers(exact.recent(1000)) == list(range(128, 140))
 
 
 def test_with_no_backups_rotation_starts_the_file_afresh(path: Path) -> None:

@@ -40,6 +40,10 @@ class Unserialisable:
 # -- reading and writing ---------------------------------------------------------------------
 
 
+def test_the_implementation_has_every_method_of_the_protocol(store: Store) -> None:
+    assert isinstance(store, Store)
+
+
 def test_put_then_get_returns_the_document(store: Store) -> None:
     store.put("hosts", "aa:bb", {"mac": "aa:bb", "attrs": {"vendor": "Dell"}, "n": 3, "ok": True, "x": None})
     assert store.get("hosts", "aa:bb") == {"mac": "aa:bb", "attrs": {"vendor": "Dell"}, "n": 3, "ok": True, "x": None}

@@ -81,6 +81,23 @@ def test_the_file_is_a_tinydb_database_keyed_by_document_key_and_current_when_pu
     assert on_disk(state) == {"hosts": {}, "profiles": {"p": {"kind": "linux"}}}
 
 
+def test_tinydb_itself_can_open_and_query_the_file(store: TinyDBStore, state: Path) -> None:
+    from tinydb import Query, TinyDB
+    from tinydb.table import Table
+
+    class KeyedTable(Table):
+        document_id_class = str  # type: ignore[assignment]
+
+    store.put_many("hosts", {"aa:bb": {"vendor": "Dell"}, "cc:dd": {"vendor": "HP"}})
+    db = TinyDB(state / "bootbox.json", access_mode="r")
+    db.table_class = KeyedTable
+    try:
+        found = db.table("hosts").search(Query().vendor == "HP")
+        assert [(doc.doc_id, dict(doc)) for doc in found] == [("cc:dd", {"vendor": "HP"})]
+    finally:
+        db.close()
+
+
 def test_every_put_and_every_batch_is_exactly_one_file_write(store: TinyDBStore, file_writes: list[Path]) -> None:
     store.put("hosts", "a", {})
     assert len(file_writes) == 1

@@ -17,7 +17,7 @@ Behaviour, and why:
 * A message that is not a query we can read is **dropped** over UDP (answering garbage invites
   reflection and response loops) and **closes the connection** over TCP (the stream can no
   longer be trusted): shorter than a header, over 4,096 bytes, a response (QR set),
-  unparsable, or QDCOUNT other than 1. Each is counted in ``malformed``.
+  unparsable, QDCOUNT other than 1, or a name over RFC 1035's limits. Each is counted in ``malformed``.
 * Opcodes other than QUERY get **NOTIMP** (RFC 1035 §4.1.1); two OPT records get **FORMERR**
   and an EDNS version other than 0 gets **BADVERS** (RFC 6891 §6.1.1, §6.1.3). Classes other
   than IN and zone transfers (AXFR/IXFR) get **REFUSED**.
@@ -89,6 +89,7 @@ dropped unparsed."""
 CLASSIC_UDP = 512  # RFC 1035 §4.2.1
 DEFAULT_MAX_UDP = 1232  # DNS Flag Day 2020
 MAX_MESSAGE = 65535  # RFC 1035 §4.2.2: the TCP length prefix is two octets
+MAX_LABEL, MAX_NAME = 63, 255  # RFC 1035 §2.3.4
 CLASS_IN = 1
 _QR, _AA, _TC, _RA = 0x8000, 0x0400, 0x0200, 0x0080
 _OPCODE_SHIFT, _OPCODE_MASK = 11, 0xF
@@ -154,14 +155,17 @@ def respond(
     flags = int.from_bytes(data[2:4], "big")
     if flags & _QR:
         return Drop("a response, not a query")
-    if (flags >> _OPCODE_SHIFT) & _OPCODE_MASK != 0:
-        return Reply(_not_implemented(data, forwarding), ("notimp",))
     try:
         query = DNSRecord.parse(data)
     except Exception as exc:  # a third-party parser on hostile bytes: anything it raises means "garbage"
         return Drop(f"unparsable: {exc}")
+    if (flags >> _OPCODE_SHIFT) & _OPCODE_MASK != 0:
+        return Reply(_not_implemented(data, forwarding), ("notimp",))
     if len(query.questions) != 1:
         return Drop(f"QDCOUNT is {len(query.questions)}, not 1")
+    reason = _bad_name(query.q.qname.label)
+    if reason:
+        return Drop(reason)
     return _answer_query(query, data, lookup, forwarding, tcp, max_udp_size, logger or log)
 
 
@@ -191,6 +195,16 @@ def _answer_query(
     if forwarding:
         return Forward(query, data, limit, edns, max_udp_size)
     return _error(query, RCODE.REFUSED, "refused", forwarding, edns, max_udp_size)
+
+
+def _bad_name(labels: Sequence[bytes]) -> str:
+    """Why the question name breaks RFC 1035 §2.3.4 (labels of 63 octets, names of 255), or
+    "". dnslib decodes such names but cannot encode them, and the reply echoes the question."""
+    if any(len(label) > MAX_LABEL for label in labels):
+        return f"a label longer than {MAX_LABEL} octets"
+    if sum(len(label) + 1 for label in labels) + 1 > MAX_NAME:
+        return f"a name longer than {MAX_NAME} octets"
+    return ""
 
 
 def _udp_limit(payload: int | None, max_udp_size: int) -> int:
@@ -229,8 +243,10 @@ def _error(query: DNSRecord, rcode: int, counter: str, forwarding: bool, edns: b
 
 
 def _not_implemented(data: bytes, forwarding: bool) -> bytes:
-    """NOTIMP from the header alone: the rest of a message with an unknown opcode may be laid
-    out differently (UPDATE), so it is not parsed. ID, opcode and RD are echoed."""
+    """NOTIMP as a bare header (ID, opcode and RD echoed, no sections): what follows the header
+    means something else under other opcodes (UPDATE's zone and prerequisite sections), so
+    none of it is repeated back. Only messages that parse are answered at all, so random bytes
+    that happen to carry an opcode are still dropped."""
     flags = int.from_bytes(data[2:4], "big")
     echoed = flags & ((_OPCODE_MASK << _OPCODE_SHIFT) | 0x0100)
     reply_flags = _QR | echoed | (_RA if forwarding else 0) | RCODE.NOTIMP

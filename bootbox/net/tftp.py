@@ -46,7 +46,7 @@ from tftpy.TftpPacketFactory import TftpPacketFactory
 from bootbox.errors import Forbidden, NotFound
 from bootbox.net import tftp_transfer as tt
 from bootbox.net.tftp_transfer import BlockSource, Ending, Negotiated, RequestedOptions, Transfer
-from bootbox.safepath import resolve_under
+from bootbox.safepath import open_regular_under
 
 __all__ = ["TftpServer", "TransferRecord", "open_under"]
 
@@ -92,26 +92,11 @@ class _Local:
 
 
 def open_under(root: Path) -> OpenFile:
-    """An ``open_file`` that serves regular files inside ``root`` through :func:`resolve_under`.
-
-    The resolved path is opened with ``O_NOFOLLOW | O_NONBLOCK`` and checked again with
-    ``fstat``: a file swapped for a symlink or a FIFO after the check is refused instead of
-    being followed or blocking the server thread.
-    """
+    """An ``open_file`` that serves regular files inside ``root`` (:func:`open_regular_under`)."""
     root = Path(root)
 
     def open_file(name: str, client: Client) -> BinaryIO:
-        path = resolve_under(root, name)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except FileNotFoundError:
-            raise NotFound(f"{name[:60]!r}: no such file") from None
-        except OSError as exc:
-            raise Forbidden(f"{name[:60]!r}: {exc.strerror}") from None
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise Forbidden(f"{name[:60]!r}: not a regular file")
-        return open(fd, "rb", buffering=0)
+        return open_regular_under(root, name)
 
     return open_file
 

@@ -20,7 +20,7 @@ import copy
 import importlib
 import json
 import re
-from typing import TYPE_CHECKING, Any, ContextManager, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, ContextManager, Mapping, Protocol, runtime_checkable
 
 from bootbox.errors import ValidationError
 
@@ -45,6 +45,7 @@ __all__ = [
 TABLE_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 
+@runtime_checkable
 class Store(Protocol):
     """Documents (JSON-serialisable dicts) in named tables, addressed by a string key.
 
