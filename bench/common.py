@@ -9,6 +9,7 @@ steadier than wall time.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import socket
@@ -66,10 +67,38 @@ def cpu_seconds(pid: int) -> float:
 
 
 def peak_rss_mib(pid: int) -> float:
+    """The process's peak resident set (VmHWM), MiB."""
+    return _status_kib(pid, "VmHWM:") / 1024
+
+
+def rss_mib(pid: int) -> float:
+    """The process's resident set now (VmRSS), MiB."""
+    return _status_kib(pid, "VmRSS:") / 1024
+
+
+def _status_kib(pid: int, key: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+        if line.startswith(key):
+            return int(line.split()[1])
+    return 0
+
+
+def open_fds(pid: int) -> int:
+    """Open file descriptors of a process (sockets, files, pipes)."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def thread_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """The nearest-rank percentile (``fraction`` 0.99 → p99); NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]
 
 
 @dataclass
@@ -112,18 +141,50 @@ def http_ok(url: str) -> bool:
 
 def start_bootbox(workdir: Path, *, tftp_root: Path, http_port: int, tftp_port: int, extra_toml: str = "") -> Server:
     """``bootbox serve`` as a separate process (so its CPU is measured alone), loopback only."""
-    config = workdir / "bootbox.toml"
-    config.write_text(
+    config = (
         f'state_dir = "{workdir / "state"}"\nlog_level = "warning"\n'
         f'[demo]\nenabled = false\n[dhcp]\nenabled = false\n'
         f'[http]\nbind_address = "127.0.0.1"\nport = {http_port}\n'
         f'[tftp]\nbind_address = "127.0.0.1"\nport = {tftp_port}\nroot = "{tftp_root}"\n' + extra_toml
     )
-    env = {**os.environ, "BOOTBOX_CONFIG": str(config)}
-    proc = subprocess.Popen([sys.executable, "-m", "bootbox", "serve"], env=env, stderr=subprocess.DEVNULL)
+    return launch_bootbox(workdir, config, status_url=f"http://127.0.0.1:{http_port}/api/v1/status")
+
+
+def launch_bootbox(
+    workdir: Path,
+    config: str,
+    *,
+    status_url: str,
+    netns: str | None = None,
+    log_name: str = "bootbox.log",
+    timeout: float = 60.0,
+) -> Server:
+    """``bootbox serve`` with the TOML ``config``, optionally inside network namespace ``netns``,
+    returned once ``status_url`` answers 200; its log goes to ``workdir/log_name``.
+
+    Inside a namespace the readiness probe runs from a thread in that namespace, and the
+    process gets a parent-death signal (``bootbox.lab``), so a killed benchmark leaves no
+    server behind on a shared machine.
+    """
+    from bootbox.lab.netns import run_in_netns, spawn_in_netns
+
+    path = workdir / "bootbox.toml"
+    path.write_text(config)
+    env = {**os.environ, "BOOTBOX_CONFIG": str(path)}
+    with (workdir / log_name).open("ab") as log:
+        if netns is None:
+            proc = subprocess.Popen([sys.executable, "-m", "bootbox", "serve"], env=env, stderr=log)
+        else:
+            proc = spawn_in_netns(netns, [sys.executable, "-m", "bootbox", "serve"], env=env, stderr=log)
     server = Server("bootbox", proc)
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"bootbox exited with {proc.returncode}; see {workdir / log_name}")
+        return http_ok(status_url) if netns is None else run_in_netns(netns, http_ok, status_url)
+
     try:
-        wait_until(lambda: http_ok(f"http://127.0.0.1:{http_port}/api/v1/status"), what="bootbox")
+        wait_until(up, timeout=timeout, what="bootbox")
     except BaseException:
         server.stop()
         raise
@@ -141,7 +202,10 @@ def start_tftpd_hpa(root: Path, port: int) -> Server:
     return Server("tftpd-hpa", proc)
 
 
-def start_nginx(workdir: Path, root: Path, port: int) -> Server:
+def start_nginx(workdir: Path, root: Path, port: int, *, address: str = "127.0.0.1", netns: str | None = None,
+                locations: str = "") -> Server:  # fmt: skip
+    """nginx with sendfile serving ``root`` on ``address:port`` (in ``netns`` if given), as
+    references.md §5 configures it; ``locations`` adds ``location`` blocks (e.g. the callback)."""
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     if not Path(binary).exists():
         raise RuntimeError("nginx not found: apt-get install nginx-light")
@@ -152,20 +216,31 @@ def start_nginx(workdir: Path, root: Path, port: int) -> Server:
         "daemon off;\nworker_processes 1;\npid nginx.pid;\nerror_log logs/error.log;\n"
         "events { worker_connections 1024; }\n"
         "http {\n  access_log off;\n  sendfile on;\n  default_type application/octet-stream;\n"
-        f"  server {{\n    listen 127.0.0.1:{port};\n    root {root};\n  }}\n}}\n"
+        f"  server {{\n    listen {address}:{port};\n    root {root};\n{locations}  }}\n}}\n"
     )
-    proc = subprocess.Popen([binary, "-p", str(prefix), "-c", str(conf)], stderr=subprocess.DEVNULL)
+    argv = [binary, "-e", str(prefix / "logs" / "error.log"), "-p", str(prefix), "-c", str(conf)]
+    if netns is None:
+        proc = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
+    else:
+        from bootbox.lab.netns import spawn_in_netns
+
+        proc = spawn_in_netns(netns, argv)
     server = Server("nginx", proc)
     try:
-        wait_until(lambda: _tcp_open(port), what="nginx")
+        if netns is None:
+            wait_until(lambda: _tcp_open(port, address), what="nginx")
+        else:
+            from bootbox.lab.netns import run_in_netns
+
+            wait_until(lambda: run_in_netns(netns, _tcp_open, port, address), what="nginx")
     except BaseException:
         server.stop()
         raise
     return server
 
 
-def _tcp_open(port: int) -> bool:
-    with socket.create_connection(("127.0.0.1", port), timeout=1):
+def _tcp_open(port: int, address: str = "127.0.0.1") -> bool:
+    with socket.create_connection((address, port), timeout=1):
         return True
 
 
@@ -199,13 +274,21 @@ class Row:
 
     @property
     def ratio(self) -> float:
+        """ours / reference; NaN when there is no reference figure (or neither side has one)."""
+        if math.isnan(self.reference) or math.isnan(self.ours):
+            return float("nan")
         if self.reference == 0:
-            return float("inf")
+            return float("nan") if self.ours == 0 else float("inf")
         return self.ours / self.reference
 
     def to_dict(self) -> dict[str, Any]:
-        return {"figure": self.figure, "unit": self.unit, "bootbox": self.ours, "reference": self.reference,
-                "reference_name": self.reference_name, "ratio": self.ratio, "target": self.target, **self.extra}
+        """JSON-ready: a missing figure (NaN) becomes null, as strict JSON has no NaN."""
+
+        def clean(value: float) -> float | None:
+            return None if math.isnan(value) or math.isinf(value) else value
+
+        return {"figure": self.figure, "unit": self.unit, "bootbox": clean(self.ours), "reference": clean(self.reference),
+                "reference_name": self.reference_name, "ratio": clean(self.ratio), "target": self.target, **self.extra}
 
 
 def median_of(runs: int, measure: Callable[[], float]) -> float:
@@ -214,12 +297,22 @@ def median_of(runs: int, measure: Callable[[], float]) -> float:
 
 def print_table(title: str, rows: Sequence[Row]) -> None:
     print(f"\n{title}")
-    header = f"{'figure':<38} {'bootbox':>10} {'reference':>18} {'ratio':>7}  target"
+    header = f"{'figure':<44} {'bootbox':>10} {'reference':>22} {'ratio':>7}  target"
     print(header)
     print("-" * len(header))
     for row in rows:
-        ref = f"{row.reference:.1f} {row.reference_name}"
-        print(f"{row.figure + ' (' + row.unit + ')':<38} {row.ours:>10.1f} {ref:>18} {row.ratio:>6.2f}x  {row.target}")
+        ref = "-" if math.isnan(row.reference) else f"{_number(row.reference)} {row.reference_name}"
+        ratio = "     -" if math.isnan(row.ratio) else f"{row.ratio:>6.2f}x"
+        print(f"{row.figure + ' (' + row.unit + ')':<44} {_number(row.ours):>10} {ref:>22} {ratio}  {row.target}")
+
+
+def _number(value: float) -> str:
+    """Enough digits for sub-millisecond latencies and megabyte rates alike."""
+    if math.isnan(value):
+        return "-"
+    if value != 0 and abs(value) < 10:
+        return f"{value:.2f}"
+    return f"{value:.1f}"
 
 
 def write_json(path: Path | None, name: str, rows: Sequence[Row], meta: dict[str, Any]) -> None:

@@ -28,7 +28,8 @@ from bootbox.web.server import HttpServer
 
 log = logging.getLogger("bootbox")
 
-DEMO_CMDLINE = "console=ttyS0,115200n8 console=tty0 bootbox.mac={mac} bootbox.callback={callback}"
+DEMO_REPORT_ARGS = "bootbox.mac={mac} bootbox.callback={callback}"
+"""Filled in per host by the linux kind: where the demo initramfs reports in, and its NIC."""
 
 
 class Server(Protocol):
@@ -67,7 +68,8 @@ def _build_demo_profile(service: BootService, settings: Settings) -> None:
         Profile(
             name=settings.demo.profile,
             kind="linux",
-            spec={"kernel": str(assets.kernel), "initrd": [str(assets.initrd)], "cmdline": DEMO_CMDLINE},
+            spec={"kernel": str(assets.kernel), "initrd": [str(assets.initrd)],
+                  "cmdline": f"{assets.cmdline} {DEMO_REPORT_ARGS}".strip()},
             description=f"demo: Debian kernel {assets.kernel_version} + busybox initramfs that reports in",
         )
     )

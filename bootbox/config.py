@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,16 @@ class DhcpSettings:
     boot_server_port: int = 4011
     client_port: int = 68
     loaders: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_LOADERS))
+    # Full mode only (``mode = "full"``): bootbox is the network's DHCP server (net/dhcpserver.py).
+    range_start: str = ""
+    range_end: str = ""
+    subnet_mask: str = ""  # empty: the prefix of the interface's address
+    router: str = ""  # empty: no default gateway is offered (an isolated lab)
+    dns_servers: tuple[str, ...] = ()  # empty: bootbox's own address when its DNS server runs
+    domain: str = ""
+    lease_seconds: int = 3600
+    ignore_other_servers: bool = False
+    reservations: Mapping[str, str] = field(default_factory=dict)  # MAC → fixed IPv4 address
 
 
 @dataclass(frozen=True)
@@ -92,6 +103,9 @@ class Settings:
 
 _SECTIONS = {"dhcp": DhcpSettings, "tftp": TftpSettings, "http": HttpSettings, "demo": DemoSettings}
 _LOG_LEVELS = ("debug", "info", "warning", "error")
+DHCP_MODES = ("proxy", "full")
+_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 
 def _coerce(key: str, value: Any, default: Any) -> Any:
@@ -202,8 +216,9 @@ def _validate(settings: Settings) -> None:
             ipaddress.IPv4Address(settings.server_address)
         except ValueError:
             raise ConfigError("server_address", f"{settings.server_address!r} is not an IPv4 address") from None
-    if settings.dhcp.mode not in ("proxy",):
-        raise ConfigError("dhcp.mode", f"{settings.dhcp.mode!r} is not supported; use \"proxy\"")
+    if settings.dhcp.mode not in DHCP_MODES:
+        raise ConfigError("dhcp.mode", f"{settings.dhcp.mode!r} is not a mode; use \"proxy\" or \"full\"")
+    _validate_full_dhcp(settings.dhcp)
     for code in settings.dhcp.loaders:
         if not code.isdigit() or int(code) > 65535:
             raise ConfigError(f"dhcp.loaders.{code}", "keys are DHCP client-architecture numbers (option 93)")
@@ -215,6 +230,53 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("retry_seconds", "must be at least 1")
     if not settings.state_dir:
         raise ConfigError("state_dir", "must not be empty")
+
+
+def _ipv4(key: str, value: str) -> ipaddress.IPv4Address:
+    try:
+        return ipaddress.IPv4Address(value)
+    except ValueError:
+        raise ConfigError(key, f"{value!r} is not an IPv4 address") from None
+
+
+def _validate_full_dhcp(dhcp: DhcpSettings) -> None:
+    """Check the full-mode keys; they are checked in proxy mode too, so a typo is caught before
+    anyone switches modes. What needs the interface (its subnet) is checked when serving."""
+    full = dhcp.mode == "full"
+    if full and not dhcp.interface:
+        raise ConfigError("dhcp.interface", "full mode hands out addresses, so it needs the interface to serve (e.g. \"eth1\")")
+    for key in ("range_start", "range_end"):
+        if full and not getattr(dhcp, key):
+            raise ConfigError(f"dhcp.{key}", "full mode needs an address range (range_start and range_end)")
+    addresses = {key: _ipv4(f"dhcp.{key}", getattr(dhcp, key)) for key in ("range_start", "range_end", "router")
+                 if getattr(dhcp, key)}
+    for index, server in enumerate(dhcp.dns_servers):
+        _ipv4(f"dhcp.dns_servers[{index}]", server)
+    if "range_start" in addresses and "range_end" in addresses and addresses["range_start"] > addresses["range_end"]:
+        raise ConfigError("dhcp.range_end", f"{dhcp.range_end} comes before range_start {dhcp.range_start}")
+    network = None
+    if dhcp.subnet_mask:
+        try:
+            prefix = ipaddress.IPv4Network(f"0.0.0.0/{dhcp.subnet_mask}").prefixlen
+        except ValueError:
+            raise ConfigError("dhcp.subnet_mask", f"{dhcp.subnet_mask!r} is not a netmask like 255.255.255.0") from None
+        if "range_start" in addresses:
+            network = ipaddress.IPv4Network(f"{addresses['range_start']}/{prefix}", strict=False)
+    if network is not None:
+        for key, address in addresses.items():
+            if address not in network:
+                raise ConfigError(f"dhcp.{key}", f"{address} is outside the subnet {network}")
+    for mac, address in dhcp.reservations.items():
+        key = f"dhcp.reservations.{mac}"
+        if not _MAC.fullmatch(mac.lower()):
+            raise ConfigError(key, "keys are MAC addresses like \"52:54:00:12:34:56\"")
+        reserved = _ipv4(key, address)
+        if network is not None and reserved not in network:
+            raise ConfigError(key, f"{address} is outside the subnet {network}")
+    if not 60 <= dhcp.lease_seconds <= 0xFFFFFFFE:
+        raise ConfigError("dhcp.lease_seconds", "use at least 60 seconds (and less than 136 years)")
+    if dhcp.domain and not all(_LABEL.fullmatch(label) for label in dhcp.domain.lower().rstrip(".").split(".")):
+        raise ConfigError("dhcp.domain", f"{dhcp.domain!r} is not a domain name like lab.example")
 
 
 def load_settings(

@@ -10,10 +10,12 @@ The file is one ``BootEvent.to_dict()`` JSON object per line. When it would grow
 ``max_bytes`` it is rotated (``events.jsonl`` → ``.1`` → ``.2`` … up to ``backups``), so disk use
 is bounded by ``(backups + 1) * max_bytes``. On start the newest ``load_bytes`` of the retained
 files are read back, oldest first, so ``bootbox host events MAC`` survives a restart; a torn last
-line from a crash is skipped. Only a tail is read because parsing costs about 9 µs a line on a
-small appliance (measured: 3.5 s for a full 64 MiB file), and start-up should not wait on
-history older than the rings can show anyway. If the writer falls behind by more than ``queue_size`` events, new events are still
-kept in memory but counted as dropped for the file rather than blocking the caller.
+line from a crash is skipped. Only a tail is read: parsing costs about 9 µs a line on a small
+appliance (measured: 3.5 s for one full 64 MiB file), and start-up should not wait for history
+older than the rings can hold anyway.
+
+If the writer falls behind by more than ``queue_size`` events, new events are still kept in
+memory but counted as dropped for the file rather than blocking the caller.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import os
 import threading
 from collections import OrderedDict, deque
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import BinaryIO, Iterator
 
 from bootbox.errors import BootboxError, ValidationError
 from bootbox.model import BootEvent
@@ -83,7 +85,7 @@ class Journal:
         self._closed = False
         self._thread: threading.Thread | None = None
         self._writer_alive = False
-        self._file: Any = None  # binary append handle, owned by the writer thread
+        self._file: BinaryIO | None = None  # the append handle, used by the writer thread only
         self._size = 0
         self._last_error = ""  # the current run of write failures; "" while writes succeed
         self._lost_reason = ""  # the most recent failure, kept for flush() to report
@@ -312,9 +314,11 @@ class Journal:
         try:
             for event in batch:
                 line = _encode(event)
-                self._write_line(line)
+                self._handle_for(len(line)).write(line)
+                self._size += len(line)
                 written, size = written + 1, size + len(line)
-            self._file.flush()
+            if self._file is not None:
+                self._file.flush()
         except OSError as err:
             self._count(written=written, bytes=size, errors=1, dropped=len(batch) - written)
             self._failing(err)
@@ -324,30 +328,33 @@ class Journal:
         self._recovered()
         return True
 
-    def _write_line(self, line: bytes) -> None:
+    def _handle_for(self, length: int) -> BinaryIO:
+        """The open journal file, rotated first if ``length`` more bytes would pass ``max_bytes``
+        (unless the file is empty: a line longer than ``max_bytes`` still gets written)."""
+        if self._file is not None and self._size and self._size + length > self.max_bytes:
+            self._rotate(self._file)
         if self._file is None:
-            self._open_file()
-        if self._size and self._size + len(line) > self.max_bytes:
-            self._rotate()
-        self._file.write(line)
-        self._size += len(line)
+            self._file = self._open_file()
+        return self._file
 
-    def _open_file(self) -> None:
+    def _open_file(self) -> BinaryIO:
         """Open the journal for appending; end a line a crash left unfinished so the next event
         does not get glued onto it."""
         assert self.path is not None
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "ab")
-        self._size = self._file.tell()
+        handle = open(self.path, "ab")
+        self._size = handle.tell()
         if self._size and _last_byte(self.path) != b"\n":
-            self._file.write(b"\n")
+            handle.write(b"\n")
             self._size += 1
+        return handle
 
-    def _rotate(self) -> None:
-        """Shift ``events.jsonl`` → ``.1`` → ``.2`` …, dropping the oldest, and start a new file."""
+    def _rotate(self, handle: BinaryIO) -> None:
+        """Shift ``events.jsonl`` → ``.1`` → ``.2`` …, dropping the oldest; the next write opens
+        a new file. The old file is fsynced first: once renamed, nothing would sync it."""
         assert self.path is not None
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        handle.flush()
+        os.fsync(handle.fileno())
         self._close_file()
         for n in range(self.backups - 1, 0, -1):
             if self._rotated(n).exists():
@@ -356,7 +363,6 @@ class Journal:
             os.replace(self.path, self._rotated(1))
         else:
             self.path.unlink()
-        self._open_file()
 
     def _fsync(self) -> bool:
         if self._file is None:
@@ -397,8 +403,15 @@ class Journal:
 
 
 def _encode(event: BootEvent) -> bytes:
-    """One JSON line; ``default=str`` so a plugin's odd value in ``data`` cannot stop the writer."""
-    return (json.dumps(event.to_dict(), separators=(",", ":"), default=str) + "\n").encode("ascii")
+    """One JSON line. Whatever a plugin put in ``data`` (a set, an object, a cycle), the event
+    is written: odd values as ``str()``, and data JSON cannot express at all as its ``repr()``."""
+    doc = event.to_dict()
+    try:
+        text = json.dumps(doc, separators=(",", ":"), default=str)
+    except (ValueError, TypeError, RecursionError):
+        doc["data"] = {"unencodable": repr(event.data)}
+        text = json.dumps(doc, separators=(",", ":"), default=str)
+    return (text + "\n").encode("ascii")
 
 
 def _seek_line_start(fh: BinaryIO, offset: int) -> None:

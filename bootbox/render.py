@@ -11,25 +11,28 @@ from typing import Mapping
 from bootbox.model import BootContext
 
 # What iPXE reports about the host, as query parameters of the per-host script URL. ``netX``
-# is the device iPXE booted from, i.e. the boot NIC; ``uristring`` escapes values for a URL.
+# is the device iPXE booted from, i.e. the boot NIC. Free-text settings are escaped with
+# ``:uristring``; typed ones (MAC, UUID, IPv4) are not: their normal form is already URL-safe,
+# and older iPXE (Debian 12's 2019 build, seen on the wire) applies ``uristring`` to their raw
+# bytes, so a UUID's zero byte cut the URL short.
 IPXE_FACTS: tuple[tuple[str, str], ...] = (
     ("mac", "netX/mac"),
     ("uuid", "uuid"),
-    ("serial", "serial"),
-    ("asset", "asset"),
-    ("manufacturer", "manufacturer"),
-    ("product", "product"),
-    ("buildarch", "buildarch"),
-    ("platform", "platform"),
+    ("serial", "serial:uristring"),
+    ("asset", "asset:uristring"),
+    ("manufacturer", "manufacturer:uristring"),
+    ("product", "product:uristring"),
+    ("buildarch", "buildarch:uristring"),
+    ("platform", "platform:uristring"),
     ("ip", "netX/ip"),
-    ("hostname", "hostname"),
-    ("domain", "domain"),
+    ("hostname", "hostname:uristring"),
+    ("domain", "domain:uristring"),
 )
 
 
 def entry_script(base_url: str) -> str:
     """The one generic script every iPXE client gets first: it chains to its per-host script."""
-    query = "&".join(f"{name}=${{{setting}:uristring}}" for name, setting in IPXE_FACTS)
+    query = "&".join(f"{name}=${{{setting}}}" for name, setting in IPXE_FACTS)
     url = f"{base_url.rstrip('/')}/boot/hosts/${{netX/mac:hexhyp}}/script.ipxe?{query}"
     return "\n".join(
         [

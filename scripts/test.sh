@@ -39,4 +39,6 @@ fi
 .venv/bin/pip install -q --upgrade pip >/dev/null
 .venv/bin/pip install -q -e '.[test]'
 
+# The tools are installed above, so a lab test that cannot run is a failure, not a skip.
+export BOOTBOX_LAB_REQUIRED=1
 exec .venv/bin/pytest -p no:cacheprovider "$@"

@@ -243,9 +243,9 @@ def test_init_script_is_valid_busybox_shell(tmp_path: Path) -> None:
     text = init_script()
     assert text.startswith("#!/bin/sh\n")
     assert MARKER_OK in text and MARKER_FAIL in text
-    assert "timeout 10 wget" in text and "wget -T" not in text.replace(
-        "# busybox 1.35's wget -T", ""
-    )
+    commands = [line.split("#")[0] for line in text.splitlines()]
+    assert any("timeout 10 wget" in line for line in commands)
+    assert not any("wget -T" in line for line in commands)  # segfaults in busybox 1.35
     assert "poweroff -f" in text
 
 

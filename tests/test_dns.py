@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import pytest
-from dnslib import QTYPE, RCODE, RR, DNSRecord, EDNS0
+from dnslib import EDNS0, QTYPE, RCODE, RR, DNSRecord
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -388,7 +388,7 @@ def test_too_many_forwards_in_flight_get_servfail_at_once(holder: ZoneHolder, fa
 
 # --------------------------------------------------------------------------- malformed input
 def _query_bytes(name: str = "esx01.lab.example", qtype: str = "A") -> bytes:
-    return DNSRecord.question(name, qtype).pack()
+    return bytes(DNSRecord.question(name, qtype).pack())
 
 
 def _with_header(data: bytes, **fields: int) -> bytes:
@@ -448,7 +448,7 @@ def test_huge_tcp_message_closes_the_connection(server: DnsServer) -> None:
 
 def _read_tcp_replies(conn: socket.socket, count: int) -> list[DNSRecord]:
     buffer = b""
-    replies = []
+    replies: list[DNSRecord] = []
     while len(replies) < count:
         chunk = conn.recv(65535)
         assert chunk, "the server closed the connection"

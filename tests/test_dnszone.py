@@ -46,7 +46,10 @@ def ptr(address: str) -> str:
     return ipaddress.ip_address(address).reverse_pointer
 
 
-def shape(found: ZoneAnswer | None) -> tuple[str, list[tuple[str, str, tuple[object, ...]]], list[tuple[str, str]]] | None:
+Shape = tuple[str, list[tuple[str, str, tuple[str | int, ...]]], list[tuple[str, str]]]
+
+
+def shape(found: ZoneAnswer | None) -> Shape | None:
     """An answer as (rcode, [(name, type, data)], [(type, owner)]) for compact expectations."""
     if found is None:
         return None
@@ -146,6 +149,7 @@ def test_soa_names_the_server_and_uses_the_ttl_as_negative_ttl() -> None:
     (record,) = soa.answer
     mname, rname, _serial, refresh, retry, expire, minimum = record.data
     assert (mname, rname, minimum, record.ttl) == ("dns1.lab.example", "hostmaster.lab.example", 120, 120)
+    assert isinstance(refresh, int) and isinstance(retry, int) and isinstance(expire, int)
     assert refresh > retry and expire > refresh
     assert {r.ttl for r in zone.records} == {120}
 
@@ -193,7 +197,8 @@ def test_nameserver_outside_the_zone_gets_no_address_records() -> None:
 
 def test_nameserver_ipv6_address() -> None:
     zone = build_zone(DOMAIN, [], [], nameserver_addresses=["2001:db8::53"])
-    assert shape(zone.answer("ns.lab.example", "AAAA")) == (NOERROR, [("ns.lab.example", "AAAA", ("2001:db8::53",))], [])
+    assert shape(zone.answer("ns.lab.example", "AAAA")) == (
+        NOERROR, [("ns.lab.example", "AAAA", ("2001:db8::53",))], [])  # fmt: skip
     assert shape(zone.answer(ptr("2001:db8::53"), "PTR")) == (
         NOERROR, [(ptr("2001:db8::53"), "PTR", ("ns.lab.example",))], [])  # fmt: skip
 

@@ -138,12 +138,16 @@ def test_each_event_is_one_json_line_of_its_dict(journal: Journal, path: Path) -
 
 
 def test_data_that_is_not_json_is_written_as_text_and_the_writer_carries_on(journal: Journal, path: Path) -> None:
+    cycle: dict[str, Any] = {}
+    cycle["self"] = cycle
     journal.append(event(n=0, obj=object()))
-    journal.append(event(n=1))
+    journal.append(event(n=1, cycle=cycle))
+    journal.append(event(n=2))
     journal.flush(WAIT)
     written = lines(path)
     assert written[0]["data"]["obj"].startswith("<object object")
-    assert written[1]["data"]["n"] == 1
+    assert written[1]["data"] == {"unencodable": repr({"n": 1, "cycle": cycle})}
+    assert written[2]["data"]["n"] == 2
 
 
 def test_close_writes_everything_appended_and_later_appends_stay_in_memory_only(path: Path) -> None:

@@ -391,6 +391,32 @@ def test_site_dhcp_refuses_a_range_outside_its_subnet(segment: LabSegment) -> No
 
 
 @pytest.mark.netns
+@pytest.mark.parametrize("use_nginx", [True, False], ids=["nginx", "python"])
+def test_static_server_serves_files_and_logs_requests(
+    segment: LabSegment, tmp_path: Path, use_nginx: bool
+) -> None:
+    require_tools("busybox", *(["nginx"] if use_nginx else []))
+    blob = tmp_path / "blob.bin"
+    blob.write_bytes(os.urandom(100_000))
+    http = segment.serve_static({"blob.bin": blob, "boot.ipxe": "#!ipxe\n"}, use_nginx=use_nginx)
+    out = segment.net.run("client", ["busybox", "wget", "-q", "-O", "-", f"{http.url}/boot.ipxe"])
+    assert out.stdout == "#!ipxe\n"
+    fetched = tmp_path / "fetched.bin"
+    segment.net.run("client", ["busybox", "wget", "-q", "-O", str(fetched), f"{http.url}/blob.bin"])
+    assert fetched.read_bytes() == blob.read_bytes()
+    missing = segment.net.run("client", ["busybox", "wget", "-q", f"{http.url}/nope"], check=False)
+    assert missing.returncode != 0
+    deadline = time.monotonic() + 5  # nginx writes its access log after the response
+    while len(segment_requests := http.requests()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [(r.client_ip, r.method, r.path, r.status) for r in segment_requests] == [
+        (segment.client.ip, "GET", "/boot.ipxe", 200),
+        (segment.client.ip, "GET", "/blob.bin", 200),
+        (segment.client.ip, "GET", "/nope", 404),
+    ]
+
+
+@pytest.mark.netns
 def test_router_advertiser_answers_a_solicitation(segment: LabSegment) -> None:
     # A client namespace with IPv6, so it can solicit like iPXE does.
     probe = segment.net.add_namespace("probe", "198.18.0.4/24", ipv6=True)

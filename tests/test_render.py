@@ -4,7 +4,7 @@ from bootbox.render import entry_script, waiting_script
 EXPECTED_ENTRY = """#!ipxe
 echo bootbox: fetching the boot script for ${netX/mac}
 :retry
-chain --replace --autofree http://198.18.0.1:8080/boot/hosts/${netX/mac:hexhyp}/script.ipxe?mac=${netX/mac:uristring}&uuid=${uuid:uristring}&serial=${serial:uristring}&asset=${asset:uristring}&manufacturer=${manufacturer:uristring}&product=${product:uristring}&buildarch=${buildarch:uristring}&platform=${platform:uristring}&ip=${netX/ip:uristring}&hostname=${hostname:uristring}&domain=${domain:uristring} || goto failed
+chain --replace --autofree http://198.18.0.1:8080/boot/hosts/${netX/mac:hexhyp}/script.ipxe?mac=${netX/mac}&uuid=${uuid}&serial=${serial:uristring}&asset=${asset:uristring}&manufacturer=${manufacturer:uristring}&product=${product:uristring}&buildarch=${buildarch:uristring}&platform=${platform:uristring}&ip=${netX/ip}&hostname=${hostname:uristring}&domain=${domain:uristring} || goto failed
 :failed
 echo bootbox: could not fetch the boot script; retrying in 10 seconds
 sleep 10

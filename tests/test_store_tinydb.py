@@ -112,7 +112,9 @@ def test_every_put_and_every_batch_is_exactly_one_file_write(store: TinyDBStore,
         with store.batch():
             store.put("profiles", "p", {})
     assert len(file_writes) == 4
-    store.get("hosts", "b1"), store.has("hosts", "b1"), store.all("hosts")
+    store.get("hosts", "b1")
+    store.has("hosts", "b1")
+    store.all("hosts")
     with store.batch():
         pass
     with pytest.raises(RuntimeError):

@@ -17,7 +17,8 @@ Behaviour, and why:
 * A message that is not a query we can read is **dropped** over UDP (answering garbage invites
   reflection and response loops) and **closes the connection** over TCP (the stream can no
   longer be trusted): shorter than a header, over 4,096 bytes, a response (QR set),
-  unparsable, QDCOUNT other than 1, or a name over RFC 1035's limits. Each is counted in ``malformed``.
+  unparsable, QDCOUNT other than 1, or a name over RFC 1035 §2.3.4's limits. Each is
+  counted in ``malformed``.
 * Opcodes other than QUERY get **NOTIMP** (RFC 1035 §4.1.1); two OPT records get **FORMERR**
   and an EDNS version other than 0 gets **BADVERS** (RFC 6891 §6.1.1, §6.1.3). Classes other
   than IN and zone transfers (AXFR/IXFR) get **REFUSED**.
@@ -56,10 +57,25 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from dnslib import (
-    AAAA, CNAME, EDNS0, MX, NS, PTR, QTYPE, RCODE, RR, SOA, TXT, A, DNSHeader, DNSLabel, DNSQuestion, DNSRecord,
+    AAAA,
+    CNAME,
+    EDNS0,
+    MX,
+    NS,
+    PTR,
+    QTYPE,
+    RCODE,
+    RR,
+    SOA,
+    TXT,
+    A,
+    DNSHeader,
+    DNSLabel,
+    DNSQuestion,
+    DNSRecord,
 )
 from dnslib.label import DNSBuffer
 
@@ -72,6 +88,7 @@ __all__ = [
     "Lookup",
     "Reply",
     "ask_upstreams",
+    "bind_advice",
     "forwarded_reply",
     "parse_upstream",
     "respond",
@@ -239,7 +256,7 @@ def _opt(udp_len: int, ext_rcode: int = 0) -> RR:
 
 def _error(query: DNSRecord, rcode: int, counter: str, forwarding: bool, edns: bool, max_udp_size: int) -> Reply:
     reply = _skeleton(query, rcode, aa=False, ra=forwarding, edns=edns, max_udp_size=max_udp_size)
-    return Reply(reply.pack(), (counter,))
+    return Reply(bytes(reply.pack()), (counter,))
 
 
 def _not_implemented(data: bytes, forwarding: bool) -> bytes:
@@ -249,7 +266,7 @@ def _not_implemented(data: bytes, forwarding: bool) -> bytes:
     that happen to carry an opcode are still dropped."""
     flags = int.from_bytes(data[2:4], "big")
     echoed = flags & ((_OPCODE_MASK << _OPCODE_SHIFT) | 0x0100)
-    reply_flags = _QR | echoed | (_RA if forwarding else 0) | RCODE.NOTIMP
+    reply_flags = _QR | echoed | (_RA if forwarding else 0) | int(RCODE.NOTIMP)
     return data[:2] + reply_flags.to_bytes(2, "big") + bytes(8)
 
 
@@ -294,13 +311,13 @@ def _fit(reply: DNSRecord, limit: int) -> tuple[bytes, bool]:
     """``reply`` packed, or, if over ``limit``, its header and question with TC set (plus the
     OPT): RFC 2181 §9 says a partial RRset must not be sent, and an empty truncated answer
     makes every resolver retry over TCP."""
-    wire = reply.pack()
+    wire = bytes(reply.pack())
     if len(wire) <= limit:
         return wire, False
     header = DNSHeader(id=reply.header.id, bitmap=reply.header.bitmap)
     header.tc = 1
     cut = DNSRecord(header, questions=list(reply.questions), ar=[rr for rr in reply.ar if rr.rtype == QTYPE.OPT])
-    return cut.pack(), True
+    return bytes(cut.pack()), True
 
 
 # --------------------------------------------------------------------------- forwarding
@@ -419,7 +436,7 @@ def forwarded_reply(forward: Forward, raw: bytes | None) -> Reply:
     cut = _skeleton(forward.query, raw[3] & 0xF, aa=False, ra=True, edns=forward.edns,
                     max_udp_size=forward.max_udp_size)  # fmt: skip
     cut.header.tc = 1
-    return Reply(cut.pack(), ("forwarded", "truncated"))
+    return Reply(bytes(cut.pack()), ("forwarded", "truncated"))
 
 
 # --------------------------------------------------------------------------- the server
@@ -436,7 +453,7 @@ class _Conn:
     closed: bool = False
 
 
-_Target = tuple[str, tuple[str, int]] | _Conn  # ("udp", address) or a TCP connection
+_Target = tuple[str, tuple[Any, ...]] | _Conn  # ("udp", address as recvfrom gave it) or a TCP connection
 
 
 class DnsServer:
@@ -524,12 +541,14 @@ class DnsServer:
         self._port = self._udp.getsockname()[1]
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)  # a wake-up must never block a forwarding thread
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._udp, selectors.EVENT_READ, self._on_udp)
         self._selector.register(self._tcp, selectors.EVENT_READ, self._on_accept)
         self._selector.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
         if self._upstreams:
-            self._pool = ThreadPoolExecutor(max_workers=min(32, self._max_pending), thread_name_prefix="bootbox-dns-fwd")
+            workers = min(32, self._max_pending)
+            self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bootbox-dns-fwd")
         self._stopping.clear()
         self._thread = threading.Thread(target=self._run, name="bootbox-dns", daemon=True)
         self._thread.start()
@@ -641,7 +660,7 @@ class DnsServer:
             except OSError as exc:  # e.g. an ICMP error queued on the socket; it stays usable
                 self._log.debug("dns: udp recv: %s", exc)
                 return
-            self._dispatch(data, ("udp", peer[:2]))
+            self._dispatch(data, ("udp", peer))
 
     def _on_accept(self, sock: socket.socket, mask: int) -> None:
         while True:

@@ -101,6 +101,18 @@ def allocate_modules(vibs: Sequence[Vib]) -> tuple[Module, tuple[Module, ...]]:
 
     :raises ValueError: two payloads claim one module name, or there is no kernel.
     """
+    modules = name_modules(vibs)
+    kernel = next((m for m in modules if m.type == "boot"), None)
+    if kernel is None:
+        raise ValueError("the image has no bootable kernel (a payload of type boot); add the base ESXi VIB (esx-base)")
+    return kernel, tuple(m for m in modules if m is not kernel)
+
+
+def name_modules(vibs: Sequence[Vib]) -> list[Module]:
+    """Every boot module of ``vibs``, named and in boot order (no kernel required).
+
+    :raises ValueError: two payloads claim one module name.
+    """
     candidates: list[tuple[tuple[int, int, int], Vib, Payload]] = []
     index = 0
     for vib in vibs:
@@ -132,12 +144,8 @@ def allocate_modules(vibs: Sequence[Vib]) -> tuple[Module, tuple[Module, ...]]:
         taken[name] = vib.id
         names[i] = name
     ordered = sorted(range(len(candidates)), key=lambda i: candidates[i][0])
-    modules = [
+    return [
         Module(name=names[i], vib=candidates[i][1].id, payload=candidates[i][2].name, type=candidates[i][2].type,
                sha256=candidates[i][2].sha256, size=candidates[i][2].size)
         for i in ordered
     ]
-    kernel = next((m for m in modules if m.type == "boot"), None)
-    if kernel is None:
-        raise ValueError("the image has no bootable kernel (a payload of type boot); add the base ESXi VIB (esx-base)")
-    return kernel, tuple(m for m in modules if m is not kernel)

@@ -1,0 +1,249 @@
+"""The ``esxi`` plugin object: hook implementations and the state they share.
+
+One :class:`EsxiPlugin` per appliance. Its state (catalog, importer, jobs, image cache) is built
+in ``bootbox_startup`` from the plugin's own context and dropped in ``bootbox_shutdown``. The
+package's entry point registers one module-level instance (``bootbox_esxi``), because an entry
+point names an object rather than a factory; tests that want isolation register their own
+``EsxiPlugin()`` with ``load_entrypoints=False``.
+
+Boot-path hooks read memory (the catalog and cached images) plus, once per image, build its
+imgdb.tgz; nothing on that path touches the network.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from bootbox import (
+    BootContext,
+    EventKind,
+    Host,
+    NotFound,
+    PluginContext,
+    PluginError,
+    Profile,
+    hookimpl,
+)
+from bootbox_esxi import hostimage, imgdb, script
+from bootbox_esxi.catalog import BlobStore, Catalog
+from bootbox_esxi.config import LOADER_NAMES, EsxiConfig, parse_config
+from bootbox_esxi.depot import Importer, Limits, Progress
+from bootbox_esxi.image import IMGDB, Image
+from bootbox_esxi.imageprofile import normalize_spec
+from bootbox_esxi.jobs import Jobs
+
+KIND = "esxi"
+_CACHE_LIMIT = 512
+
+
+@dataclass
+class _State:
+    """What exists between start-up and shutdown."""
+
+    context: PluginContext
+    catalog: Catalog
+    importer: Importer
+    jobs: Jobs
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    images: dict[tuple[Any, ...], Image] = field(default_factory=dict)
+    by_id: dict[str, Image] = field(default_factory=dict)
+    imgdbs: dict[str, str] = field(default_factory=dict)
+
+
+def firmware_of(host: Host, boot: BootContext | None = None) -> str:
+    """``uefi`` or ``bios`` from what iPXE reported (``platform``) or DHCP saw (``firmware``)."""
+    platform = (boot.firmware if boot else "") or host.attrs.get("platform", "")
+    if platform:
+        return "bios" if platform == "pcbios" else "uefi"
+    return "bios" if host.attrs.get("firmware", "") == "bios" else "uefi"
+
+
+class EsxiPlugin:
+    """Stateless ESXi from software depots, as bootbox hooks."""
+
+    def __init__(self) -> None:
+        self.__name__ = KIND  # pluggy names a registered object after its __name__
+        self.config = EsxiConfig()
+        self.retry_seconds = 60
+        self.public_url = ""
+        self._state: _State | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def state(self) -> _State:
+        if self._state is None:
+            raise PluginError("the esxi plugin is not started (bootbox serve starts it)")
+        return self._state
+
+    @hookimpl
+    def bootbox_configure(self, settings: Any) -> None:
+        self.config = parse_config(settings.plugins.get(KIND, {}))
+        self.retry_seconds = settings.retry_seconds
+        self.public_url = settings.http.public_url
+
+    @hookimpl
+    def bootbox_startup(self, context: PluginContext) -> None:
+        catalog = Catalog(context.store, BlobStore(context.data_dir))
+        importer = Importer(catalog, Limits(max_vib_bytes=self.config.max_vib_bytes))
+
+        def work(source: str, progress: Progress) -> dict[str, Any]:
+            return importer.run(source, progress)
+
+        self._state = _State(context=context, catalog=catalog, importer=importer, jobs=Jobs(work))
+
+    @hookimpl
+    def bootbox_shutdown(self) -> None:
+        if self._state is not None:
+            self._state.jobs.close()
+        self._state = None
+
+    @hookimpl
+    def bootbox_register_profile_kinds(self, register: Callable[..., None]) -> None:
+        register(KIND, validate=self.validate_spec,
+                 description="ESXi image profile from imported software depots (stateless or install)")
+
+    @hookimpl
+    def bootbox_register_routes(self, register: Callable[..., None]) -> None:
+        from bootbox_esxi.web import make_blueprints
+
+        for blueprint in make_blueprints(self):
+            register(blueprint)
+
+    @hookimpl
+    def bootbox_register_commands(self, register: Callable[..., None]) -> None:
+        from bootbox_esxi.cli import register_commands
+
+        register_commands(register)
+
+    def validate_spec(self, spec: Mapping[str, Any]) -> dict[str, Any]:
+        return normalize_spec(spec, self.state.catalog, self.config.acceptance)
+
+    # ------------------------------------------------------------------ images
+
+    @hookimpl
+    def bootbox_image_packages(self, host: Host, profile: Profile) -> list[str] | None:
+        """``[plugins.esxi.inject]``: VIBs for hosts whose ``group`` association matches."""
+        if profile.kind != KIND or not self.config.inject:
+            return None
+        group = host.associations.get("group", "")
+        if not group and self._state is not None:  # first boot: the rules chose it a moment ago
+            group = self._state.context.associations(host).get("group", "")
+        return list(self.config.inject.get(group, ())) or None
+
+    def injected_for(self, host: Host, profile: Profile) -> list[str]:
+        """What plugins add to ``host``'s image.
+
+        Until the core offers every plugin's answer (``context.image_packages``, asked for in
+        the report), only this plugin's own ``[plugins.esxi.inject]`` is seen.
+        """
+        ask = getattr(self.state.context, "image_packages", None)
+        if callable(ask):
+            return list(ask(host, profile))
+        return self.bootbox_image_packages(host=host, profile=profile) or []
+
+    def image_for(self, host: Host | None, profile: Profile) -> Image:
+        """The (cached) image ``host`` boots; ``host=None``: the profile alone."""
+        state = self.state
+        injected = tuple(self.injected_for(host, profile)) if host is not None else ()
+        key = (profile.name, json.dumps(profile.spec, sort_keys=True), injected, state.catalog.generation)
+        with state.lock:
+            found = state.images.get(key)
+        if found is not None:
+            return found
+        built = hostimage.resolve(profile.name, profile.spec, state.catalog, injected)
+        with state.lock:
+            if len(state.images) > _CACHE_LIMIT:
+                state.images.clear()
+                state.by_id.clear()
+            state.images[key] = built
+            state.by_id[built.id] = built
+        return built
+
+    def image_by_id(self, image_id: str) -> Image:
+        """An image some host or profile resolves to (re-resolved after a restart)."""
+        state = self.state
+        found = state.by_id.get(image_id)
+        if found is None:
+            profiles = {p.name: p for p in state.context.profiles() if p.kind == KIND}
+            for profile in profiles.values():
+                self._try(lambda p=profile: self.image_for(None, p))
+            for host in state.context.hosts():
+                profile = profiles.get(host.profile)
+                if profile is not None:
+                    self._try(lambda h=host, p=profile: self.image_for(h, p))
+            found = state.by_id.get(image_id)
+        if found is None:
+            raise NotFound(f"no image {image_id!r} is being served")
+        return found
+
+    @staticmethod
+    def _try(fn: Callable[[], Any]) -> None:
+        try:
+            fn()
+        except Exception:  # one broken profile must not hide the others' images
+            pass
+
+    def imgdb_path(self, image: Image) -> Path:
+        state = self.state
+        sha = state.imgdbs.get(image.id)
+        if sha is None or not state.catalog.blobs.has(sha):
+            sha = state.catalog.blobs.put_bytes(imgdb.build(image, state.catalog))
+            state.imgdbs[image.id] = sha
+        return state.catalog.blobs.path(sha)
+
+    def loader_path(self, image: Image, key: str) -> Path | None:
+        path = image.loaders.get(key) or self.config.loaders.get(key)
+        return Path(path) if path else None
+
+    def file_of(self, image: Image, name: str) -> Path | None:
+        """The file behind ``name`` in an image's tree: a loader, imgdb.tgz or a module."""
+        for key, loader in LOADER_NAMES.items():
+            if name == loader:
+                return self.loader_path(image, key)
+        if name == IMGDB:
+            return self.imgdb_path(image)
+        module = image.module(name)
+        return self.state.catalog.payload_path(module.sha256) if module else None
+
+    # ------------------------------------------------------------------ booting
+
+    @hookimpl
+    def bootbox_boot_script(self, host: Host, profile: Profile, boot: BootContext) -> str | None:
+        if profile.kind != KIND:
+            return None
+        try:
+            image = self.image_for(host, profile)
+        except (hostimage.ImageError, ValueError) as exc:
+            return script.render_error(boot, profile.name, str(exc), self.retry_seconds)
+        firmware = firmware_of(host, boot)
+        bios = self.config.bios
+        needed = ["efi"] if firmware == "uefi" else (["c32"] if bios == "com32" else ["pxelinux", "c32"])
+        for key in needed:
+            path = self.loader_path(image, key)
+            if path is None or not path.is_file():
+                return script.render_error(
+                    boot, profile.name,
+                    f"{LOADER_NAMES[key]} is not available: set plugins.esxi.loaders.{key} (or the profile's "
+                    f"loaders.{key}) to VMware's file from an ESXi ISO", self.retry_seconds)
+        for ref, reason in image.refused:
+            self.state.context.record(host.mac, EventKind.STATE, f"esxi: injected VIB {ref} left out: {reason}",
+                                      vib=ref)
+        base = f"{boot.base_url.rstrip('/')}/boot/esxi/hosts/{boot.mac.replace(':', '')}"
+        return script.render(boot, script.ScriptInputs(
+            profile=profile.name, mode=image.mode, firmware=firmware, bootcfg_url=f"{base}/boot.cfg",
+            pxelinux_cfg_url=f"{base}/pxelinux.cfg", cache_urls=self.config.cache_urls, bios=bios))
+
+    @hookimpl
+    def bootbox_profile_asset(self, host: Host, profile: Profile, name: str) -> Path | None:
+        if profile.kind != KIND:
+            return None
+        try:
+            image = self.image_for(host, profile)
+        except (hostimage.ImageError, ValueError):
+            return None
+        return self.file_of(image, name)

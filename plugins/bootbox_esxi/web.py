@@ -1,0 +1,179 @@
+"""HTTP endpoints of the esxi plugin: the operator API and the files booting hosts fetch.
+
+``/api/v1/esxi/...`` (JSON; the core's app-wide check makes writes need the API token): depots and import jobs, VIBs, depot
+image profiles, profile views/plans/diffs/bundles, and ``hosts/<mac>/image``.
+
+``/boot/esxi/...`` (read-only): per host, ``boot.cfg``, ``pxelinux.cfg`` and ``ks.cfg``, reached
+only through the host's own MAC and only for an ``esxi`` profile it was given; per image, the
+module tree behind the caches (``images/<image id>/<module>``, immutable per URL, so caches may
+keep it); and ``health``, which caches pass through uncached so the boot script can tell a live
+cache from a dead one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from flask import Blueprint, Response, jsonify, request, send_file
+
+from bootbox import BootContext, EventKind, Forbidden, NotFound, Profile, ValidationError, normalize_mac
+from bootbox_esxi import api_views, bootcfg
+from bootbox_esxi.plugin import KIND
+
+if TYPE_CHECKING:
+    from bootbox_esxi.plugin import EsxiPlugin
+
+IMAGE_MAX_AGE = 86400
+TEXT = "text/plain; charset=utf-8"
+
+
+def _body() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ValidationError("body", "expected a JSON object (Content-Type: application/json)")
+    return body
+
+
+def _text(text: str) -> Response:
+    response = Response(text, mimetype=TEXT)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def make_blueprints(plugin: "EsxiPlugin") -> list[Blueprint]:
+    """Fresh blueprints bound to ``plugin`` (one set per web app)."""
+    return [_api(plugin), _boot(plugin)]
+
+
+def _api(plugin: "EsxiPlugin") -> Blueprint:
+    bp = Blueprint("esxi_api", __name__, url_prefix="/api/v1/esxi")
+    views = api_views.Views(plugin)
+
+    @bp.get("/depots")
+    def depots() -> Response:
+        return jsonify(views.depots())
+
+    @bp.post("/depots")
+    def add_depot() -> tuple[Response, int]:
+        source = _body().get("source")
+        if not isinstance(source, str) or not source:
+            raise ValidationError("source", "expected an absolute path on the appliance or an http(s) URL")
+        return jsonify(plugin.state.jobs.start(source).to_doc()), 202
+
+    @bp.get("/jobs/<job_id>")
+    def job(job_id: str) -> Response:
+        return jsonify(plugin.state.jobs.get(job_id).to_doc())
+
+    @bp.get("/depot-profiles")
+    def depot_profiles() -> Response:
+        return jsonify(views.depot_profiles(request.args.get("depot")))
+
+    @bp.get("/vibs")
+    def vibs() -> Response:
+        return jsonify(views.vibs({k: v for k, v in request.args.items() if v}))
+
+    @bp.get("/vibs/<vib_id>")
+    def vib(vib_id: str) -> Response:
+        return jsonify(views.vib(vib_id))
+
+    @bp.get("/profiles/<path:name>")
+    def profile(name: str) -> Response:
+        return jsonify(views.profile(name))
+
+    @bp.post("/plans/<action>")
+    def plan(action: str) -> Response:
+        return jsonify(views.plan(action, _body()))
+
+    @bp.get("/diff")
+    def diff() -> Response:
+        return jsonify(views.diff(request.args.get("a", ""), request.args.get("b", "")))
+
+    @bp.get("/bundles/<path:name>")
+    def bundle(name: str) -> Response:
+        path = views.bundle(name)
+        return send_file(path, mimetype="application/zip", as_attachment=True,
+                         download_name=f"{name.replace('/', '-')}.zip", conditional=True)
+
+    @bp.get("/hosts/<mac>/image")
+    def host_image(mac: str) -> Response:
+        return jsonify(views.host_image(mac, _base_url(plugin)))
+
+    return bp
+
+
+def _base_url(plugin: "EsxiPlugin") -> str:
+    return (plugin.public_url or request.host_url).rstrip("/")
+
+
+def _host_profile(plugin: "EsxiPlugin", mac: str) -> tuple[Any, Profile]:
+    """The host behind ``mac`` and its esxi profile; 404 for anything else."""
+    host = plugin.state.context.host(normalize_mac(mac))
+    name = host.profile
+    if not name:
+        raise NotFound(f"host {host.mac} has no profile yet; it fetches its script first")
+    profile = plugin.state.context.profile(name)
+    if profile.kind != KIND:
+        raise NotFound(f"host {host.mac} boots profile {name} of kind {profile.kind}, not an ESXi image")
+    return host, profile
+
+
+def _boot(plugin: "EsxiPlugin") -> Blueprint:
+    bp = Blueprint("esxi_boot", __name__, url_prefix="/boot/esxi")
+
+    def via() -> str | None:
+        raw = request.args.get("via")
+        if raw is None:
+            return None
+        if not raw.isdigit() or int(raw) >= len(plugin.config.cache_urls):
+            raise ValidationError("via", "not one of the configured cache URLs")
+        return plugin.config.cache_urls[int(raw)]
+
+    def urls(mac: str) -> tuple[BootContext, str]:
+        boot = BootContext(base_url=_base_url(plugin), mac=normalize_mac(mac))
+        return boot, f"{boot.base_url}/boot/esxi/hosts/{boot.mac.replace(':', '')}"
+
+    @bp.get("/hosts/<mac>/boot.cfg")
+    def boot_cfg(mac: str) -> Response:
+        host, profile = _host_profile(plugin, mac)
+        image = plugin.image_for(host, profile)
+        boot, base = urls(host.mac)
+        cache = via()
+        prefix = f"{cache}/boot/esxi/images/{image.id}" if cache else boot.asset_url("").rstrip("/")
+        plugin.state.context.record(host.mac, EventKind.HTTP_FILE,
+                                    f"esxi boot.cfg of image {image.id[:12]} ({profile.name}, {image.mode})",
+                                    file="boot.cfg", image=image.id, prefix=prefix)
+        return _text(bootcfg.render_bootcfg(image, mac=host.mac, prefix=prefix, ks_url=f"{base}/ks.cfg"))
+
+    @bp.get("/hosts/<mac>/pxelinux.cfg")
+    def pxelinux_cfg(mac: str) -> Response:
+        host, _ = _host_profile(plugin, mac)
+        boot, base = urls(host.mac)
+        suffix = f"?via={request.args['via']}" if via() else ""
+        return _text(bootcfg.render_pxelinux_cfg(mboot_c32_url=boot.asset_url("mboot.c32"),
+                                                 bootcfg_url=f"{base}/boot.cfg{suffix}"))
+
+    @bp.get("/hosts/<mac>/ks.cfg")
+    def kickstart(mac: str) -> Response:
+        host, profile = _host_profile(plugin, mac)
+        if profile.spec.get("mode") != "install":
+            raise NotFound(f"profile {profile.name} boots stateless; it has no kickstart")
+        boot, _ = urls(host.mac)
+        return _text(api_views.render_kickstart(profile.spec.get("kickstart", ""), host, boot))
+
+    @bp.get("/images/<image_id>/<name>")
+    def image_file(image_id: str, name: str) -> Response:
+        if name in ("mboot.efi", "mboot.c32", "pxelinux.0"):
+            raise Forbidden("loaders are served per host, not from the image tree")
+        image = plugin.image_by_id(image_id)
+        path: Path | None = plugin.file_of(image, name)
+        if path is None or not path.is_file():
+            raise NotFound(f"image {image_id} has no file {name!r}")
+        return send_file(path, conditional=True, etag=True, max_age=IMAGE_MAX_AGE,
+                         mimetype="application/octet-stream")
+
+    @bp.get("/health")
+    def health() -> Response:
+        return _text("ok\n")
+
+    return bp
