@@ -315,6 +315,28 @@ def _number(value: float) -> str:
     return f"{value:.1f}"
 
 
+@dataclass
+class Table:
+    """One benchmark's result: what ``python -m bench`` prints as one table and writes as one
+    JSON file (``<name>.json``)."""
+
+    name: str
+    title: str
+    rows: list[Row]
+    meta: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def show(self) -> None:
+        print_table(self.title, self.rows)
+        for note in self.notes:
+            print(f"  {note}")
+
+    def write(self, directory: Path | None) -> None:
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+            write_json(directory / f"{self.name}.json", self.name, self.rows, {**self.meta, "notes": self.notes})
+
+
 def write_json(path: Path | None, name: str, rows: Sequence[Row], meta: dict[str, Any]) -> None:
     if path is None:
         return

@@ -295,6 +295,10 @@ def _parse_oack(data: bytes) -> dict[str, str]:
     return {fields[i].decode().lower(): fields[i + 1].decode() for i in range(0, len(fields) - 1, 2)}
 
 
+def _error_text(packet: bytes) -> str:
+    return packet[4:].split(b"\0", 1)[0].decode("ascii", "replace")
+
+
 def _spin(seconds: float) -> None:
     """Wait ``seconds`` precisely (sleep() overshoots sub-millisecond waits by up to 100 µs)."""
     end = time.perf_counter() + seconds
@@ -313,7 +317,7 @@ def tftp_probe_tsize(server: tuple[str, int], name: str, *, blksize: int = 1468,
         data, peer = sock.recvfrom(65536)
         opcode = struct.unpack("!H", data[:2])[0]
         if opcode == OP_ERROR:
-            raise TftpError(f"{name}: {data[4:].split(b'\0', 1)[0].decode(errors='replace')}")
+            raise TftpError(f"{name}: {_error_text(data)}")
         if opcode != OP_OACK or "tsize" not in _parse_oack(data):
             raise TftpError(f"{name}: the server did not answer tsize")
         sock.sendto(struct.pack("!HH", OP_ERROR, 8) + b"tsize probe\0", peer)
@@ -378,8 +382,7 @@ def tftp_fetch(
             misses = 0
             opcode = struct.unpack("!H", data[:2])[0]
             if opcode == OP_ERROR:
-                raise TftpError(f"{name}: error {struct.unpack('!H', data[2:4])[0]}: "
-                                f"{data[4:].split(b'\0', 1)[0].decode(errors='replace')}")  # fmt: skip
+                raise TftpError(f"{name}: error {struct.unpack('!H', data[2:4])[0]}: {_error_text(data)}")
             if opcode == OP_OACK:
                 accepted = _parse_oack(data)
                 size = int(accepted.get("blksize", 512))

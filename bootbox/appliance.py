@@ -17,10 +17,13 @@ from bootbox.config import Settings
 from bootbox.errors import BootboxError, NotFound
 from bootbox.journal import Journal
 from bootbox.model import Profile
+from bootbox.leasestore import lease_callables
+from bootbox.net.dhcpserver import DhcpServer
 from bootbox.net.proxydhcp import ProxyDhcpServer
 from bootbox.net.tftp import TftpServer
 from bootbox.plugins import make_plugin_manager
 from bootbox.service import BootService
+from bootbox.store import Store
 from bootbox.store.tinydb import TinyDBStore
 from bootbox.token import load_or_create_token
 from bootbox.web import create_app
@@ -72,6 +75,40 @@ def _build_demo_profile(service: BootService, settings: Settings) -> None:
                   "cmdline": f"{assets.cmdline} {DEMO_REPORT_ARGS}".strip()},
             description=f"demo: Debian kernel {assets.kernel_version} + busybox initramfs that reports in",
         )
+    )
+
+
+def full_dhcp_server(settings: Settings, service: BootService, store: Store) -> DhcpServer:
+    """The full-mode DHCP server (``[dhcp] mode = "full"``), wired to the service and store.
+
+    Clients are given bootbox's own address as DNS server when its DNS server runs and no
+    ``dns_servers`` are configured, and the DNS zone as domain when ``domain`` is empty.
+    """
+    dhcp = settings.dhcp
+    dns = getattr(settings, "dns", None)
+    dns_running = bool(getattr(dns, "enabled", False))
+    load_leases, save_leases = lease_callables(store)
+    return DhcpServer(
+        decide=service.decide,
+        on_answer=service.dhcp_answered,
+        on_event=lambda mac, kind, message, data: service.record(mac, kind, message, **data),
+        interface=dhcp.interface,
+        range_start=dhcp.range_start,
+        range_end=dhcp.range_end,
+        load_leases=load_leases,
+        save_leases=save_leases,
+        server_address=settings.server_address,
+        subnet_mask=dhcp.subnet_mask,
+        router=dhcp.router,
+        dns_servers=dhcp.dns_servers,
+        dns_self=dns_running,
+        domain=dhcp.domain or (str(getattr(dns, "domain", "") or "") if dns_running else ""),
+        lease_seconds=dhcp.lease_seconds,
+        reservations=dhcp.reservations,
+        server_port=dhcp.port,
+        boot_server_port=dhcp.boot_server_port,
+        client_port=dhcp.client_port,
+        ignore_other_servers=dhcp.ignore_other_servers,
     )
 
 
@@ -131,7 +168,9 @@ class Appliance:
                         retries=settings.tftp.retries,
                     ),
                 )
-            if settings.dhcp.enabled:
+            if settings.dhcp.enabled and settings.dhcp.mode == "full":
+                self._start_server("dhcp", full_dhcp_server(settings, service, store))
+            elif settings.dhcp.enabled:
                 self._start_server(
                     "dhcp",
                     ProxyDhcpServer(

@@ -1,7 +1,7 @@
 """The lab's authoritative DNS data: one immutable zone built from the managed hosts and config.
 
-ESXi refuses to join vCenter (and its installer warns) unless forward and reverse lookups of
-its own name agree, and an isolated lab network has no DNS server to provide them. bootbox
+ESXi and the tools around it (vCenter above all) expect forward and reverse lookups of a
+host's name to agree, and an isolated lab network has no DNS server to provide them. bootbox
 therefore answers for one forward domain (``[dns] domain``, e.g. ``lab.example``; RFC 8375's
 ``home.arpa`` is the name reserved for exactly this use) and for the reverse zones of the
 addresses in it. This module is the data and the answering logic only: no sockets, no
@@ -16,7 +16,10 @@ What is in the zone
 * **Static records** from config, ``"NAME TYPE DATA"`` strings (:data:`STATIC_TYPES`); errors
   raise :class:`~bootbox.errors.ConfigError` naming the entry (``dns.records[3]``).
 * **The apex**: ``SOA`` and ``NS`` naming the server (``nameserver``, ``ns`` by default), and
-  ``A``/``AAAA`` for that name when ``nameserver_addresses`` are given.
+  ``A``/``AAAA`` for that name when ``nameserver_addresses`` are given. The SOA serial is a
+  CRC-32 of the content: it changes whenever a record does and survives restarts unchanged.
+  It is not monotonic, which only secondaries would notice, and without zone transfers there
+  are none.
 
 Names: ``@`` is the apex, a single label (``nas``) is relative to the domain, anything with a
 dot is absolute (a trailing dot is optional). So ``"www CNAME nas"`` points at
@@ -24,7 +27,8 @@ dot is absolute (a trailing dot is optional). So ``"www CNAME nas"`` points at
 host names inside the domain; ``localhost`` is never published (RFC 6761 §6.3).
 
 Precedence, first claim wins: static records, then the name server's own records, then hosts
-in the order given. A host whose name is already taken is skipped (two boxes claiming
+in the order given; no host may take the apex or the name server's name. A host whose name
+is already taken is skipped (two boxes claiming
 ``esx01`` must not become a round-robin pair); an address already claimed keeps its first
 ``PTR``, because ESXi needs reverse lookups to return exactly one name.
 
@@ -64,6 +68,7 @@ from bootbox.errors import ConfigError
 
 __all__ = [
     "DEFAULT_TTL",
+    "HostEntry",
     "NOERROR",
     "NXDOMAIN",
     "STATIC_TYPES",
@@ -207,19 +212,19 @@ def _query_labels(qname: str) -> tuple[str, ...] | None:
     escapes verbatim inside their label (zone labels never contain a backslash, so an escaped
     label matches nothing). ``None`` for syntax that is not a name (empty label, dangling
     backslash)."""
-    text = qname[:-1] if qname.endswith(".") and not qname.endswith("\\.") else qname
-    if not text:
+    if qname in ("", "."):
         return ()
     labels: list[str] = []
     current: list[str] = []
     i = 0
-    while i < len(text):
-        char = text[i]
+    while i < len(qname):
+        char = qname[i]
         if char == "\\":
-            width = 4 if text[i + 1 : i + 4].isdigit() and len(text[i + 1 : i + 4]) == 3 else 2
-            if i + width > len(text):
+            digits = qname[i + 1 : i + 4]
+            width = 4 if len(digits) == 3 and digits.isascii() and digits.isdigit() else 2
+            if i + width > len(qname):
                 return None
-            current.append(text[i : i + width])
+            current.append(qname[i : i + width])
             i += width
             continue
         if char == ".":
@@ -230,9 +235,8 @@ def _query_labels(qname: str) -> tuple[str, ...] | None:
         else:
             current.append(char)
         i += 1
-    if not current:
-        return None
-    labels.append("".join(current).lower())
+    if current:  # no trailing dot
+        labels.append("".join(current).lower())
     return tuple(labels)
 
 
@@ -445,6 +449,7 @@ class _Builder:
         self.ptr_names: dict[Address, str] = {}
         self.reverse_apexes: set[str] = set()
         self.problems: list[str] = []
+        self.reserved = {domain}  # names no host may take, whether or not they hold records yet
 
     def add(self, record: Record) -> None:
         rrset = self.rrsets.setdefault(record.name, {}).setdefault(record.rtype, [])
@@ -466,6 +471,7 @@ class _Builder:
             raise ConfigError("dns.nameserver", f"{name} is a CNAME in dns.records; an NS target must not be an "
                                                 "alias (RFC 2181 §10.3)")  # fmt: skip
         parsed = [_nameserver_address(text) for text in addresses]
+        self.reserved.add(name)
         if name in self.rrsets or not _in_zone(name, self.domain):
             return name
         for address in parsed:
@@ -482,9 +488,9 @@ class _Builder:
         except ValueError as exc:
             self.problems.append(f"host {hostname!r}: no DNS records: {exc}")
             return
-        if name in self.rrsets:
-            self.problems.append(f"host {hostname!r}: no DNS records: {name} is already taken (by a static "
-                                 "record, the name server or an earlier host)")  # fmt: skip
+        if name in self.rrsets or name in self.reserved:
+            self.problems.append(f"host {hostname!r}: no DNS records: {name} is already taken (by the apex, a "
+                                 "static record, the name server or an earlier host)")  # fmt: skip
             return
         for text, version in ((ipv4, 4), (ipv6, 6)):
             if not text:

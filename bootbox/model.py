@@ -146,8 +146,17 @@ class HostState(StrEnum):
     DISCOVERED = "discovered"  # seen by DHCP, nothing fetched yet
     BOOTING = "booting"  # loader or script fetched
     WAITING = "waiting"  # matched no profile; retrying
-    BOOTED = "booted"  # the booted OS reported in
-    FAILED = "failed"
+    NEEDS_ANSWERS = "needs-answers"  # held: required answers of its host profile are missing
+    BOOTED = "booted"  # kept so hosts stored by older versions load; reports now lead to UP
+    UP = "up"  # the booted OS reported in with a new boot ID; pushes not started yet
+    CONFIGURING = "configuring"  # plugins are pushing configuration (bootbox_host_up)
+    CONFIGURED = "configured"  # every push succeeded (or there was nothing to push)
+    FAILED = "failed"  # a push gave up; ``Host.reason`` says why
+
+
+REPORTED_STATES = frozenset({HostState.BOOTED, HostState.UP, HostState.CONFIGURING, HostState.CONFIGURED,
+                             HostState.FAILED})
+"""States of a host whose current boot has reported in: a report without a new boot ID is a repeat."""
 
 
 @dataclass(frozen=True)
@@ -168,6 +177,10 @@ class Host:
     first_seen: float = 0.0
     last_seen: float = 0.0
     note: str = ""
+    reason: str = ""
+    """Why the host is ``failed`` or ``needs-answers`` (empty otherwise)."""
+    pushes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """The last push of each plugin for this host: ``{plugin: {result, message, attempts, boot_id, time}}``."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -180,6 +193,8 @@ class Host:
             "first_seen": self.first_seen,
             "last_seen": self.last_seen,
             "note": self.note,
+            "reason": self.reason,
+            "pushes": {name: dict(push) for name, push in self.pushes.items()},
         }
 
     @classmethod
@@ -194,6 +209,8 @@ class Host:
             first_seen=float(doc.get("first_seen") or 0.0),
             last_seen=float(doc.get("last_seen") or 0.0),
             note=str(doc.get("note") or ""),
+            reason=str(doc.get("reason") or ""),
+            pushes={str(k): dict(v) for k, v in (doc.get("pushes") or {}).items()},
         )
 
 
@@ -237,6 +254,9 @@ class EventKind(StrEnum):
     BOOTED = "booted"
     RULES = "rules"
     STATE = "state"
+    PUSH = "push"  # one attempt of one plugin's after-boot push, and its result
+    ANSWERS = "answers"  # an answer file served, or a host held for missing answers
+    AUDIT = "audit"  # a refused request for a host's answer file (403)
 
 
 @dataclass(frozen=True)
@@ -274,6 +294,10 @@ class BootContext:
     base_url: str
     mac: str
     firmware: str = ""
+    answer_token: str = ""
+    """Single-use token for this boot's answer files (empty: the host has no host profile)."""
+    up_token: str = ""
+    """The host's credential for ``up_url`` (empty in contexts built without one)."""
 
     @property
     def _host_base(self) -> str:
@@ -292,3 +316,15 @@ class BootContext:
     def callback_url(self) -> str:
         """Where the booted OS reports in (``POST``)."""
         return f"{self.base_url.rstrip('/')}/api/v1/hosts/{self.mac}/booted"
+
+    @property
+    def up_url(self) -> str:
+        """Where the booted OS reports "up" with Auto Deploy's status codes (``POST``; retry on 503)."""
+        return f"{self.base_url.rstrip('/')}/api/v1/hosts/{self.mac}/up?token={self.up_token}"
+
+    def answer_url(self, name: str = "") -> str:
+        """URL of one of this boot's answer files (``name=""``: the directory, for cloud-init's
+        ``ds=nocloud-net;s=``). Empty when the host has no host profile."""
+        if not self.answer_token:
+            return ""
+        return f"{self._host_base}/answers/{self.answer_token}/{name}"

@@ -393,6 +393,10 @@ class LabSegment:
         """
         mac = mac or random_mac()
         workdir = self.workdir / f"vm-{mac.replace(':', '')}"
+        boot = 1
+        while workdir.exists():  # the same machine booting again (a reboot) gets its own logs
+            boot += 1
+            workdir = self.workdir / f"vm-{mac.replace(':', '')}-boot{boot}"
         workdir.mkdir()
         vm = QemuClient.on_segment(
             self.net,

@@ -34,7 +34,7 @@ def test_file_then_env_then_overrides(tmp_path: Path) -> None:
         ("[http]\nprot = 80\n", {}, "http.prot"),
         ("", {"BOOTBOX_TFTP_PORT": "70000"}, "tftp.port"),
         ("", {"BOOTBOX_HTTP_BIND_ADDRESS": "localhost"}, "http.bind_address"),
-        ("[dhcp]\nmode = \"full\"\n", {}, "dhcp.mode"),
+        ("[dhcp]\nmode = \"relay\"\n", {}, "dhcp.mode"),
         ("[dhcp.loaders]\nbios = \"x\"\n", {}, "dhcp.loaders.bios"),
         ("log_level = \"loud\"\n", {}, "log_level"),
         ("", {"BOOTBOX_NOPE": "1"}, "BOOTBOX_NOPE"),

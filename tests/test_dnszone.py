@@ -118,6 +118,11 @@ ANSWERS = [
     (".", "NS", None),
     ("x\\.lab.example", "A", None),  # labels "x.lab" + "example": outside
     ("bad..name.lab.example", "A", None),
+    (".lab.example", "A", None),
+    ("lab.example\\", "A", None),  # a dangling escape
+    ("esx01\\046lab.example.", "A", None),  # "esx01.lab" + "example": an escaped dot is not a boundary
+    ("ESX01.LAB.EXAMPLE", "A", (NOERROR, [("esx01.lab.example", "A", ("198.18.0.11",))], [])),  # no trailing dot
+    ("x\\032y.lab.example.", "A", (NXDOMAIN, [], [SOA_FWD])),  # "x y": inside, and no such name
     (ptr("198.18.1.1"), "PTR", None),  # another /24
     ("18.198.in-addr.arpa", "NS", None),  # above our reverse zone
     (ptr("2001:db8:0:2::1"), "PTR", None),  # another /64
@@ -309,6 +314,13 @@ def test_bad_configuration_names_the_key(overrides: dict[str, object], key: str,
         build_zone(**args)  # type: ignore[arg-type]
     assert caught.value.field == key
     assert fragment in caught.value.message
+
+
+def test_hosts_cannot_take_the_apex_or_the_name_servers_name() -> None:
+    zone = build_zone(DOMAIN, [("lab.example", "198.18.0.5", None), ("ns", "198.18.0.6", None)], [])
+    assert len(zone.problems) == 2 and all("already taken" in p for p in zone.problems)
+    assert shape(zone.answer(DOMAIN, "A")) == (NOERROR, [], [SOA_FWD])
+    assert shape(zone.answer("ns.lab.example", "A")) == (NXDOMAIN, [], [SOA_FWD])
 
 
 def test_bad_hosts_never_raise() -> None:

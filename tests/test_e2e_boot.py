@@ -72,3 +72,46 @@ def test_real_firmware_boots_from_bootbox_beside_the_site_dhcp(
     assert host["attrs"].get("platform") == ("pcbios" if firmware == "bios" else "efi"), host["attrs"]
     offer = next(e for e in events if e["kind"] in ("dhcp.offer", "dhcp.ack"))
     assert offer["data"]["boot_file"] == ("snponly.efi" if firmware == "uefi" else f"{bootbox.url}/boot.ipxe")
+
+
+@pytest.mark.qemu
+@pytest.mark.netns
+def test_waiting_host_boots_when_a_rule_appears_and_repair_changes_its_next_boot(
+    segment: LabSegment, demo_assets: DemoAssets
+) -> None:
+    """Issue 3's end-to-end check, with a real BIOS client and no power cycle in between."""
+    require_qemu()
+    segment.start_site_dhcp()
+    segment.start_ra()
+    bootbox = start_bootbox(segment, retry_seconds=3)
+    bootbox.add_demo_profile(demo_assets, rule=False)
+    vm = segment.boot("bios")
+    try:
+        bootbox.wait_for_event(vm.mac, "http.script", BOOT_TIMEOUT)
+        assert bootbox.json("host", "show", vm.mac)["state"] == "waiting"
+        vm.wait_for("asking again in 3 seconds", 60)  # its console shows why it waits
+        bootbox.cli("rule", "add", "qemu", "--pattern", "vendor=QEMU", "--item", "image=demo")
+        events = bootbox.wait_for_event(vm.mac, "booted", BOOT_TIMEOUT)
+        assert vm.wait_exit(60) == 0
+    except (TimeoutError, LabError) as exc:
+        why = bootbox.cli("host", "rules", vm.mac, check=False).stdout
+        pytest.fail(f"{exc}\nconsole:\n{vm.console_tail(60)}\nbootbox log:\n{bootbox.log_tail(20)}\nrules:\n{why}")
+    scripts = [e for e in events if e["kind"] == "http.script"]
+    assert "waiting" in scripts[0]["message"] and scripts[-1]["data"]["profile"] == "demo"
+    # A rule change reaches the known host only through test + repair, at its next boot.
+    bootbox.cli("profile", "add", "demo2", "--kernel", str(demo_assets.kernel), "--initrd", str(demo_assets.initrd),
+                "--cmdline", f"{demo_assets.cmdline} bootbox.mac={{mac}} bootbox.callback={{callback}}")
+    bootbox.cli("rule", "add", "qemu2", "--pattern", f"mac={vm.mac}", "--item", "image=demo2", "--at", "0")
+    drift = bootbox.json("rule", "test")
+    assert drift == [{"host": vm.mac, "expected": {"image": "demo2"},
+                      "items": [{"item": "image", "stored": "demo", "expected": "demo2", "rule": "qemu2", "change": "changes"}]}]
+    bootbox.cli("rule", "repair", "--host", vm.mac)
+    assert bootbox.json("rule", "test") == []
+    again = segment.boot("bios", mac=vm.mac)
+    try:
+        bootbox.wait_for_event(vm.mac, "booted", BOOT_TIMEOUT)  # the first boot's event is there already
+        again.wait_for(MARKER_OK, BOOT_TIMEOUT)
+    except (TimeoutError, LabError) as exc:
+        pytest.fail(f"{exc}\nconsole:\n{again.console_tail(60)}\nbootbox log:\n{bootbox.log_tail(60)}")
+    host = bootbox.json("host", "show", vm.mac)
+    assert host["profile"] == "demo2" and host["associations"] == {"image": "demo2"}

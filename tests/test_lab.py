@@ -407,9 +407,9 @@ def test_static_server_serves_files_and_logs_requests(
     missing = segment.net.run("client", ["busybox", "wget", "-q", f"{http.url}/nope"], check=False)
     assert missing.returncode != 0
     deadline = time.monotonic() + 5  # nginx writes its access log after the response
-    while len(segment_requests := http.requests()) < 3 and time.monotonic() < deadline:
+    while len(seen := http.requests()) < 3 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert [(r.client_ip, r.method, r.path, r.status) for r in segment_requests] == [
+    assert [(r.client_ip, r.method, r.path, r.status) for r in seen] == [
         (segment.client.ip, "GET", "/boot.ipxe", 200),
         (segment.client.ip, "GET", "/blob.bin", 200),
         (segment.client.ip, "GET", "/nope", 404),

@@ -16,7 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from bootbox import __version__
-from bootbox.cli import config_cmd, hosts, plugins, profiles, rules, serve
+from bootbox.cli import config_cmd, doctor, hosts, lab, plugins, profiles, rules, serve
 from bootbox.cli.common import CliState, JsonOption, print_json, state
 from bootbox.errors import BootboxError, PluginError
 from bootbox.plugins import make_plugin_manager
@@ -60,6 +60,7 @@ def build_cli(pm: pluggy.PluginManager | None = None) -> typer.Typer:
         ctx.obj = CliState(config=config, url=url, state_dir=state_dir)
 
     app.command("serve")(serve.serve)
+    app.command("doctor")(doctor.doctor)
 
     @app.command("status")
     def status(ctx: typer.Context, json: JsonOption = False) -> None:
@@ -78,6 +79,7 @@ def build_cli(pm: pluggy.PluginManager | None = None) -> typer.Typer:
         "rule": rules.build(),
         "plugin": plugins.build(),
         "config": config_cmd.build(),
+        "lab": lab.build(),
     }
     _add_plugin_commands(app, nouns, pm)
     for name, sub_app in nouns.items():

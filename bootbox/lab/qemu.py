@@ -33,6 +33,7 @@ __all__ = ["FIRMWARES", "OVMF_CODE", "OVMF_VARS", "Firmware", "QemuClient", "ran
 
 Firmware = Literal["bios", "uefi"]
 FIRMWARES: tuple[Firmware, ...] = ("bios", "uefi")
+_ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][0-9A-Za-z]|\r")
 
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
@@ -188,11 +189,16 @@ class QemuClient:
         return self._proc.poll() if self._proc is not None else None
 
     def serial_text(self) -> str:
-        """Everything the guest printed on its serial port so far."""
+        """Everything the guest printed on its serial port so far, without escape sequences.
+
+        SeaBIOS's sga and iPXE position the cursor between words, so a marker is only found
+        in the text once the sequences are gone.
+        """
         try:
-            return self.serial_log.read_bytes().decode("utf-8", errors="replace")
+            raw = self.serial_log.read_bytes().decode("utf-8", errors="replace")
         except FileNotFoundError:
             return ""
+        return _ESCAPES.sub("", raw)
 
     def wait_for(self, marker: str | re.Pattern[str], timeout: float) -> float:
         """Wait until ``marker`` (a substring or a regex) appears on the serial console.
@@ -233,8 +239,7 @@ class QemuClient:
 
     def console_tail(self, lines: int = 40) -> str:
         """The last lines of the serial console, with escape sequences stripped."""
-        text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][0-9A-Za-z]|\r", "", self.serial_text())
-        return "\n".join(text.splitlines()[-lines:])
+        return "\n".join(self.serial_text().splitlines()[-lines:])
 
     def _stderr_tail(self) -> str:
         try:

@@ -12,6 +12,10 @@ answers only what is unmistakably a network-boot request and stays silent otherw
 silence out. :class:`ProxyDhcpServer` is the thin socket loop around it: two sockets, one
 thread, ``selectors``. Which file a client boots is not decided here: the server is handed a
 ``decide(Machine) -> BootSpec | None`` callable.
+
+Each client MAC gets a token bucket (:class:`ClientRateLimiter`): a firmware stuck in a
+DISCOVER loop, or a forged flood from one MAC, is dropped once its burst is spent, while every
+other client is answered as usual. A real boot sends four to six packets in a few seconds.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import selectors
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -46,6 +51,8 @@ from bootbox.net.dhcp_packet import (
 )
 
 __all__ = [
+    "Admission",
+    "ClientRateLimiter",
     "Decide",
     "Failed",
     "Ignored",
@@ -78,6 +85,14 @@ _PKTINFO = struct.Struct("=I4s4s")  # struct in_pktinfo: ifindex, spec_dst, addr
 _SIOCGIFADDR = 0x8915
 RCVBUF_BYTES = 4 * 1024 * 1024
 """Large enough for a 1,000-client DISCOVER storm (~0.5 MB of payload plus kernel overhead)."""
+RATE_PER_SECOND = 2.0
+"""Packets per second one MAC earns back once its burst is spent."""
+RATE_BURST = 12
+"""Packets one MAC may send at once: a PXE ROM, then iPXE, each DISCOVER + 4011 REQUEST, plus
+retransmissions, is well under it."""
+RATE_MAX_CLIENTS = 65536
+"""Buckets kept; beyond it the least recently seen are forgotten (a forgotten MAC starts full)."""
+_CHADDR = slice(28, 44)
 
 
 class Role(Enum):
@@ -117,6 +132,83 @@ class Failed:
 
 
 Outcome = Reply | Ignored | Failed
+
+
+# --------------------------------------------------------------------------- rate limiting
+class Admission(Enum):
+    """What :meth:`ClientRateLimiter.admit` decided for one packet."""
+
+    ALLOW = "allow"
+    DROP = "drop"
+    DROP_FIRST = "drop-first"  # the first drop since this client was last allowed: log it once
+
+
+class ClientRateLimiter:
+    """A token bucket per client hardware address: ``burst`` packets at once, then ``rate`` per
+    second. Memory is bounded by ``max_clients``; buckets that have refilled are dropped first,
+    then the least recently seen. Not thread-safe: the server's one thread owns it.
+
+    ``rate`` 0 (or ``burst`` 0) disables limiting. Keyed on the raw ``chaddr`` so a flood is
+    refused before it costs a parse; a flood that forges a new MAC per packet is not slowed by
+    this (no per-client limit can), only by the socket buffer.
+    """
+
+    def __init__(
+        self,
+        rate: float = RATE_PER_SECOND,
+        burst: int = RATE_BURST,
+        *,
+        max_clients: int = RATE_MAX_CLIENTS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if rate < 0 or burst < 0 or max_clients < 1:
+            raise ValueError("rate and burst must be >= 0 and max_clients >= 1")
+        self.rate = rate
+        self.burst = burst
+        self.max_clients = max_clients
+        self._clock = clock
+        # key -> [tokens, time of the last refill, 1.0 while dropping]; ordered oldest use first
+        self._buckets: dict[bytes, list[float]] = {}
+
+    @property
+    def enabled(self) -> bool:
+        return self.rate > 0 and self.burst > 0
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def admit(self, key: bytes) -> Admission:
+        """Take one token for ``key``, or say the packet is to be dropped."""
+        if not self.enabled:
+            return Admission.ALLOW
+        now = self._clock()
+        bucket = self._buckets.pop(key, None)
+        if bucket is None:
+            bucket = [float(self.burst), now, 0.0]
+        else:
+            bucket[0] = min(float(self.burst), bucket[0] + (now - bucket[1]) * self.rate)
+            bucket[1] = now
+        self._buckets[key] = bucket  # re-inserted: the dict stays ordered by last use
+        if len(self._buckets) > self.max_clients:
+            self._evict(now)
+        if bucket[0] >= 1.0:
+            bucket[0] -= 1.0
+            bucket[2] = 0.0
+            return Admission.ALLOW
+        first, bucket[2] = not bucket[2], 1.0
+        return Admission.DROP_FIRST if first else Admission.DROP
+
+    def _evict(self, now: float) -> None:
+        """Forget buckets that are full again (they behave as absent ones), then, while still
+        over the bound, the least recently used. The dict is ordered by last use, so both are
+        taken from its front: the cost is the number of buckets forgotten, never a scan."""
+        refill = self.burst / self.rate
+        buckets = self._buckets
+        while buckets:
+            oldest = next(iter(buckets))
+            if now - buckets[oldest][1] < refill and len(buckets) <= self.max_clients:
+                break
+            del buckets[oldest]
 
 
 # --------------------------------------------------------------------------- pure decision
@@ -253,6 +345,8 @@ class ProxyDhcpServer:
     ``port`` 0 binds an ephemeral port (tests). ``client_port`` is where OFFERs go (68).
     ``on_answer(machine, spec, port)`` runs after each reply is sent, ``port`` being the local
     port the request arrived on (compare with :attr:`boot_server_port` to tell an ACK).
+    ``rate_limit`` / ``rate_burst`` configure the per-MAC :class:`ClientRateLimiter` (0: off);
+    packets it drops count as ``ignored`` and in :attr:`rate_limited`.
     """
 
     def __init__(
@@ -266,6 +360,8 @@ class ProxyDhcpServer:
         boot_server_port: int = 4011,
         client_port: int = 68,
         logger: logging.Logger | None = None,
+        rate_limit: float = RATE_PER_SECOND,
+        rate_burst: int = RATE_BURST,
     ) -> None:
         self._decide = decide
         self._on_answer = on_answer
@@ -281,6 +377,8 @@ class ProxyDhcpServer:
         self._wake_w: socket.socket | None = None
         self._fallback_ip = ZERO
         self._stats = dict.fromkeys(("received", "answered", "ignored", "malformed", "errors"), 0)
+        self._limiter = ClientRateLimiter(rate_limit, rate_burst)
+        self._rate_limited = 0
 
     # ---------------------------------------------------------------- public surface
     @property
@@ -297,6 +395,11 @@ class ProxyDhcpServer:
     def stats(self) -> dict[str, int]:
         """A snapshot of the counters: received, answered, ignored, malformed, errors."""
         return dict(self._stats)
+
+    @property
+    def rate_limited(self) -> int:
+        """Packets dropped by the per-MAC rate limit (also counted in ``ignored``)."""
+        return self._rate_limited
 
     def start(self) -> None:
         """Bind both sockets and start the service thread.
@@ -405,6 +508,8 @@ class ProxyDhcpServer:
         source: tuple[str, int],
     ) -> None:
         self._stats["received"] += 1
+        if not self._admit(data, source):
+            return
         try:
             pkt = parse(data)
         except MalformedPacket as exc:
@@ -426,6 +531,23 @@ class ProxyDhcpServer:
                             exc_info=outcome.error)  # fmt: skip
         else:
             self._send(sock, outcome, ifindex, server_ip)
+
+    def _admit(self, data: bytes, source: tuple[str, int]) -> bool:
+        """Apply the per-MAC rate limit; warn once each time a MAC starts being dropped."""
+        if len(data) < _CHADDR.stop:
+            return True  # too short to be DHCP: parse() rejects it at no cost
+        admission = self._limiter.admit(data[_CHADDR][: min(data[2], 16)])
+        if admission is Admission.ALLOW:
+            return True
+        self._stats["ignored"] += 1
+        self._rate_limited += 1
+        if admission is Admission.DROP_FIRST:
+            self._log.warning(
+                "mac %s: more than %d packets at once from %s:%d; dropping this client's packets "
+                "beyond %g per second until it slows down", _peek_mac(data), self._limiter.burst, *source,
+                self._limiter.rate,
+            )  # fmt: skip
+        return False
 
     def _send(self, sock: socket.socket, reply: Reply, ifindex: int | None, server_ip: str) -> None:
         """Send from the socket the request came in on (so the source port is 67 or 4011),

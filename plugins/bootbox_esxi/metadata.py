@@ -57,6 +57,8 @@ class DepotMetadata:
             return
         if old.sha256 and entry.sha256 and old.sha256 != entry.sha256:
             raise DepotError(f"{what}: the metadata gives VIB {entry.id} two different sha-256 checksums")
+        if old.packed_size is not None and entry.packed_size is not None and old.packed_size != entry.packed_size:
+            raise DepotError(f"{what}: the metadata gives VIB {entry.id} two different sizes")
         self.vibs[entry.id] = replace(
             old,
             relative_path=old.relative_path or entry.relative_path,

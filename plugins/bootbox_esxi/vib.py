@@ -266,12 +266,13 @@ class BlobWriter(Protocol):
 class _Hashes:
     """The digests one payload needs, of the packed bytes and (if asked) after gunzip.
 
-    ``strict`` is False when the descriptor is not known yet (a VIB whose payload comes before
-    its descriptor): gunzip digests are then computed speculatively and a stream that is not
-    gzip just leaves them out, which fails verification later only if the descriptor asks.
+    A stream that does not gunzip is not an error here: it is recorded in ``broken`` and fails
+    verification only if the descriptor declares a gunzip checksum, after the packed checksums
+    (which name the more precise fault) were compared. When the descriptor is not known yet (a
+    payload before the descriptor), gunzip digests are computed speculatively for that reason.
     """
 
-    def __init__(self, kinds: set[str], gunzip_kinds: set[str], what: str, inflate_limit: int, strict: bool) -> None:
+    def __init__(self, kinds: set[str], gunzip_kinds: set[str], what: str, inflate_limit: int) -> None:
         self.packed = {k: hashlib.new(_HASHES[k]) for k in kinds | {"sha-256"} if k in _HASHES}
         self.unpacked = {k: hashlib.new(_HASHES[k]) for k in gunzip_kinds if k in _HASHES}
         self.broken = ""
@@ -279,7 +280,6 @@ class _Hashes:
         self._what = what
         self._inflated = 0
         self._limit = inflate_limit
-        self._strict = strict
 
     def update(self, data: bytes) -> None:
         for h in self.packed.values():
@@ -297,8 +297,6 @@ class _Hashes:
                 self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
 
     def _fail(self, reason: str) -> None:
-        if self._strict:
-            raise DepotError(f"{self._what} {reason}; the payload is corrupt")
         self.broken = reason
         self.unpacked = {}
         self._inflate = None
@@ -360,8 +358,7 @@ def read_vib(
                     gunzip = {c.kind for c in payload.checksums if c.gunzip}
                 else:
                     kinds, gunzip = set(_HASHES), {"sha-256", "sha-1"}
-                hashes = _Hashes(kinds, gunzip, f"{what} payload {header.name}",
-                                 max(64 * header.size, 1 << 26), strict=payload is not None)
+                hashes = _Hashes(kinds, gunzip, f"{what} payload {header.name}", max(64 * header.size, 1 << 26))
                 writer = new_blob() if new_blob else None
                 if writer is not None:
                     writers.append(writer)
@@ -415,7 +412,7 @@ def _verify_payload(what: str, payload: Payload, sizes: dict[str, int], digests:
         )
     hashes = digests[payload.name]
     verified = 0
-    for checksum in payload.checksums:
+    for checksum in sorted(payload.checksums, key=lambda c: c.gunzip):  # packed ones first
         table = hashes.unpacked if checksum.gunzip else hashes.packed
         if checksum.gunzip and hashes.broken:
             raise DepotError(f"{what} payload {payload.name} {hashes.broken}; the payload is corrupt")

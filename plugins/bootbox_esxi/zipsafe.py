@@ -41,7 +41,8 @@ def find(zf: zipfile.ZipFile, name: str, what: str, limit: int) -> zipfile.ZipIn
     mode = info.external_attr >> 16
     if stat.S_ISLNK(mode):
         raise DepotError(f"{what}: {wanted} is a symbolic link inside the zip; refusing the bundle")
-    if info.is_dir() or (mode and not stat.S_ISREG(mode)):
+    kind = stat.S_IFMT(mode)  # 0 when the zip carries no Unix type (Windows tools, Python's writestr)
+    if info.is_dir() or (kind and kind != stat.S_IFREG):
         raise DepotError(f"{what}: {wanted} is not a regular file inside the zip; refusing the bundle")
     if info.file_size > limit:
         raise DepotError(f"{what}: {wanted} declares {info.file_size} bytes, more than the {limit}-byte limit")

@@ -1,0 +1,46 @@
+"""``bootbox doctor``: explain what would stop network boot here, with the fix for each problem.
+
+Exit status 1 when any check fails (warnings do not count), so scripts and CI can gate on it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from bootbox.cli.common import JsonOption, print_json, state
+
+_MARK = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL", "skip": "skip"}
+
+
+def doctor(
+    ctx: typer.Context,
+    client: Annotated[bool, typer.Option("--client", help="Also act as a PXE client against the running appliance.")] = False,
+    interface: Annotated[Optional[str], typer.Option(help="With --client: broadcast on this interface instead of using loopback.")] = None,
+    arch: Annotated[int, typer.Option(help="With --client: the client architecture to claim (0 BIOS, 7 x64 UEFI).")] = 0,
+    mac: Annotated[Optional[str], typer.Option(help="With --client: the MAC to claim (default 02:b0:07:d0:c7:00).")] = None,
+    no_network: Annotated[bool, typer.Option("--no-network", help="Do not send the DHCP probe.")] = False,
+    json: JsonOption = False,
+) -> None:
+    """Check ports, capabilities, loaders, addresses, the store and the network's DHCP servers."""
+    from bootbox.doctor import Status, run_checks  # imported here: `bootbox --help` stays light
+    from bootbox.doctor_client import DOCTOR_MAC, pxe_walk
+
+    settings = state(ctx).settings()
+    checks = run_checks(settings, network=not no_network)
+    steps = pxe_walk(settings, interface=interface, mac=mac or DOCTOR_MAC, arch=arch) if client else []
+    failed = any(c.status is Status.FAIL for c in checks) or any(not s.ok for s in steps)
+    if json:
+        print_json({"ok": not failed, "checks": [c.to_dict() for c in checks], "client": [s.to_dict() for s in steps]})
+    else:
+        for check in checks:
+            typer.echo(f"[{_MARK[str(check.status)]}] {check.name}: {check.summary}")
+            if check.fix and check.status in (Status.FAIL, Status.WARN):
+                typer.echo(f"       fix: {check.fix}")
+        if steps:
+            typer.echo("PXE client walk" + (f" on {interface}" if interface else " over loopback") + ":")
+            for step in steps:
+                typer.echo(f"[{'ok  ' if step.ok else 'FAIL'}] {step.name}: {step.detail}")
+    if failed:
+        raise typer.Exit(1)
