@@ -180,7 +180,8 @@ def launch_bootbox(
 
     def up() -> bool:
         if proc.poll() is not None:
-            raise RuntimeError(f"bootbox exited with {proc.returncode}; see {workdir / log_name}")
+            tail = (workdir / log_name).read_text(errors="replace").strip().splitlines()[-5:]
+            raise RuntimeError(f"bootbox exited with {proc.returncode}: " + " | ".join(tail))
         return http_ok(status_url) if netns is None else run_in_netns(netns, http_ok, status_url)
 
     try:

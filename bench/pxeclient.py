@@ -24,7 +24,6 @@ from __future__ import annotations
 import http.client
 import os
 import re
-import shlex
 import socket
 import struct
 import time
@@ -512,8 +511,8 @@ def _run_script(text: str, settings: dict[str, str], fetch: Fetch, trace: BootTr
         line = raw.split("||", 1)[0].strip()
         if not line or line.startswith(("#", ":")):
             continue
-        words = shlex.split(expand(line, settings))
-        command, args = words[0], [w for w in words[1:] if not w.startswith("--")]
+        words = expand(line, settings).split()
+        command, args = words[0], _arguments(words[1:])
         if command == "chain":
             return urllib.parse.urljoin(url, args[0])
         if command in ("kernel", "initrd", "imgfetch", "module"):
@@ -529,6 +528,23 @@ def _run_script(text: str, settings: dict[str, str], fetch: Fetch, trace: BootTr
         elif command in ("sleep", "exit", "shell", "reboot", "poweroff"):
             raise BootFailure(f"{url}: the script says {command} before booting: {text[:200]!r}")
     raise BootFailure(f"{url}: the script ended without booting")
+
+
+_VALUED_OPTIONS = frozenset(("--name", "-n", "--timeout", "-t"))
+
+
+def _arguments(words: list[str]) -> list[str]:
+    """The positional arguments of an iPXE command: ``--name x`` / ``--timeout x`` take a value,
+    other ``--flags`` (``--replace``, ``--autofree``) do not."""
+    args, skip = [], False
+    for word in words:
+        if skip:
+            skip = False
+        elif word in _VALUED_OPTIONS:
+            skip = True
+        elif not word.startswith("-") or args:
+            args.append(word)
+    return args
 
 
 def ipxe_settings(client: PxeClient, ip: str, hostname: str = "") -> dict[str, str]:

@@ -37,6 +37,8 @@ from bootbox.model import (
 __version__ = "0.1.0"
 
 from bootbox.context import PluginContext, PluginStore  # noqa: E402  (needs the model first)
+from bootbox.hostprofiles import AnswerEnv, HostProfile, InputSpec  # noqa: E402
+from bootbox.pushes import PushRefused  # noqa: E402
 
 hookimpl = pluggy.HookimplMarker("bootbox")
 """Decorator for plugin hook implementations: ``@hookimpl def bootbox_boot_script(...)``."""
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ARCHITECTURES",
+    "AnswerEnv",
     "BootContext",
     "BootEvent",
     "BootSpec",
@@ -63,7 +66,9 @@ __all__ = [
     "Firmware",
     "Forbidden",
     "Host",
+    "HostProfile",
     "HostState",
+    "InputSpec",
     "Machine",
     "NotFound",
     "PluginContext",
@@ -71,6 +76,7 @@ __all__ = [
     "Platform",
     "PluginError",
     "Profile",
+    "PushRefused",
     "ValidationError",
     "__version__",
     "api_client",

@@ -8,7 +8,7 @@ example, and a test fails when a hook here is missing from that page.
 
 Hooks called on the boot path (script, assets) run on HTTP worker threads; an exception in a
 plugin there is logged with the host's MAC and the boot falls back as if the plugin returned
-``None``. After-boot hooks run on a worker pool, each failure isolated.
+``None``. After-boot hooks run on the push pool, each failure isolated, pushes retried.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import pluggy
 if TYPE_CHECKING:
     from bootbox.config import Settings
     from bootbox.context import PluginContext
+    from bootbox.hostprofiles import AnswerEnv, HostProfile
     from bootbox.model import BootContext, BootEvent, Host, Profile
 
 hookspec = pluggy.HookspecMarker("bootbox")
@@ -195,19 +196,92 @@ def bootbox_image_packages(host: "Host", profile: "Profile") -> list[str] | None
 
 
 # --------------------------------------------------------------------------------------------
+# Answer files: what makes each host itself, rendered from its host profile and its answers.
+# --------------------------------------------------------------------------------------------
+
+
+@hookspec
+def bootbox_register_answer_kinds(register: Callable[..., None]) -> None:
+    """Declare the kinds of answer file (host-profile kinds) this plugin renders.
+
+    :param register: ``register(kind, files=("ks.cfg",), description="...")``: ``files`` are the
+        templates every host profile of the kind must have.
+
+    Called once at start-up. A kind registered twice is a start-up error; host profiles of a
+    kind nobody registered are refused. Render the kind with ``bootbox_render_answer_file``.
+    """
+
+
+@hookspec
+def bootbox_register_answer_inputs(register: Callable[..., None]) -> None:
+    """Contribute per-host inputs to the answers of the hosts they apply to (e.g. credentials).
+
+    :param register: ``register(name, type="string", required=True, secret=False, default=None,
+        validation="", description="", applies_to=fn)``; ``applies_to(host) -> bool`` says which
+        hosts are asked for it (default: all). Names are lower-case with ``_``; prefix them with
+        your plugin's name.
+
+    Called once at start-up. A host missing a required input that applies to it is held (its
+    state is ``needs-answers``) like one missing its host profile's answers. Secret inputs are
+    stored encrypted and masked everywhere; your ``bootbox_host_up`` gets them in clear.
+    """
+
+
+@hookspec(firstresult=True)
+def bootbox_render_answer_file(
+    kind: str, host: "Host", profile: "HostProfile", answers: Mapping[str, Any], env: "AnswerEnv"
+) -> Mapping[str, str] | None:
+    """Render every answer file of ``host`` for a host profile of a ``kind`` you registered.
+
+    :param kind: the host profile's kind; return ``None`` for kinds that are not yours.
+    :param host: the host (its ``associations`` carry ``host_profile`` and ``group``).
+    :param profile: the :class:`bootbox.HostProfile` (templates, inputs, version).
+    :param answers: the host's answers with defaults filled in (secrets in clear, or
+        ``********`` in an operator's preview: ``env.masked``).
+    :param env: a :class:`bootbox.AnswerEnv`: ``env.render(name)`` renders one of the profile's
+        templates in bootbox's sandbox (templates see ``host``, ``group``, ``attrs``,
+        ``answers`` with passwords as SHA-512 crypt hashes, and ``bootbox.up_url``,
+        ``bootbox.instance_id``); ``env.up_url`` is where the host reports up.
+
+    ``firstresult``: return ``{file name: text}``. Called when a booting host fetches an answer
+    file through its single-use URL (``boot.answer_url(name)``) and by ``bootbox host render``;
+    raise :class:`bootbox.ValidationError` naming the template if the result is unusable.
+    """
+
+
+# --------------------------------------------------------------------------------------------
 # After boot: called when the booted OS reports in.
 # --------------------------------------------------------------------------------------------
 
 
 @hookspec
-def bootbox_host_booted(host: "Host", event: "BootEvent") -> None:
-    """React to a host that has booted and reported in (a stateless host forgets everything).
+def bootbox_host_up(host: "Host", event: "BootEvent", answers: Mapping[str, Any], timeout: float) -> str | None:
+    """Push configuration to (or about) a host that came up with a new boot ID.
 
-    :param host: the host, state ``booted``.
+    :param host: the host, state ``configuring``.
+    :param event: the ``booted`` event with what the host reported (``ip``, ``boot_id``, ...).
+    :param answers: the host's answers in clear (with defaults), including your plugin's inputs.
+    :param timeout: seconds this attempt may take: pass it to your network calls.
+
+    Each implementation is one *push*, run on the push pool (never on a request thread), with a
+    timeout per attempt and retries with backoff when it raises; ``bootbox.PushRefused`` fails it
+    at once. Return a short description of what you pushed (it goes on the host's timeline), or
+    ``None`` if there is nothing to push for this host. When every push has succeeded the host
+    is ``configured`` (``/up`` answers 200); a push that gives up makes it ``failed`` (409).
+    Runs again after every reboot (new boot ID) and on ``bootbox host push MAC``.
+    """
+
+
+@hookspec
+def bootbox_host_booted(host: "Host", event: "BootEvent") -> None:
+    """Be told that a host reported in with a new boot ID (a notification, not a push).
+
+    :param host: the host, state ``up``.
     :param event: the ``booted`` event with what the host reported (``ip``, ``boot_id``, ...).
 
-    Every implementation runs, on a worker thread, never on a protocol thread; an exception in
-    one is logged as an event on the host and does not stop the others.
+    Every implementation runs once, on the push pool's threads, never on a protocol thread; an
+    exception in one is logged as an event on the host and does not stop the others. It is not
+    retried and does not change the host's state: push configuration with ``bootbox_host_up``.
     """
 
 

@@ -275,6 +275,23 @@ def host_profile_from_dict(doc: Mapping[str, Any]) -> HostProfile:
 # ------------------------------------------------------------------------------------ rendering
 
 
+@dataclass(frozen=True)
+class AnswerEnv:
+    """What ``bootbox_render_answer_file`` gets besides the profile: how to render a template
+    and the URLs of this boot.
+
+    ``render(name)`` renders one of the profile's templates with ``host``, ``group``, ``attrs``,
+    ``answers`` (passwords hashed) and ``bootbox`` (``up_url``, ``instance_id``); ``masked`` is
+    true for operator previews, where secret answers read ``********``.
+    """
+
+    render: Callable[[str], str]
+    up_url: str
+    instance_id: str
+    masked: bool = False
+
+
+
 @functools.lru_cache(maxsize=1)
 def environment() -> ImmutableSandboxedEnvironment:
     """The one sandboxed environment every host-profile template renders in (thread-safe)."""
@@ -399,7 +416,7 @@ def lint(profile: HostProfile) -> list[LintWarning]:
 
 
 __all__ = [
-    "HostProfile", "InputSpec", "LintWarning", "check_value", "compile_template", "host_profile_from_dict", "lint",
+    "AnswerEnv", "HostProfile", "InputSpec", "LintWarning", "check_value", "compile_template", "host_profile_from_dict", "lint",
     "lint_template", "missing_answers", "parse_host_profile", "parse_input", "render", "render_context",
     "template_answers",
 ]

@@ -15,7 +15,6 @@ import functools
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Mapping
@@ -23,9 +22,11 @@ from typing import Any, BinaryIO, Callable, Mapping
 import pluggy
 
 from bootbox import policy, render, rules
+from bootbox.afterboot import AfterBoot
 from bootbox.config import Settings
 from bootbox.context import PluginContext, PluginStore
 from bootbox.errors import BootboxError, Conflict, NotFound, PluginError, ValidationError
+from bootbox.hostconfig import HostConfig
 from bootbox.index import HOSTS_TABLE, HostIndex, HostPersister
 from bootbox.journal import Journal
 from bootbox.model import (
@@ -108,7 +109,8 @@ class BootService:
             item_types=lambda: self.item_types,
             profile_exists=lambda name: self.profile_or_none(name) is not None,
         )
-        self._workers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bootbox-after-boot")
+        self.hostconfig = HostConfig(self)
+        self.after_boot = AfterBoot(self)
         self._started = False
 
     # ---------------------------------------------------------------- lifecycle
@@ -124,6 +126,7 @@ class BootService:
             impl.function(register=functools.partial(self._register_item_type, plugin=impl.plugin_name))
         for impl in self.pm.hook.bootbox_register_attributes.get_hookimpls():
             impl.function(register=functools.partial(self._register_attribute, plugin=impl.plugin_name))
+        self.hostconfig.register_from(self.pm)
         self.rules.load()
         self._persister.start()
         self._started = True
@@ -178,7 +181,7 @@ class BootService:
 
     def close(self) -> None:
         """Flush hosts and events; wait for after-boot work (bounded); let plugins clean up."""
-        self._workers.shutdown(wait=True, cancel_futures=True)
+        self.after_boot.close()
         if self._started:
             self._persister.stop()
             for impl in self.pm.hook.bootbox_shutdown.get_hookimpls():
@@ -320,13 +323,23 @@ class BootService:
             self._see(mac, HostState.WAITING)
             self.record(mac, EventKind.HTTP_SCRIPT, f"waiting script: {reason}", reason=reason)
             return render.waiting_script(boot, host.attrs, reason, self.settings.retry_seconds)
+        host = self.hosts.get(mac) or host  # with the associations the rules just cached
+        held = self.hostconfig.hold_reason(host)
+        if held:
+            self._see(mac, HostState.NEEDS_ANSWERS)
+            self.hosts.update(mac, lambda h: replace(h, reason=held))  # type: ignore[arg-type]
+            self.record(mac, EventKind.ANSWERS, f"held: {held}", reason=held, profile=profile.name)
+            return render.waiting_script(boot, host.attrs, f"it is held: {held}", self.settings.retry_seconds)
+        boot = replace(boot, answer_token=self.hostconfig.mint(host, client_ip),
+                       up_token=self.hostconfig.up_token(mac))
         script = self._call_boot_hook(mac, "bootbox_boot_script", host=host, profile=profile, boot=boot)
         if not script:
             reason = f"no plugin boots profiles of kind {profile.kind!r}"
             self._see(mac, HostState.WAITING)
             self.record(mac, EventKind.HTTP_SCRIPT, f"waiting script: {reason}", reason=reason, profile=profile.name)
             return render.waiting_script(boot, host.attrs, reason, self.settings.retry_seconds)
-        self.hosts.update(mac, lambda h: replace(h or Host(mac=mac), state=HostState.BOOTING, profile=profile.name))
+        self.hosts.update(mac, lambda h: replace(h or Host(mac=mac), state=HostState.BOOTING, profile=profile.name,
+                                                 reason=""))
         self.record(mac, EventKind.HTTP_SCRIPT, f"script for profile {profile.name} ({profile.kind})",
                     profile=profile.name, kind=profile.kind, ip=client_ip)
         return script
@@ -346,25 +359,20 @@ class BootService:
         return Path(path)
 
     def booted(self, mac: str, report: Mapping[str, str], client_ip: str) -> Host:
-        """The booted OS reported in: a state change, and the after-boot hooks run off-thread."""
-        mac = normalize_mac(mac)
-        if self.hosts.get(mac) is None:
-            raise NotFound(f"host {mac} is not known to bootbox")
-        data = {k: _clean_attr(str(v)) for k, v in report.items() if k in ("ip", "boot_id", "kernel", "hostname", "message")}
-        data.setdefault("ip", client_ip)
-        host = self._see(mac, HostState.BOOTED, {"ipv4": data["ip"]})
-        host = self.hosts.update(mac, lambda h: replace(h, boot_id=data.get("boot_id") or h.boot_id))  # type: ignore[arg-type]
-        event = self.record(mac, EventKind.BOOTED, f"booted and reported in from {data['ip']}", **data)
-        self._workers.submit(self._after_boot, host, event)
-        return host
+        """The Linux demo's report-in (``/booted``, no token): the same state change as ``/up``."""
+        return self.after_boot.report(mac, report, client_ip, check_token=False)[0]
 
-    def _after_boot(self, host: Host, event: BootEvent) -> None:
-        for impl in self.pm.hook.bootbox_host_booted.get_hookimpls():
-            try:
-                impl.function(host=host, event=event)
-            except Exception as exc:
-                log.exception("%s after-boot hook of %s failed", host.mac, impl.plugin_name)
-                self.record(host.mac, EventKind.STATE, f"after-boot hook of {impl.plugin_name} failed: {exc}")
+    def host_up(self, mac: str, report: Mapping[str, str], client_ip: str, token: str | None) -> tuple[Host, str]:
+        """``/up``: a report-in with the host's token; returns the host and done/busy/failed."""
+        return self.after_boot.report(mac, report, client_ip, token=token)
+
+    def push(self, mac: str) -> Host:
+        """Run every plugin's after-boot push again for the host's current boot."""
+        return self.after_boot.push(mac)
+
+    def answer_file(self, mac: str, token: str, name: str, client_ip: str, base_url: str) -> str:
+        """One answer file, for the host its single-use token was minted for (else 403 + audit)."""
+        return self.hostconfig.serve(mac, token, name, client_ip, base_url)
 
     # ---------------------------------------------------------------- rules and associations
 

@@ -18,14 +18,29 @@ apt_packages=(
   dnsmasq-base                           # plays the site's own DHCP server in the e2e tests
   curl dnsutils tcpdump iproute2         # real clients (curl tftp:// and http://, dig) and the lab
   busybox-static cpio xz-utils kmod      # the demo initramfs
+  nginx-light tftpd-hpa                  # reference servers for the benchmarks and the cache test
 )
+# Reference servers are installed as programs only: their system services must not start (and
+# take ports 69 or 80) on a developer's machine. policy-rc.d tells the packages not to start them.
+services=(nginx tftpd-hpa)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -q
+  guard=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    guard=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' >"$guard"
+    chmod 0755 "$guard"
+    trap 'rm -f "$guard"' EXIT
+  fi
   apt-get install -y -q --no-install-recommends "${missing[@]}"
+  if [ -n "$guard" ]; then rm -f "$guard"; trap - EXIT; fi
+  if [ -d /run/systemd/system ]; then
+    systemctl disable --now "${services[@]}" >/dev/null 2>&1 || true
+  fi
 fi
 
 python=python3

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 from typing import Iterator
 
 import pytest
+
+from bench.common import free_port
 
 from bootbox.config import Settings, load_settings
 from bootbox.journal import Journal
@@ -16,20 +17,6 @@ from bootbox.service import BootService
 from bootbox.store.memory import MemoryStore
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A port that was free a moment ago on 127.0.0.1 (TCP and UDP checked)."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = tcp.getsockname()[1]
-        try:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                udp.bind(("127.0.0.1", port))
-            return port
-        except OSError:
-            continue
 
 
 def test_settings(tmp_path: Path, **overrides: object) -> Settings:

@@ -72,11 +72,11 @@ def test_full_boot_timeline(client: FlaskClient, service: BootService, demo_file
     response = client.post(f"/api/v1/hosts/{MAC}/booted", data={"ip": "198.18.0.50", "boot_id": "b1"})
     assert response.status_code == 200
     host = service.host(MAC)
-    assert host.state == "booted" and host.boot_id == "b1"
+    assert host.state == "configured" and host.boot_id == "b1"  # nothing to push: up -> configured
     assert host.attrs["model"] == "Standard PC" and host.attrs["uuid"] == "564d0000-0000-0000-0000-000000000001"
     events = client.get(f"/api/v1/hosts/{MAC}/events").json
     assert [e["kind"] for e in events] == ["rules", "http.script", "http.file", "http.file", "booted"]
-    assert client.get("/api/v1/hosts").json[0]["state"] == "booted"
+    assert client.get("/api/v1/hosts").json[0]["state"] == "configured"
 
 
 def test_range_etag_and_conditional_requests(client: FlaskClient, demo_files: tuple[Path, Path]) -> None:

@@ -21,6 +21,8 @@ process killed with SIGKILL does not leave QEMU or dnsmasq running on a shared C
 
 from __future__ import annotations
 
+import abc
+
 import ctypes
 import ipaddress
 import json
@@ -129,6 +131,28 @@ def spawn_in_netns(
         )
     except FileNotFoundError as exc:
         raise LabError(f"cannot start {argv[0]!r}: {exc}") from exc
+
+
+class StartStop(abc.ABC):
+    """``with thing:`` starts it and always stops it: the lab's servers and guests share this."""
+
+    @abc.abstractmethod
+    def start(self) -> None: ...
+
+    @abc.abstractmethod
+    def stop(self) -> object: ...
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
 
 
 def stop_process(proc: subprocess.Popen[Any], timeout: float = 5.0) -> int | None:

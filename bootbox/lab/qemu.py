@@ -24,10 +24,9 @@ import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Literal, Self
+from typing import Literal
 
-from bootbox.lab.netns import LabError, Segment, spawn_in_netns, stop_process
+from bootbox.lab.netns import LabError, Segment, StartStop, spawn_in_netns, stop_process
 
 __all__ = ["FIRMWARES", "OVMF_CODE", "OVMF_VARS", "Firmware", "QemuClient", "random_mac"]
 
@@ -48,7 +47,7 @@ def random_mac() -> str:
     return "02:" + ":".join(f"{b:02x}" for b in (0x42, *tail))
 
 
-class QemuClient:
+class QemuClient(StartStop):
     """One QEMU guest network-booting from a tap; its serial console goes to a log file.
 
     :param tap: tap device name (in ``netns``), e.g. from :meth:`Segment.add_tap`.
@@ -252,15 +251,3 @@ class QemuClient:
         if self._proc is None:
             return None
         return stop_process(self._proc)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -28,10 +28,8 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Self
 
-from bootbox.lab.netns import LabError, run_in_netns
+from bootbox.lab.netns import LabError, StartStop, run_in_netns
 
 __all__ = [
     "RouterAdvertisement",
@@ -143,7 +141,7 @@ def _open_socket(interface: str) -> tuple[socket.socket, int, str]:
     return sock, index, mac
 
 
-class RouterAdvertiser:
+class RouterAdvertiser(StartStop):
     """Answer router solicitations on one interface with a prefix-less RA, in a thread.
 
     :param interface: interface to serve (inside ``netns`` when given). IPv6 must be enabled on
@@ -231,18 +229,6 @@ class RouterAdvertiser:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

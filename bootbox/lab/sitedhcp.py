@@ -21,10 +21,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from bootbox.lab.netns import (
+    StartStop,
     LabError,
     Member,
     Segment,
@@ -50,7 +49,7 @@ class Lease:
     client_id: str
 
 
-class Dnsmasq:
+class Dnsmasq(StartStop):
     """One dnsmasq process in a namespace, configured by a list of config-file lines.
 
     The lines given are written to ``<workdir>/<name>.conf``; the lease file, log file and
@@ -144,18 +143,6 @@ class Dnsmasq:
             if len(parts) >= 5:
                 out.append(Lease(int(parts[0]), parts[1].lower(), parts[2], parts[3], parts[4]))
         return out
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _dhcp_range_default(member: Member) -> tuple[str, str]:

@@ -17,7 +17,7 @@ from bootbox.service import BootService
 
 def create_app(service: BootService, *, token: str, status: Callable[[], dict[str, Any]] | None = None) -> Flask:
     """Build the app: boot endpoints for hosts, ``/api/v1`` for operators, ``/`` for people."""
-    from bootbox.web import api, api_rules, boot, pages
+    from bootbox.web import api, api_hostprofiles, api_rules, boot, pages
     from bootbox.web.errors import register_error_handlers
 
     app = Flask("bootbox.web")
@@ -29,6 +29,8 @@ def create_app(service: BootService, *, token: str, status: Callable[[], dict[st
     app.register_blueprint(boot.blueprint)
     app.register_blueprint(api.blueprint)
     app.register_blueprint(api_rules.blueprint)
+    app.register_blueprint(api_hostprofiles.blueprint)
+    app.register_blueprint(api_hostprofiles.host_blueprint)
     app.register_blueprint(pages.blueprint)
     for blueprint in service.plugin_blueprints():
         app.register_blueprint(blueprint)

@@ -19,7 +19,7 @@ from bootbox.web import get_service
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
 
 _WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
-HOST_BLUEPRINTS = {"boot"}
+HOST_BLUEPRINTS = {"boot", "hostconfig"}
 """Blueprints whose endpoints booting hosts call: read-only or host-scoped, never token-checked."""
 
 

@@ -169,7 +169,7 @@ def _boot(plugin: "EsxiPlugin") -> Blueprint:
         path: Path | None = plugin.file_of(image, name)
         if path is None or not path.is_file():
             raise NotFound(f"image {image_id} has no file {name!r}")
-        return send_file(path, conditional=True, etag=True, max_age=IMAGE_MAX_AGE,
+        return send_file(path, conditional=True, etag=True, max_age=IMAGE_MAX_AGE, download_name=name,
                          mimetype="application/octet-stream")
 
     @bp.get("/health")

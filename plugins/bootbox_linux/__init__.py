@@ -7,8 +7,16 @@ A ``linux`` profile's spec::
 
     kernel:  absolute path on the appliance, or an http(s) URL iPXE fetches directly
     initrd:  a list of the same (may be empty)
-    cmdline: the kernel command line; ``{callback}``, ``{mac}`` and ``{base_url}`` are replaced
-             per host (``{callback}`` is where the booted system reports in)
+    cmdline: the kernel command line; ``{callback}``, ``{mac}``, ``{base_url}``, ``{up}`` and
+             ``{answers}`` are replaced per host (``{callback}`` is where the booted system reports
+             in; ``{up}`` the same with Auto Deploy's status codes and the host's token;
+             ``{answers}`` the single-use URL of this boot's answer files, ending in ``/``, e.g.
+             ``ds=nocloud-net;s={answers}`` or ``url={answers}preseed.cfg``)
+
+It also renders two answer kinds (host-profile kinds): ``cloud-init`` (templates ``user-data``
+and optionally ``meta-data``, ``network-config``, ``vendor-data``; a missing ``meta-data`` is
+written with this boot's ``instance-id`` so cloud-init runs again on every stateless boot) and
+``preseed`` (template ``preseed.cfg``, Debian's installer).
 
 Local files are served by bootbox's HTTP server under names ``kernel`` and ``initrd-N``, with
 Range and ETag support; URLs are left to iPXE.
@@ -19,7 +27,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from bootbox import BootContext, Host, Profile, ValidationError, hookimpl
+import yaml
+
+from bootbox import AnswerEnv, BootContext, Host, HostProfile, Profile, ValidationError, hookimpl
 
 __version__ = "0.1.0"
 
@@ -80,7 +90,8 @@ def render_script(host: Host, profile: Profile, boot: BootContext) -> str:
 
     initrd_names = [f"initrd-{i}" for i in range(len(spec.get("initrd", [])))]
     cmdline = spec.get("cmdline", "").format_map(
-        _KeepUnknown(callback=boot.callback_url, mac=host.mac, base_url=boot.base_url)
+        _KeepUnknown(callback=boot.callback_url, mac=host.mac, base_url=boot.base_url, up=boot.up_url,
+                     answers=boot.answer_url(""))
     )
     # EFI-stub kernels find their initrds by name on the command line; BIOS kernels ignore it.
     args = " ".join([f"initrd={name}" for name in initrd_names] + ([cmdline] if cmdline else []))
@@ -126,3 +137,55 @@ def bootbox_profile_asset(profile: Profile, name: str) -> Path | None:
     else:
         return None
     return None if _is_url(source) else Path(source)
+
+
+# ------------------------------------------------------------------------------ answer files
+
+CLOUD_INIT = "cloud-init"
+PRESEED = "preseed"
+_CLOUD_INIT_FILES = ("user-data", "meta-data", "network-config", "vendor-data")
+
+
+@hookimpl
+def bootbox_register_answer_kinds(register: Callable[..., None]) -> None:
+    register(CLOUD_INIT, files=("user-data",), description="cloud-init NoCloud: user-data (+ meta-data, network-config)")
+    register(PRESEED, files=("preseed.cfg",), description="Debian installer preseed")
+
+
+def _check_cloud_config(name: str, text: str) -> None:
+    """A ``#cloud-config`` document must be YAML mapping, or cloud-init ignores it silently."""
+    if not text.startswith("#cloud-config"):
+        return
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValidationError(f"templates.{name}", f"renders to invalid YAML: {exc}") from None
+    if doc is not None and not isinstance(doc, dict):
+        raise ValidationError(f"templates.{name}", "a #cloud-config document must be a mapping")
+
+
+def render_cloud_init(host: Host, profile: HostProfile, answers: Mapping[str, Any], env: AnswerEnv) -> dict[str, str]:
+    """``user-data`` and ``meta-data`` (and the optional files the profile has) for NoCloud."""
+    unknown = sorted(set(profile.templates) - set(_CLOUD_INIT_FILES))
+    if unknown:
+        raise ValidationError(f"templates.{unknown[0]}", f"cloud-init reads only {', '.join(_CLOUD_INIT_FILES)}")
+    files = {name: env.render(name) for name in profile.templates}
+    _check_cloud_config("user-data", files["user-data"])
+    if "meta-data" not in files:
+        hostname = answers.get("hostname") or host.attrs.get("hostname") or "host-" + host.mac.replace(":", "")
+        files["meta-data"] = yaml.safe_dump({"instance-id": env.instance_id, "local-hostname": str(hostname)},
+                                            sort_keys=False)
+    return files
+
+
+@hookimpl
+def bootbox_render_answer_file(kind: str, host: Host, profile: HostProfile, answers: Mapping[str, Any],
+                               env: AnswerEnv) -> dict[str, str] | None:
+    if kind == CLOUD_INIT:
+        return render_cloud_init(host, profile, answers, env)
+    if kind == PRESEED:
+        extra = sorted(set(profile.templates) - {"preseed.cfg"})
+        if extra:
+            raise ValidationError(f"templates.{extra[0]}", "a preseed host profile has one template, preseed.cfg")
+        return {"preseed.cfg": env.render("preseed.cfg")}
+    return None

@@ -1,0 +1,274 @@
+"""The store at scale: bootbox with 100,000 known hosts, compared with itself at 1,000.
+
+    python -m bench.store_scale [--hosts 100000] [--small 1000] [--events-per-host 8] [--quick]
+
+A site that has network-booted a large fleet has every machine in ``bootbox.json`` and every
+boot step in the event journal. This builds such a state directory with bootbox's own store and
+journal classes (hosts with realistic attributes, associations and a profile; ``--events-per-
+host`` events each, written and rotated by the journal itself), starts ``bootbox serve`` on it
+(loopback, proxyDHCP on high ports) and measures:
+
+* start-up: from ``exec`` to the first answered ``/api/v1/status``;
+* memory: resident set after start-up and peak during the run;
+* recording events: the latency of the report-in (``POST /api/v1/hosts/MAC/booted``, which
+  records an event and changes the host), one at a time for random known hosts, while a
+  proxyDHCP client asks for OFFERs (each also recorded) at 100 per second and times them;
+* an operator write through the API (adding a profile), which rewrites the store file;
+* bootbox's CPU seconds over the recording phase.
+
+There is no reference server for this, so the reference column is the same bootbox at
+``--small`` hosts: the ratio shows how each figure scales.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import random
+import socket
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.common import (
+    Row,
+    Table,
+    cpu_seconds,
+    free_port,
+    launch_bootbox,
+    peak_rss_mib,
+    percentile,
+    rss_mib,
+    scratch_dir,
+)
+from bench.pxeclient import PxeClient, discover, open_reply_socket, recv_timestamped
+from bootbox.journal import Journal
+from bootbox.model import BootEvent, EventKind, Host, HostState
+from bootbox.store.tinydb import TinyDBStore
+
+VENDORS = ("Dell Inc.", "HPE", "Supermicro", "Lenovo", "QEMU")
+EVENT_KINDS = (EventKind.DHCP_OFFER, EventKind.DHCP_ACK, EventKind.TFTP_SENT, EventKind.HTTP_SCRIPT,
+               EventKind.HTTP_FILE, EventKind.HTTP_FILE, EventKind.BOOTED, EventKind.RULES)  # fmt: skip
+DHCP_RATE = 100.0
+
+
+def _mac(n: int) -> str:
+    return ":".join(f"{b:02x}" for b in (bytes.fromhex("02bc") + n.to_bytes(4, "big")))
+
+
+def build_state(state: Path, hosts: int, events_per_host: int, kernel: Path) -> dict[str, float]:
+    """Write ``hosts`` hosts and their events as bootbox would have; returns sizes in MB."""
+    rng = random.Random(hosts)
+    now = time.time()
+    docs = {}
+    for n in range(hosts):
+        mac = _mac(n)
+        vendor = rng.choice(VENDORS)
+        host = Host(
+            mac=mac,
+            attrs={"mac": mac, "ipv4": f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}", "vendor": vendor,
+                   "model": f"{vendor.split()[0]} model {rng.randrange(40)}", "serial": f"SN{n:010d}",
+                   "uuid": f"{n:08x}-1d6f-7a4b-9e2c-1d5f0a3b7c64", "platform": rng.choice(("efi", "pcbios")),
+                   "buildarch": "x86_64", "hostname": f"node{n:06d}", "firmware": "uefi"},
+            state=HostState.CONFIGURED,
+            associations={"image": "fleet", "group": f"rack-{n // 40:04d}"},
+            profile="fleet",
+            boot_id=f"boot-{n}",
+            first_seen=now - 86400,
+            last_seen=now - rng.randrange(86400),
+        )  # fmt: skip
+        docs[mac.replace(":", "")] = host.to_dict()
+    store = TinyDBStore(state)
+    try:
+        store.put("profiles", "fleet", {"name": "fleet", "kind": "linux", "description": "",
+                                        "spec": {"kernel": str(kernel), "initrd": [], "cmdline": ""}})  # fmt: skip
+        store.put_many("hosts", docs)
+    finally:
+        store.close()
+    journal = Journal(state / "events.jsonl")
+    journal.start()
+    for n in range(hosts):
+        for kind in EVENT_KINDS[:events_per_host]:
+            journal.append(BootEvent(mac=_mac(n), kind=str(kind), message=f"{kind} for node{n:06d}",
+                                     data={"file": "snponly.efi", "ip": "10.0.0.1"}, time=now - 3600))  # fmt: skip
+    journal.close(timeout=600)
+    return {
+        "store_mb": (state / "bootbox.json").stat().st_size / 1e6,
+        "journal_mb": sum(p.stat().st_size for p in state.glob("events.jsonl*")) / 1e6,
+    }
+
+
+@dataclass
+class ScaleResult:
+    hosts: int
+    startup_s: float
+    rss_after_start_mib: float
+    peak_rss_mib: float
+    callback_ms: list[float]
+    offer_ms: list[float]
+    offers_sent: int
+    api_write_ms: list[float]
+    cpu_seconds: float
+    store_mb: float
+    journal_mb: float
+
+
+def _post(url: str, body: bytes, headers: dict[str, str]) -> int:
+    request = urllib.request.Request(url, data=body, method="POST", headers=headers)
+    with urllib.request.urlopen(request, timeout=120) as response:
+        response.read()
+        return response.status
+
+
+def _dhcp_load(port: int, client: socket.socket, hosts: int, stop: threading.Event) -> tuple[int, list[float]]:
+    """DISCOVERs from known hosts at DHCP_RATE/s until ``stop``; OFFER latencies in ms."""
+    rng = random.Random(1)
+    sent: dict[int, int] = {}
+    latencies: list[float] = []
+    xid = 1
+    next_send = time.perf_counter()
+    while not stop.is_set():
+        n = rng.randrange(hosts)
+        pxe = PxeClient(bytes.fromhex(_mac(n).replace(":", "")), bytes(16), "uefi")
+        sent[xid] = time.time_ns()
+        client.sendto(discover(pxe, xid, broadcast=False, ciaddr="127.0.0.1"), ("127.0.0.1", port))
+        xid += 1
+        next_send += 1 / DHCP_RATE
+        while (left := next_send - time.perf_counter()) > 0:
+            reply = recv_timestamped(client, left)
+            if reply is not None and reply.packet.xid in sent:
+                latencies.append((reply.received_ns - sent.pop(reply.packet.xid)) / 1e6)
+    for reply in iter(lambda: recv_timestamped(client, 1.0), None):
+        if reply.packet.xid in sent:
+            latencies.append((reply.received_ns - sent.pop(reply.packet.xid)) / 1e6)
+    return xid - 1, latencies
+
+
+def measure_one(hosts: int, events_per_host: int, samples: int, writes: int) -> ScaleResult:
+    with contextlib.contextmanager(scratch_dir)("bootbox-bench-scale-") as work:
+        kernel = work / "vmlinuz"
+        kernel.write_bytes(b"\0" * 4096)
+        sizes = build_state(work / "state", hosts, events_per_host, kernel)
+        http, dhcp, boot, client_port = free_port(), free_port(), free_port(), free_port()
+        config = (
+            f'state_dir = "{work / "state"}"\nlog_level = "warning"\n[demo]\nenabled = false\n'
+            f'[dhcp]\nenabled = true\nbind_address = "127.0.0.1"\nport = {dhcp}\nboot_server_port = {boot}\n'
+            f"client_port = {client_port}\n[tftp]\nenabled = false\n"
+            f'[http]\nbind_address = "127.0.0.1"\nport = {http}\n'
+        )
+        started = time.perf_counter()
+        server = launch_bootbox(work, config, status_url=f"http://127.0.0.1:{http}/api/v1/status", timeout=600)
+        try:
+            startup = time.perf_counter() - started
+            rss_start = rss_mib(server.pid)
+            cpu = cpu_seconds(server.pid)
+            stop = threading.Event()
+            dhcp_result: list[tuple[int, list[float]]] = []
+            with open_reply_socket(client_port, address="127.0.0.1", rcvbuf=4 * 2**20) as client:
+                loader = threading.Thread(target=lambda: dhcp_result.append(_dhcp_load(dhcp, client, hosts, stop)))
+                loader.start()
+                rng = random.Random(2)
+                callbacks = []
+                try:
+                    for i in range(samples):
+                        mac = _mac(rng.randrange(hosts))
+                        body = f"ip=10.9.0.1&boot_id=bench-{i}".encode()
+                        t0 = time.perf_counter()
+                        status = _post(f"http://127.0.0.1:{http}/api/v1/hosts/{mac}/booted", body,
+                                       {"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+                        callbacks.append((time.perf_counter() - t0) * 1000)
+                        if status != 200:
+                            raise RuntimeError(f"report-in answered {status}")
+                finally:
+                    stop.set()
+                    loader.join()
+            cpu = cpu_seconds(server.pid) - cpu
+            token = (work / "state" / "api-token").read_text().strip()
+            api_writes = []
+            for i in range(writes):
+                body = json.dumps({"name": f"bench-{i}", "kind": "linux", "spec": {"kernel": str(kernel)}}).encode()
+                t0 = time.perf_counter()
+                _post(f"http://127.0.0.1:{http}/api/v1/profiles", body,
+                      {"Content-Type": "application/json", "Authorization": f"Bearer {token}"})  # fmt: skip
+                api_writes.append((time.perf_counter() - t0) * 1000)
+            sent, offers = dhcp_result[0]
+            return ScaleResult(hosts, startup, rss_start, peak_rss_mib(server.pid), callbacks, offers, sent,
+                               api_writes, cpu, sizes["store_mb"], sizes["journal_mb"])  # fmt: skip
+        finally:
+            server.stop()
+
+
+def rows_for(big: ScaleResult, small: ScaleResult) -> list[Row]:
+    ref = f"at {small.hosts:,} hosts"
+
+    def row(figure: str, unit: str, get: Callable[[ScaleResult], float], target: str = "") -> Row:
+        return Row(figure, unit, get(big), get(small), ref, higher_is_better=False, target=target)
+
+    return [
+        row("start-up (exec to first API answer)", "s", lambda r: r.startup_s),
+        row("RSS after start-up", "MiB", lambda r: r.rss_after_start_mib),
+        row("peak RSS", "MiB", lambda r: r.peak_rss_mib),
+        row("record an event: report-in p50", "ms", lambda r: percentile(r.callback_ms, 0.5)),
+        row("record an event: report-in p99", "ms", lambda r: percentile(r.callback_ms, 0.99)),
+        row(f"proxy OFFER p50 (recorded, {DHCP_RATE:g}/s)", "ms", lambda r: percentile(r.offer_ms, 0.5)),
+        row(f"proxy OFFER p99 (recorded, {DHCP_RATE:g}/s)", "ms", lambda r: percentile(r.offer_ms, 0.99)),
+        row("OFFERs answered", "%", lambda r: 100.0 * len(r.offer_ms) / max(1, r.offers_sent), "100 %"),
+        row("API write (add a profile) p50", "ms", lambda r: percentile(r.api_write_ms, 0.5)),
+        row("CPU seconds while recording", "s", lambda r: r.cpu_seconds),
+        row("store file", "MB", lambda r: r.store_mb),
+        row("event journal on disk", "MB", lambda r: r.journal_mb),
+    ]
+
+
+def measure(hosts: int, small: int, events_per_host: int, samples: int, writes: int) -> list[Table]:
+    big_result = measure_one(hosts, events_per_host, samples, writes)
+    small_result = measure_one(small, events_per_host, samples, writes)
+    return [Table(
+        "store_scale",
+        f"Store at scale: {hosts:,} hosts with {events_per_host} events each vs {small:,} "
+        f"({samples} report-ins, {writes} API writes)",
+        rows_for(big_result, small_result),
+        meta={"hosts": hosts, "small": small, "events_per_host": events_per_host, "samples": samples,
+              "writes": writes},
+        notes=["report-ins one at a time over loopback HTTP for random known hosts, while proxyDHCP answers "
+               f"{DHCP_RATE:g} DISCOVERs/s from known hosts"],
+    )]  # fmt: skip
+
+
+def requirements() -> str | None:
+    return None
+
+
+def tables(quick: bool = False, runs: int | None = None) -> list[Table]:
+    """One measurement per size (a start-up is expensive at 100,000 hosts); ``runs`` is unused."""
+    if quick:
+        return measure(2000, 200, 2, 200, 3)
+    return measure(100_000, 1000, 8, 2000, 5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hosts", type=int, default=100_000)
+    parser.add_argument("--small", type=int, default=1000)
+    parser.add_argument("--events-per-host", type=int, default=8, choices=range(0, len(EVENT_KINDS) + 1))
+    parser.add_argument("--samples", type=int, default=2000, help="report-ins to time")
+    parser.add_argument("--writes", type=int, default=5, help="API profile writes to time")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", type=Path, help="directory for the JSON results")
+    args = parser.parse_args(argv)
+    if args.quick:
+        result = tables(quick=True)
+    else:
+        result = measure(args.hosts, args.small, args.events_per_host, args.samples, args.writes)
+    for table in result:
+        table.show()
+        table.write(args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
