@@ -3,16 +3,19 @@
 #
 #   appliance/install.sh                install (or upgrade) and start: as a systemd service when
 #                                       systemd runs, otherwise in the foreground
-#   appliance/install.sh --foreground   install, then run `bootbox serve` in this terminal
+#   appliance/install.sh --no-start     install (or upgrade) only
+#   appliance/install.sh --foreground   install (or upgrade), then run `bootbox serve` in this terminal
 #   appliance/install.sh --uninstall    stop and remove the program and the unit (keeps
 #                                       /etc/bootbox and /var/lib/bootbox; add --purge to drop them)
 #
-# Idempotent: running it again upgrades the program in place and keeps config and state.
+# Idempotent: running it again upgrades the program in place (and does nothing when this
+# checkout is what is installed) and never touches an existing /etc/bootbox/bootbox.toml.
 set -euo pipefail
 
 PREFIX=/opt/bootbox
 CONFIG_DIR=/etc/bootbox
 STATE_DIR=/var/lib/bootbox
+CACHE_DIR=/var/cache/bootbox
 UNIT=/etc/systemd/system/bootbox.service
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 
@@ -21,9 +24,10 @@ purge=no
 for arg in "$@"; do
   case "$arg" in
     --foreground) mode=foreground ;;
+    --no-start) mode=no-start ;;
     --uninstall) mode=uninstall ;;
     --purge) purge=yes ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown option $arg (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -36,27 +40,45 @@ fi
 have_systemd() { [ -d /run/systemd/system ]; }
 
 if [ "$mode" = uninstall ]; then
-  if have_systemd && [ -f "$UNIT" ]; then
-    systemctl disable --now bootbox.service || true
-    rm -f "$UNIT"
-    systemctl daemon-reload
+  if have_systemd && systemctl list-unit-files bootbox.service >/dev/null 2>&1; then
+    systemctl disable --now bootbox.service >/dev/null 2>&1 || true
   fi
+  rm -f "$UNIT"
+  if have_systemd; then systemctl daemon-reload; fi
   rm -rf "$PREFIX" /usr/local/bin/bootbox
-  if [ "$purge" = yes ]; then rm -rf "$CONFIG_DIR" "$STATE_DIR" /var/lib/private/bootbox; fi
-  echo "bootbox removed${purge/no/ (config and state kept)}"
+  if [ "$purge" = yes ]; then
+    rm -rf "$CONFIG_DIR" "$STATE_DIR" /var/lib/private/bootbox "$CACHE_DIR" /var/cache/private/bootbox
+  fi
+  if [ "$purge" = yes ]; then echo "bootbox removed, with its configuration and state"
+  else echo "bootbox removed (kept $CONFIG_DIR and $STATE_DIR; --purge removes them)"; fi
   exit 0
 fi
 
-export DEBIAN_FRONTEND=noninteractive
 # ipxe: the loaders served over TFTP. busybox-static, cpio, kmod, xz-utils: the demo profile's
-# initramfs. python3-venv: bootbox's own environment.
-apt-get update -q
-apt-get install -y -q --no-install-recommends \
-  python3 python3-venv python3-pip ipxe busybox-static cpio kmod xz-utils ca-certificates
+# initramfs. python3-venv: bootbox's own environment. iproute2: `bootbox doctor`.
+packages=(python3 python3-venv python3-pip ipxe busybox-static cpio kmod xz-utils ca-certificates iproute2)
+missing=()
+for pkg in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
 
-python3 -m venv "$PREFIX"
-"$PREFIX/bin/pip" install -q --upgrade pip >/dev/null
-"$PREFIX/bin/pip" install -q "$REPO"
+# The program: a venv under $PREFIX, rebuilt only when this checkout differs from what is there.
+stamp="$(cd "$REPO" && find pyproject.toml bootbox plugins -type f ! -name '*.pyc' -print0 | sort -z \
+         | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)"
+if [ ! -x "$PREFIX/bin/bootbox" ] || [ "$(cat "$PREFIX/.installed-from" 2>/dev/null)" != "$stamp" ]; then
+  python3 -m venv "$PREFIX"
+  "$PREFIX/bin/pip" install -q --upgrade pip >/dev/null
+  "$PREFIX/bin/pip" install -q "$REPO"
+  echo "$stamp" > "$PREFIX/.installed-from"
+  echo "installed bootbox into $PREFIX"
+else
+  echo "bootbox in $PREFIX is up to date"
+fi
 ln -sf "$PREFIX/bin/bootbox" /usr/local/bin/bootbox
 install -d -m 0755 "$PREFIX/share"
 install -m 0644 "$REPO/README.md" "$PREFIX/share/README.md"
@@ -64,14 +86,22 @@ install -m 0644 "$REPO/README.md" "$PREFIX/share/README.md"
 install -d -m 0755 "$CONFIG_DIR"
 if [ ! -f "$CONFIG_DIR/bootbox.toml" ]; then
   install -m 0644 "$REPO/appliance/bootbox.toml" "$CONFIG_DIR/bootbox.toml"
+  echo "wrote $CONFIG_DIR/bootbox.toml (every key documented; edit it, then restart)"
+fi
+# The unit is installed even without systemd, so `systemd-analyze verify` can check it.
+install -d -m 0755 "$(dirname "$UNIT")"
+install -m 0644 "$REPO/appliance/bootbox.service" "$UNIT"
+
+if [ "$mode" = no-start ]; then
+  echo "bootbox installed; start it with: systemctl start bootbox (or $0 --foreground)"
+  exit 0
 fi
 
 if [ "$mode" = install ] && have_systemd; then
-  install -m 0644 "$REPO/appliance/bootbox.service" "$UNIT"
   systemctl daemon-reload
   systemctl enable bootbox.service
   systemctl restart bootbox.service
-  echo "bootbox is running as bootbox.service: journalctl -u bootbox -f; bootbox status"
+  echo "bootbox is running as bootbox.service: journalctl -u bootbox -f; bootbox status; bootbox doctor"
   exit 0
 fi
 

@@ -43,7 +43,7 @@ def _throughput(size: int, clients: int, run: Callable[[], float]) -> float:
 def measure(size_mib: int, runs: int) -> tuple[list[Row], dict[str, float]]:
     size = size_mib * 2**20
     with contextlib.ExitStack() as stack:
-        work = stack.enter_context(contextlib.contextmanager(scratch_dir)("bootbox-bench-"))
+        work = stack.enter_context(scratch_dir("bootbox-bench-"))
         root = work / "root"
         root.mkdir()
         (root / FILE_NAME).write_bytes(os.urandom(size))

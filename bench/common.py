@@ -8,6 +8,7 @@ steadier than wall time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -344,6 +345,7 @@ def write_json(path: Path | None, name: str, rows: Sequence[Row], meta: dict[str
     path.write_text(json.dumps({"benchmark": name, "meta": meta, "rows": [r.to_dict() for r in rows]}, indent=2))
 
 
+@contextlib.contextmanager
 def scratch_dir(prefix: str) -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         yield Path(tmp)

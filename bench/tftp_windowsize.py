@@ -59,7 +59,7 @@ def measure(size_mib: float, runs: int, windows: tuple[int, ...], rtt_ms: float)
     size = int(size_mib * 2**20)
     expected = os.urandom(size)
     with contextlib.ExitStack() as stack:
-        work = stack.enter_context(contextlib.contextmanager(scratch_dir)("bootbox-bench-ws-"))
+        work = stack.enter_context(scratch_dir("bootbox-bench-ws-"))
         root = work / "root"
         root.mkdir()
         (root / FILE_NAME).write_bytes(expected)

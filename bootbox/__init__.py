@@ -36,9 +36,12 @@ from bootbox.model import (
 
 __version__ = "0.1.0"
 
+from bootbox.config import Settings  # noqa: E402
 from bootbox.context import PluginContext, PluginStore  # noqa: E402  (needs the model first)
 from bootbox.hostprofiles import AnswerEnv, HostProfile, InputSpec  # noqa: E402
 from bootbox.pushes import PushRefused  # noqa: E402
+from bootbox.callin import callin_script  # noqa: E402
+from bootbox.grubcfg import linux_config as grub_linux_config  # noqa: E402
 
 hookimpl = pluggy.HookimplMarker("bootbox")
 """Decorator for plugin hook implementations: ``@hookimpl def bootbox_boot_script(...)``."""
@@ -73,6 +76,7 @@ __all__ = [
     "NotFound",
     "PluginContext",
     "PluginStore",
+    "Settings",
     "Platform",
     "PluginError",
     "Profile",
@@ -80,6 +84,8 @@ __all__ = [
     "ValidationError",
     "__version__",
     "api_client",
+    "callin_script",
+    "grub_linux_config",
     "hookimpl",
     "normalize_mac",
     "normalize_uuid",

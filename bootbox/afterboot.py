@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("bootbox.afterboot")
 
-REPORT_FIELDS = ("ip", "boot_id", "kernel", "hostname", "message")
+REPORT_FIELDS = ("ip", "boot_id", "kernel", "hostname", "message", "secure_boot")
 DONE, BUSY, FAILED = "done", "busy", "failed"
 
 

@@ -28,6 +28,28 @@ DEFAULT_LOADERS: dict[str, str] = {
     "9": "snponly.efi",  # x64 UEFI (RFC 4578 numbering; real firmware sends 7)
     "16": "snponly.efi",  # x64 UEFI HTTP boot: served over HTTP
 }
+# The GRUB loader kind (docs/firmware.md): architecture → Debian's network GRUB. ARM64 (11 PXE,
+# 19 HTTP) has no Debian iPXE build, so it gets GRUB by default; x64 only when a host asks.
+DEFAULT_GRUB_LOADERS: dict[str, str] = {
+    "7": "grubnetx64.efi", "9": "grubnetx64.efi", "16": "grubnetx64.efi",
+    "11": "grubnetaa64.efi", "19": "grubnetaa64.efi",
+}  # fmt: skip
+# Secure Boot hosts: architecture → Microsoft-signed shim, which loads grubx64.efi/grubaa64.efi.
+DEFAULT_SECURE_BOOT_LOADERS: dict[str, str] = {
+    "7": "shimx64.efi", "9": "shimx64.efi", "16": "shimx64.efi", "11": "shimaa64.efi", "19": "shimaa64.efi",
+}
+# Served loader name → file (absolute, or relative to state_dir), for loaders outside tftp.root:
+# Debian's signed packages (shim-signed, grub-efi-amd64-signed; arm64 ones are fetched into
+# state_dir/loaders by `python -m bootbox.signedloaders`). shim loads "grubx64.efi" from beside
+# itself, so the signed network GRUB is served under that name too.
+DEFAULT_LOADER_FILES: dict[str, str] = {
+    "shimx64.efi": "/usr/lib/shim/shimx64.efi.signed",
+    "grubx64.efi": "/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed",
+    "grubnetx64.efi": "/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed",
+    "shimaa64.efi": "loaders/arm64/shimaa64.efi.signed",
+    "grubaa64.efi": "loaders/arm64/grubnetaa64.efi.signed",
+    "grubnetaa64.efi": "loaders/arm64/grubnetaa64.efi.signed",
+}
 
 
 @dataclass(frozen=True)
@@ -40,6 +62,9 @@ class DhcpSettings:
     boot_server_port: int = 4011
     client_port: int = 68
     loaders: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_LOADERS))
+    grub_loaders: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_GRUB_LOADERS))
+    secure_boot_loaders: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_SECURE_BOOT_LOADERS))
+    loader_files: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_LOADER_FILES))
     # Full mode only (``mode = "full"``): bootbox is the network's DHCP server (net/dhcpserver.py).
     range_start: str = ""
     range_end: str = ""
@@ -72,6 +97,20 @@ class HttpSettings:
 
 
 @dataclass(frozen=True)
+class Dhcp6Settings:
+    """The DHCPv6 PXE responder (net/dhcp6.py; docs/firmware.md). TFTP and HTTP also listen on
+    ``::`` when it is on. Router advertisements stay the router's job: clients need one with the
+    M flag before they ask."""
+
+    enabled: bool = False
+    interface: str = ""
+    server_address: str = ""  # bootbox's IPv6 address in boot URLs; empty: the interface's first global one
+    address_pool: str = ""  # e.g. "fd42:b007::/64": hand out addresses; empty: boot options only
+    port: int = 547
+    client_port: int = 546
+
+
+@dataclass(frozen=True)
 class DemoSettings:
     enabled: bool = True
     profile: str = "demo"
@@ -90,6 +129,10 @@ class Settings:
     tftp: TftpSettings = field(default_factory=TftpSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     demo: DemoSettings = field(default_factory=DemoSettings)
+    dhcp6: Dhcp6Settings = field(default_factory=Dhcp6Settings)
+    groups: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """``[groups.NAME]``: boot settings of the hosts whose ``group`` rule item is NAME
+    (``loader = "ipxe"|"grub"``, ``secure_boot = true|false``; docs/firmware.md)."""
     plugins: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """``[plugins.NAME]`` tables, passed as they are to the plugin that owns NAME to validate."""
 
@@ -101,9 +144,14 @@ class Settings:
         return dataclasses.asdict(self)
 
 
-_SECTIONS = {"dhcp": DhcpSettings, "tftp": TftpSettings, "http": HttpSettings, "demo": DemoSettings}
+_SECTIONS = {"dhcp": DhcpSettings, "tftp": TftpSettings, "http": HttpSettings, "demo": DemoSettings,
+             "dhcp6": Dhcp6Settings}
+_GROUP_KEYS = {"loader": ("ipxe", "grub"), "secure_boot": (True, False)}
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 DHCP_MODES = ("proxy", "full")
+# BOOTBOX_* variables that are not settings: the CLI's (config file, API URL and token), the demo
+# payload's download cache (set by the systemd unit), and the test suite's lab switch.
+_NOT_SETTINGS = ("BOOTBOX_CONFIG", "BOOTBOX_URL", "BOOTBOX_TOKEN", "BOOTBOX_CACHE", "BOOTBOX_LAB_REQUIRED")
 _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
@@ -155,6 +203,8 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
             if not isinstance(value, Mapping) or not all(isinstance(v, Mapping) for v in value.values()):
                 raise ConfigError("plugins", "expected [plugins.NAME] tables")
             values[name] = {str(k): dict(v) for k, v in value.items()}
+        elif name == "groups" and cls is Settings:
+            values[name] = _groups(value)
         elif name in _SECTIONS and cls is Settings:
             if not isinstance(value, Mapping):
                 raise ConfigError(name, "expected a [section] table")
@@ -162,6 +212,25 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
         else:
             values[name] = _coerce(f"{prefix}{name}", value, getattr(defaults, name))
     return cls(**values)
+
+
+def _groups(value: Any) -> dict[str, dict[str, Any]]:
+    """``[groups.NAME]`` tables: only the keys of _GROUP_KEYS, with their allowed values."""
+    if not isinstance(value, Mapping) or not all(isinstance(v, Mapping) for v in value.values()):
+        raise ConfigError("groups", "expected [groups.NAME] tables")
+    groups: dict[str, dict[str, Any]] = {}
+    for name, table in value.items():
+        checked: dict[str, Any] = {}
+        for key, item in table.items():
+            where = f"groups.{name}.{key}"
+            if key not in _GROUP_KEYS:
+                raise ConfigError(where, f"unknown setting; known: {', '.join(sorted(_GROUP_KEYS))}")
+            item = _coerce(where, item, True) if key == "secure_boot" else item
+            if item not in _GROUP_KEYS[key]:
+                raise ConfigError(where, f"use one of {', '.join(map(str, _GROUP_KEYS[key]))}")
+            checked[key] = item
+        groups[str(name)] = checked
+    return groups
 
 
 def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -179,7 +248,7 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     top = {f.name for f in dataclasses.fields(Settings)} - {"plugins"}
     result: dict[str, Any] = {}
     for name, value in env.items():
-        if not name.startswith("BOOTBOX_") or name in ("BOOTBOX_CONFIG", "BOOTBOX_URL", "BOOTBOX_TOKEN"):
+        if not name.startswith("BOOTBOX_") or name in _NOT_SETTINGS:
             continue
         key = name[len("BOOTBOX_") :].lower()
         section, _, rest = key.partition("_")
@@ -219,9 +288,14 @@ def _validate(settings: Settings) -> None:
     if settings.dhcp.mode not in DHCP_MODES:
         raise ConfigError("dhcp.mode", f"{settings.dhcp.mode!r} is not a mode; use \"proxy\" or \"full\"")
     _validate_full_dhcp(settings.dhcp)
-    for code in settings.dhcp.loaders:
-        if not code.isdigit() or int(code) > 65535:
-            raise ConfigError(f"dhcp.loaders.{code}", "keys are DHCP client-architecture numbers (option 93)")
+    for table in ("loaders", "grub_loaders", "secure_boot_loaders"):
+        for code in getattr(settings.dhcp, table):
+            if not code.isdigit() or int(code) > 65535:
+                raise ConfigError(f"dhcp.{table}.{code}", "keys are DHCP client-architecture numbers (option 93)")
+    for name in settings.dhcp.loader_files:
+        if not name or "/" in name or name.startswith("."):
+            raise ConfigError(f"dhcp.loader_files.{name}", "keys are served file names, without directories")
+    _validate_dhcp6(settings.dhcp6)
     if settings.log_level.lower() not in _LOG_LEVELS:
         raise ConfigError("log_level", f"use one of {', '.join(_LOG_LEVELS)}")
     if settings.http.threads < 1:
@@ -230,6 +304,26 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("retry_seconds", "must be at least 1")
     if not settings.state_dir:
         raise ConfigError("state_dir", "must not be empty")
+
+
+def _validate_dhcp6(dhcp6: Dhcp6Settings) -> None:
+    if dhcp6.enabled and not dhcp6.interface:
+        raise ConfigError("dhcp6.interface", "the DHCPv6 responder needs the interface to serve (e.g. \"eth1\")")
+    if dhcp6.server_address:
+        try:
+            ipaddress.IPv6Address(dhcp6.server_address)
+        except ValueError:
+            raise ConfigError("dhcp6.server_address", f"{dhcp6.server_address!r} is not an IPv6 address") from None
+    if dhcp6.address_pool:
+        try:
+            pool = ipaddress.IPv6Network(dhcp6.address_pool)
+        except ValueError:
+            raise ConfigError("dhcp6.address_pool", f"{dhcp6.address_pool!r} is not an IPv6 prefix like fd42:b007::/64") from None
+        if pool.prefixlen > 120:
+            raise ConfigError("dhcp6.address_pool", "use a prefix of /120 or shorter")
+    for key, port in (("dhcp6.port", dhcp6.port), ("dhcp6.client_port", dhcp6.client_port)):
+        if not 0 <= port <= 65535:
+            raise ConfigError(key, f"port {port} is outside 0..65535")
 
 
 def _ipv4(key: str, value: str) -> ipaddress.IPv4Address:
@@ -266,13 +360,13 @@ def _validate_full_dhcp(dhcp: DhcpSettings) -> None:
         for key, address in addresses.items():
             if address not in network:
                 raise ConfigError(f"dhcp.{key}", f"{address} is outside the subnet {network}")
-    for mac, address in dhcp.reservations.items():
+    for mac, fixed in dhcp.reservations.items():
         key = f"dhcp.reservations.{mac}"
         if not _MAC.fullmatch(mac.lower()):
             raise ConfigError(key, "keys are MAC addresses like \"52:54:00:12:34:56\"")
-        reserved = _ipv4(key, address)
+        reserved = _ipv4(key, fixed)
         if network is not None and reserved not in network:
-            raise ConfigError(key, f"{address} is outside the subnet {network}")
+            raise ConfigError(key, f"{fixed} is outside the subnet {network}")
     if not 60 <= dhcp.lease_seconds <= 0xFFFFFFFE:
         raise ConfigError("dhcp.lease_seconds", "use at least 60 seconds (and less than 136 years)")
     if dhcp.domain and not all(_LABEL.fullmatch(label) for label in dhcp.domain.lower().rstrip(".").split(".")):

@@ -70,6 +70,13 @@ class PluginContext:
     profile: Callable[[str], Profile]
     """``profile(name)``: a profile (raises :class:`bootbox.NotFound`)."""
     profiles: Callable[[], list[Profile]]
+    put_profile: Callable[..., Profile]
+    """``put_profile(profile, replace_existing=False)``: validate (by its kind's plugin) and store
+    a profile, durably, as ``POST/PUT /api/v1/profiles`` does; returns the stored profile."""
+    delete_profile: Callable[[str], None]
+    image_packages: Callable[[Host, Profile], list[str]]
+    """``image_packages(host, profile)``: what every plugin adds to this host's image
+    (``bootbox_image_packages``), so the boot kind can resolve the whole set."""
     associations: Callable[[Host], Mapping[str, str]]
     """``associations(host)``: the host's cached rule items (image, host_profile, group, …); on its
     first boot, what the active rule set gives it (then cached, as Auto Deploy does)."""

@@ -61,8 +61,13 @@ __all__ = [
 
 log = logging.getLogger("bootbox.demo")
 
-MODULES: tuple[str, ...] = ("e1000", "e1000e", "virtio_net", "virtio_pci")
-"""NIC drivers in the initramfs: QEMU's e1000 (pc), e1000e (q35's default) and virtio-net."""
+MODULES: tuple[str, ...] = ("e1000", "e1000e", "virtio_net", "virtio_pci", "efivarfs")
+"""NIC drivers in the initramfs: QEMU's e1000 (pc), e1000e (q35's default) and virtio-net; and
+efivarfs, through which /init reads the SecureBoot variable it reports."""
+ARCH_MODULES: dict[str, tuple[str, ...]] = {"amd64": MODULES, "arm64": ("virtio_net", "virtio_pci", "efivarfs")}
+"""Modules per Debian architecture: the arm64 ``virt`` machine has only virtio NICs."""
+ARCH_CMDLINE: dict[str, str] = {"arm64": "console=ttyAMA0 quiet panic=-1"}
+"""Kernel arguments where DEFAULT_CMDLINE's serial console is wrong (``virt``'s PL011 UART)."""
 
 MARKER_START = "BOOTBOX-DEMO: init started"
 MARKER_OK = "BOOTBOX-DEMO: reported in"
@@ -299,12 +304,12 @@ def synthesize_modules_dep(modules_dir: Path, wanted: Sequence[str]) -> str:
     return "".join(line.rstrip() + "\n" for _, line in sorted(lines.items()))
 
 
-def _modules_dep_text(modules_dir: Path) -> str:
+def _modules_dep_text(modules_dir: Path, modules: Sequence[str] = MODULES) -> str:
     """The tree's modules.dep, or one made from modinfo when the tree has none (a .deb)."""
     dep = modules_dir / "modules.dep"
     if dep.is_file():
         return dep.read_text()
-    return synthesize_modules_dep(modules_dir, MODULES)
+    return synthesize_modules_dep(modules_dir, modules)
 
 
 def _read_module(path: Path) -> bytes:
@@ -408,7 +413,8 @@ bootbox_main() {
         bootbox_poweroff
     fi
     BOOT_ID=$(cat /proc/sys/kernel/random/uuid)
-    BODY="mac=$MAC&ip=$IP&boot_id=$BOOT_ID&kernel=$(uname -r)"
+    SECURE_BOOT=$(bootbox_secure_boot)
+    BODY="mac=$MAC&ip=$IP&boot_id=$BOOT_ID&kernel=$(uname -r)&secure_boot=$SECURE_BOOT"
     for _bb_attempt in 1 2 3; do
         # busybox 1.35's wget -T segfaults, so timeout(1) bounds each attempt instead.
         if timeout 10 wget -q -O /run/callback.out --post-data "$BODY" "$BB_CALLBACK"; then
@@ -419,6 +425,21 @@ bootbox_main() {
     done
     echo "@MARKER_FAIL@: POST to $BB_CALLBACK failed mac=$MAC ip=$IP"
     bootbox_poweroff
+}
+
+# bootbox_secure_boot: "on" or "off" as the firmware's SecureBoot variable says (its fifth byte,
+# after four attribute bytes), "off" without EFI, "unknown" when the variable cannot be read.
+bootbox_secure_boot() {
+    [ -d /sys/firmware/efi ] || { echo off; return; }
+    mount -t efivarfs efivarfs /sys/firmware/efi/efivars 2>/dev/null
+    for _bb_var in /sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c; do
+        [ -e "$_bb_var" ] || break
+        case "$(dd if="$_bb_var" bs=1 skip=4 count=1 2>/dev/null | od -An -tu1 | tr -d ' ')" in
+            1) echo on; return ;;
+            0) echo off; return ;;
+        esac
+    done
+    echo unknown
 }
 
 bootbox_poweroff() {
@@ -507,20 +528,23 @@ def _run(argv: Sequence[str], *, cwd: Path | None = None) -> str:
     return done.stdout
 
 
-def _apt_kernel_package() -> str:
-    """Name of the kernel package ``linux-image-amd64`` currently depends on."""
-    out = _run(["apt-cache", "depends", "linux-image-amd64"])
+def _apt_kernel_package(arch: str = "amd64") -> str:
+    """Name of the kernel package ``linux-image-<arch>`` currently depends on (for a foreign
+    ``arch``, ``dpkg --add-architecture`` and ``apt-get update`` must have run)."""
+    meta = f"linux-image-{arch}" if arch == "amd64" else f"linux-image-{arch}:{arch}"
+    out = _run(["apt-cache", "depends", meta])
     for line in out.splitlines():
-        match = re.match(r"\s*Depends:\s*(linux-image-(\d\S*-amd64))\s*$", line)
+        match = re.match(rf"\s*Depends:\s*(linux-image-(\d\S*-{arch}))(:{arch})?\s*$", line)
         if match:
             return match.group(1)
-    raise DemoError("apt-cache knows no linux-image-amd64 dependency (run apt-get update first)")
+    raise DemoError(f"apt-cache knows no {meta} dependency (run apt-get update first"
+                    + ("" if arch == "amd64" else f"; dpkg --add-architecture {arch} before it") + ")")
 
 
 def _extract_deb(package: str, workdir: Path) -> Path:
     """``apt-get download`` + ``dpkg -x`` into ``workdir``; return the extraction root."""
     _run(["apt-get", "download", package], cwd=workdir)
-    debs = sorted(workdir.glob(f"{package}_*.deb"))
+    debs = sorted(workdir.glob(f"{package.partition(':')[0]}_*.deb"))
     if not debs:
         raise DemoError(f"apt-get download {package} produced no .deb")
     root = workdir / "root"
@@ -536,7 +560,7 @@ def _modules_root(root: Path, version: str) -> Path:
     raise DemoError(f"no modules for {version} under {root}")
 
 
-def _compact_kernel(source: _KernelTree, dest: Path) -> _KernelTree:
+def _compact_kernel(source: _KernelTree, dest: Path, modules: Sequence[str] = MODULES) -> _KernelTree:
     """Copy the kernel, modules.dep(+builtin) and only the NIC modules' closure into ``dest``.
 
     The full package unpacks to ~400 MB; the cache keeps ~10 MB.
@@ -545,10 +569,10 @@ def _compact_kernel(source: _KernelTree, dest: Path) -> _KernelTree:
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "modules").mkdir(parents=True)
     shutil.copyfile(source.vmlinuz, tmp / KERNEL_NAME)
-    dep_text = _modules_dep_text(source.modules_dir)
+    dep_text = _modules_dep_text(source.modules_dir, modules)
     builtin_path = source.modules_dir / "modules.builtin"
     builtin = builtin_path.read_text() if builtin_path.is_file() else ""
-    wanted = module_load_order(dep_text, MODULES, builtin)
+    wanted = module_load_order(dep_text, modules, builtin)
     kept = {path: line for path, line in _dep_lines(dep_text) if path in wanted}
     (tmp / "modules" / "modules.dep").write_text("".join(kept[p] + "\n" for p in wanted))
     (tmp / "modules" / "modules.builtin").write_text(builtin)
@@ -592,24 +616,27 @@ def _installed_kernel() -> _KernelTree | None:
     return None
 
 
-def _get_kernel(cache: Path) -> _KernelTree:
-    """The Debian kernel named by linux-image-amd64, cached; else the installed one."""
+def _get_kernel(cache: Path, arch: str = "amd64") -> _KernelTree:
+    """The Debian kernel named by linux-image-<arch>, cached; else (amd64) the installed one."""
     problems: list[str] = []
+    modules = ARCH_MODULES[arch]
     try:
-        package = _apt_kernel_package()
+        package = _apt_kernel_package(arch)
         version = package.removeprefix("linux-image-")
         cached = _cached_kernel(cache, version)
         if cached is not None:
             return cached
         log.info("downloading %s", package)
         with tempfile.TemporaryDirectory(dir=cache, prefix="deb-") as tmp:
-            root = _extract_deb(package, Path(tmp))
+            root = _extract_deb(package if arch == "amd64" else f"{package}:{arch}", Path(tmp))
             source = _KernelTree(
                 version, root / "boot" / f"vmlinuz-{version}", _modules_root(root, version)
             )
-            return _compact_kernel(source, cache / f"kernel-{version}")
+            return _compact_kernel(source, cache / f"kernel-{version}", modules)
     except DemoError as exc:
         problems.append(str(exc))
+        if arch != "amd64":
+            raise DemoError(f"cannot get an {arch} kernel for the demo payload: {exc}") from exc
     installed = _installed_kernel()
     if installed is not None:
         log.warning("using the installed kernel %s (%s)", installed.version, problems[0])
@@ -639,17 +666,19 @@ def _is_static_elf(path: Path) -> bool:
     return True
 
 
-def _get_busybox(cache: Path) -> Path:
-    """A statically linked busybox: the installed busybox-static, else its Debian package."""
-    for candidate in (Path("/bin/busybox"), Path("/usr/bin/busybox")):
-        if candidate.is_file() and _is_static_elf(candidate):
-            return candidate
-    cached = cache / "busybox"
+def _get_busybox(cache: Path, arch: str = "amd64") -> Path:
+    """A statically linked busybox: the installed busybox-static, else its Debian package (for
+    another ``arch``, always the package, ``busybox-static:<arch>``)."""
+    if arch == "amd64":
+        for candidate in (Path("/bin/busybox"), Path("/usr/bin/busybox")):
+            if candidate.is_file() and _is_static_elf(candidate):
+                return candidate
+    cached = cache / ("busybox" if arch == "amd64" else f"busybox-{arch}")
     if cached.is_file():
         return cached
-    log.info("downloading busybox-static")
+    log.info("downloading busybox-static for %s", arch)
     with tempfile.TemporaryDirectory(dir=cache, prefix="deb-") as tmp:
-        root = _extract_deb("busybox-static", Path(tmp))
+        root = _extract_deb("busybox-static" if arch == "amd64" else f"busybox-static:{arch}", Path(tmp))
         for rel in ("bin/busybox", "usr/bin/busybox"):
             if (root / rel).is_file():
                 shutil.copyfile(root / rel, cached)
@@ -676,7 +705,10 @@ def _applet_links(busybox: Path) -> list[str]:
     return sorted({line.strip() for line in out.splitlines() if line.strip()})
 
 
-def _initramfs_entries(kernel: _KernelTree, busybox: Path) -> list[CpioEntry]:
+def _initramfs_entries(kernel: _KernelTree, busybox: Path, modules: Sequence[str] = MODULES,
+                       applets: Sequence[str] | None = None) -> list[CpioEntry]:
+    """Everything in the initramfs. ``applets`` are busybox's install paths; by default the
+    binary lists them itself, which a foreign-architecture busybox cannot do here."""
     d, f, link = stat.S_IFDIR | 0o755, stat.S_IFREG, stat.S_IFLNK | 0o777
     mod_dir = f"lib/modules/{kernel.version}"
     entries = [CpioEntry(name, d) for name in (*_DIRS, mod_dir)]
@@ -684,16 +716,16 @@ def _initramfs_entries(kernel: _KernelTree, busybox: Path) -> list[CpioEntry]:
     entries.append(CpioEntry("dev/console", stat.S_IFCHR | 0o600, rdev=(5, 1)))
     entries.append(CpioEntry("dev/null", stat.S_IFCHR | 0o666, rdev=(1, 3)))
     entries.append(CpioEntry("bin/busybox", f | 0o755, busybox.read_bytes()))
-    for applet in _applet_links(busybox):
+    for applet in _applet_links(busybox) if applets is None else applets:
         if applet == "bin/busybox":
             continue
         depth = applet.count("/")
         entries.append(CpioEntry(applet, link, ("../" * depth + "bin/busybox").encode()))
-    dep_text = _modules_dep_text(kernel.modules_dir)
+    dep_text = _modules_dep_text(kernel.modules_dir, modules)
     builtin_path = kernel.modules_dir / "modules.builtin"
     builtin = builtin_path.read_text() if builtin_path.is_file() else ""
     flat: list[str] = []
-    for rel in module_load_order(dep_text, MODULES, builtin):
+    for rel in module_load_order(dep_text, modules, builtin):
         name = _module_name(rel) + ".ko"
         flat.append(name)
         entries.append(
@@ -715,10 +747,10 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _recipe_key(kernel: _KernelTree, busybox: Path) -> str:
+def _recipe_key(kernel: _KernelTree, busybox: Path, modules: Sequence[str] = MODULES) -> str:
     """Hash of everything the output depends on, so a rebuild happens exactly when needed."""
     digest = hashlib.sha256()
-    for part in (_RECIPE_VERSION, kernel.version, init_script(), _UDHCPC_SCRIPT, *MODULES):
+    for part in (_RECIPE_VERSION, kernel.version, init_script(), _UDHCPC_SCRIPT, *modules):
         digest.update(part.encode() + b"\0")
     digest.update(_sha256(kernel.vmlinuz).encode())
     digest.update(_sha256(busybox).encode())
@@ -743,12 +775,14 @@ def _atomic_write(path: Path, data: bytes) -> None:
     tmp.replace(path)
 
 
-def build_demo_assets(dest: Path, *, cache: Path | None = None) -> DemoAssets:
+def build_demo_assets(dest: Path, *, cache: Path | None = None, arch: str = "amd64") -> DemoAssets:
     """Build (or reuse) ``dest/vmlinuz`` and ``dest/initrd.img`` for the demo profile.
 
     :param dest: output directory; created if needed. ``dest/demo.json`` records what was built.
     :param cache: where downloaded packages are unpacked and trimmed (default
         :func:`default_cache_dir`); reused across calls and projects.
+    :param arch: Debian architecture of the payload: ``amd64`` or ``arm64`` (``linux-image-arm64``
+        and ``busybox-static:arm64`` are downloaded; needs ``dpkg --add-architecture arm64``).
     :raises DemoError: when no kernel or no static busybox can be found, with the reason.
 
     Idempotent: if ``dest`` already holds assets made from the same kernel, busybox and recipe,
@@ -756,15 +790,21 @@ def build_demo_assets(dest: Path, *, cache: Path | None = None) -> DemoAssets:
     """
     dest = Path(dest)
     cache = Path(cache) if cache is not None else default_cache_dir()
+    if arch not in ARCH_MODULES:
+        raise DemoError(f"no demo payload for architecture {arch!r}; known: {', '.join(ARCH_MODULES)}")
+    modules = ARCH_MODULES[arch]
     with _locked(cache):
-        kernel = _get_kernel(cache)
-        busybox = _get_busybox(cache)
-    key = _recipe_key(kernel, busybox)
+        kernel = _get_kernel(cache, arch)
+        busybox = _get_busybox(cache, arch)
+        # A foreign busybox cannot run here to list its applets; the host's of the same Debian
+        # release has the same list.
+        applets = None if arch == "amd64" else _applet_links(_get_busybox(cache))
+    key = _recipe_key(kernel, busybox, modules)
     assets = DemoAssets(
         kernel=dest / KERNEL_NAME,
         initrd=dest / INITRD_NAME,
         kernel_version=kernel.version,
-        cmdline=DEFAULT_CMDLINE,
+        cmdline=ARCH_CMDLINE.get(arch, DEFAULT_CMDLINE),
     )
     with _locked(dest):
         manifest = dest / MANIFEST_NAME
@@ -775,7 +815,7 @@ def build_demo_assets(dest: Path, *, cache: Path | None = None) -> DemoAssets:
             except ValueError:
                 pass
         raw = io.BytesIO()
-        write_cpio(_initramfs_entries(kernel, busybox), raw)
+        write_cpio(_initramfs_entries(kernel, busybox, modules, applets), raw)
         packed = io.BytesIO()
         with gzip.GzipFile(fileobj=packed, mode="wb", mtime=0, compresslevel=6) as gz:
             gz.write(raw.getvalue())

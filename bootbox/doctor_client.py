@@ -48,7 +48,7 @@ class Step:
 
 def _request(kind: MessageType, mac: bytes, arch: int, *, ipxe: bool, ciaddr: str, xid: int) -> bytes:
     http = arch in (15, 16, 18, 19)
-    options = {
+    options: dict[int, bytes] = {
         Opt.MESSAGE_TYPE: bytes((kind,)),
         Opt.VENDOR_CLASS: f"{'HTTPClient' if http else 'PXEClient'}:Arch:{arch:05d}:UNDI:003000".encode(),
         Opt.CLIENT_ARCH: arch.to_bytes(2, "big"),

@@ -164,6 +164,22 @@ def bootbox_boot_script(host: "Host", profile: "Profile", boot: "BootContext") -
     """
 
 
+@hookspec(firstresult=True)
+def bootbox_grub_config(host: "Host", profile: "Profile", boot: "BootContext") -> str | None:
+    """Render the GRUB configuration that boots ``host`` with ``profile`` (the ``grub`` loader).
+
+    :param host: the host asking (its GRUB fetched ``grub/hosts/<its MAC>.cfg``).
+    :param profile: the chosen profile; implement this only for the ``profile.kind`` you own.
+    :param boot: paths and URLs for this host: ``boot.asset_path(name)`` is a file of its profile
+        on the boot server, read over the protocol GRUB came in on; ``boot.callback_url``.
+
+    ``firstresult``: return GRUB script text for kinds you own, ``None`` otherwise
+    (``bootbox.grub_linux_config`` writes the usual kernel + initrd one). Called for hosts whose
+    loader is GRUB: ARM64, Secure Boot, or ``loader = grub`` (docs/firmware.md). Under Secure
+    Boot the kernel must be signed; GRUB refuses anything else.
+    """
+
+
 # --------------------------------------------------------------------------------------------
 # Serving files: called when a host fetches a file of its profile.
 # --------------------------------------------------------------------------------------------

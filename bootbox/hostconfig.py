@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from bootbox.answer_tokens import AnswerTokens
 from bootbox.answers import AnswerBook, HostProfileBook
+from bootbox.callin import callin_script
 from bootbox.errors import BootboxError, Forbidden, NotFound, PluginError, ValidationError
 from bootbox.hostprofiles import (
     FILE_NAME,
@@ -215,7 +216,7 @@ class HostConfig:
         up_url = f"{base_url.rstrip('/')}/api/v1/hosts/{mac}/up?token={up_token}"
         instance = instance_id or f"bootbox-{mac_key(mac)}-preview"
         context = render_context(host, answers, {"up_url": up_url, "instance_id": instance,
-                                                 "base_url": base_url.rstrip("/")})
+                                                 "base_url": base_url.rstrip("/"), "callin": callin_script(up_url)})
         env = AnswerEnv(render=lambda name: render(profile, name, context), up_url=up_url, instance_id=instance,
                         masked=masked)
         plain = {k: v for k, v in values.items()}

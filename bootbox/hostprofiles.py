@@ -331,7 +331,8 @@ def template_answers(inputs: Sequence[InputSpec], answers: Mapping[str, Any],
 
 def render_context(host: Host, answers: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The variables a template sees: ``host`` (mac, attrs, associations, profile), ``group``,
-    ``attrs``, ``answers`` and ``bootbox`` (URLs for this boot: ``up_url``, ``instance_id``)."""
+    ``attrs``, ``answers`` and ``bootbox`` (this boot: ``up_url``, ``instance_id``, ``base_url``
+    and ``callin``, a shell script that reports up with backoff, for ``%firstboot``)."""
     return {
         "host": {"mac": host.mac, "attrs": dict(host.attrs), "associations": dict(host.associations),
                  "profile": host.profile, "boot_id": host.boot_id or ""},

@@ -312,6 +312,11 @@ class BootContext:
         """URL of a file of this host's profile (kernel, initrd, modules), served with Range."""
         return f"{self._host_base}/assets/{name}"
 
+    def asset_path(self, name: str) -> str:
+        """The same file as a path on the boot server, for loaders that fetch over the protocol
+        they came in on (GRUB reads it over TFTP, or HTTP when it was HTTP-booted)."""
+        return f"/boot/hosts/{self.mac.replace(':', '')}/assets/{name}"
+
     @property
     def callback_url(self) -> str:
         """Where the booted OS reports in (``POST``)."""

@@ -26,6 +26,8 @@ from bootbox.afterboot import AfterBoot
 from bootbox.config import Settings
 from bootbox.context import PluginContext, PluginStore
 from bootbox.errors import BootboxError, Conflict, NotFound, PluginError, ValidationError
+from bootbox.firmware import FirmwareBoot
+from bootbox.grubcfg import waiting_config as grub_waiting_config
 from bootbox.hostconfig import HostConfig
 from bootbox.index import HOSTS_TABLE, HostIndex, HostPersister
 from bootbox.journal import Journal
@@ -43,7 +45,6 @@ from bootbox.model import (
 )
 from bootbox.plugins import PluginInfo, plugin_infos
 from bootbox.rulebook import RuleBook
-from bootbox.safepath import open_regular_under, resolve_under
 from bootbox.store import Store
 
 log = logging.getLogger("bootbox.service")
@@ -53,6 +54,8 @@ BUILTIN_ITEM_TYPES: dict[str, str] = {
     "image": "the profile the host boots (an image profile)",
     "host_profile": "the host profile: configuration templates and per-host answers",
     "group": "a location label: cluster, site, rack",
+    "loader": "the first-stage loader kind: ipxe or grub (docs/firmware.md)",
+    "secure_boot": "on: the signed chain, shim -> GRUB -> signed kernel (docs/firmware.md)",
 }
 _PROFILE_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
@@ -111,6 +114,7 @@ class BootService:
         )
         self.hostconfig = HostConfig(self)
         self.after_boot = AfterBoot(self)
+        self.firmware = FirmwareBoot(self)
         self._started = False
 
     # ---------------------------------------------------------------- lifecycle
@@ -130,6 +134,8 @@ class BootService:
         self.rules.load()
         self._persister.start()
         self._started = True
+        for warning in self.firmware.startup_warnings():
+            log.warning("%s", warning)
 
     def _plugin_context(self, plugin: str) -> PluginContext:
         data_dir = self.settings.state_path / "plugins" / plugin
@@ -144,6 +150,9 @@ class BootService:
             hosts=self.list_hosts,
             profile=self.profile,
             profiles=self.profiles,
+            put_profile=self.put_profile,
+            delete_profile=self.delete_profile,
+            image_packages=self.image_packages,
             associations=self.associate,
         )
 
@@ -215,22 +224,9 @@ class BootService:
     # ---------------------------------------------------------------- DHCP
 
     def decide(self, machine: Machine) -> BootSpec | None:
-        """Answer a PXE client's DHCP request (called on the DHCP thread; memory only)."""
-        base = policy.http_base_url(
-            machine,
-            server_address=self.settings.server_address,
-            http_port=self.settings.http.port,
-            public_url=self.settings.http.public_url,
-        )
-        spec = policy.choose_boot(
-            machine,
-            loaders=self.settings.dhcp.loaders,
-            next_server=self.settings.server_address or machine.server_ip,
-            base_url=base,
-        )
-        if spec is None:
-            self.record(machine.mac, EventKind.DHCP_IGNORED, f"no loader for client architecture {machine.arch}", arch=machine.arch)
-        return spec
+        """Answer a PXE client's DHCP request (called on the DHCP thread; memory only): the
+        loader its architecture, group and rule items call for (bootbox.firmware)."""
+        return self.firmware.decide(machine)
 
     def dhcp_answered(self, machine: Machine, spec: BootSpec, port: int) -> None:
         """Record that the proxy answered ``machine`` (an OFFER on 67, an ACK on 4011)."""
@@ -259,8 +255,9 @@ class BootService:
         return mac or f"ip:{ip}"
 
     def open_tftp(self, name: str, client: tuple[str, int]) -> BinaryIO:
-        """Open a loader for a TFTP read; raises NotFound / Forbidden (mapped to TFTP errors)."""
-        return open_regular_under(Path(self.settings.tftp.root), name)
+        """Open a loader, a generated GRUB config or a host's profile file for a TFTP read;
+        raises NotFound / Forbidden (mapped to TFTP errors)."""
+        return self.firmware.open_tftp(name, client)
 
     def tftp_done(self, record: Any) -> None:
         """Record a finished TFTP transfer on the host that made it."""
@@ -276,7 +273,7 @@ class BootService:
 
     def loader_path(self, name: str, client_ip: str, *, record: bool = True) -> Path:
         """A loader served over HTTP to UEFI HTTP-boot clients (same files as TFTP)."""
-        path = resolve_under(Path(self.settings.tftp.root), name)
+        path = self.firmware.loader_path(name)
         if record:
             mac = self._mac_for_ip(client_ip)
             self.record(mac, EventKind.HTTP_FILE, f"http loader {name}", file=name, ip=client_ip)
@@ -296,9 +293,18 @@ class BootService:
             self.record(mac, EventKind.STATE, f"plugin hook {name} failed: {exc}", hook=name)
             return None
 
-    def host_script(self, mac: str, params: Mapping[str, str], client_ip: str, base_url: str) -> str:
-        """The per-host iPXE script: record what iPXE reported, choose a profile, render it."""
+    def host_script(self, mac: str, params: Mapping[str, str], client_ip: str, base_url: str,
+                    *, loader: str = "ipxe") -> str:
+        """The per-host iPXE script (or, with ``loader="grub"``, GRUB config): record what the
+        loader reported, choose a profile, render it."""
         mac = normalize_mac(mac)
+        grub = loader == "grub"
+
+        def waiting(boot: BootContext, attrs: Mapping[str, str], reason: str) -> str:
+            if grub:
+                return grub_waiting_config(mac, attrs, reason, self.settings.retry_seconds)
+            return render.waiting_script(boot, attrs, reason, self.settings.retry_seconds)
+
         attrs = {attr: _clean_attr(params[param]) for param, attr in _PARAM_ATTRS.items() if params.get(param)}
         if attrs.get("uuid"):
             try:
@@ -322,26 +328,27 @@ class BootService:
             )
             self._see(mac, HostState.WAITING)
             self.record(mac, EventKind.HTTP_SCRIPT, f"waiting script: {reason}", reason=reason)
-            return render.waiting_script(boot, host.attrs, reason, self.settings.retry_seconds)
+            return waiting(boot, host.attrs, reason)
         host = self.hosts.get(mac) or host  # with the associations the rules just cached
         held = self.hostconfig.hold_reason(host)
         if held:
             self._see(mac, HostState.NEEDS_ANSWERS)
             self.hosts.update(mac, lambda h: replace(h, reason=held))  # type: ignore[arg-type]
             self.record(mac, EventKind.ANSWERS, f"held: {held}", reason=held, profile=profile.name)
-            return render.waiting_script(boot, host.attrs, f"it is held: {held}", self.settings.retry_seconds)
+            return waiting(boot, host.attrs, f"it is held: {held}")
         boot = replace(boot, answer_token=self.hostconfig.mint(host, client_ip),
                        up_token=self.hostconfig.up_token(mac))
-        script = self._call_boot_hook(mac, "bootbox_boot_script", host=host, profile=profile, boot=boot)
+        hook = "bootbox_grub_config" if grub else "bootbox_boot_script"
+        script = self._call_boot_hook(mac, hook, host=host, profile=profile, boot=boot)
         if not script:
             reason = f"no plugin boots profiles of kind {profile.kind!r}"
             self._see(mac, HostState.WAITING)
             self.record(mac, EventKind.HTTP_SCRIPT, f"waiting script: {reason}", reason=reason, profile=profile.name)
-            return render.waiting_script(boot, host.attrs, reason, self.settings.retry_seconds)
+            return waiting(boot, host.attrs, reason)
         self.hosts.update(mac, lambda h: replace(h or Host(mac=mac), state=HostState.BOOTING, profile=profile.name,
                                                  reason=""))
-        self.record(mac, EventKind.HTTP_SCRIPT, f"script for profile {profile.name} ({profile.kind})",
-                    profile=profile.name, kind=profile.kind, ip=client_ip)
+        self.record(mac, EventKind.HTTP_SCRIPT, f"{'GRUB config' if grub else 'script'} for profile {profile.name} "
+                    f"({profile.kind})", profile=profile.name, kind=profile.kind, ip=client_ip, loader=loader)
         return script
 
     def host_asset(self, mac: str, name: str, client_ip: str, *, record: bool = True) -> Path:

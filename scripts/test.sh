@@ -19,6 +19,9 @@ apt_packages=(
   curl dnsutils tcpdump iproute2         # real clients (curl tftp:// and http://, dig) and the lab
   busybox-static cpio xz-utils kmod      # the demo initramfs
   nginx-light tftpd-hpa                  # reference servers for the benchmarks and the cache test
+  isc-dhcp-client                        # dhclient: a real client of full-DHCP mode
+  systemd                                # systemd-analyze verify/security on appliance/bootbox.service
+  vagrant vagrant-libvirt                # `vagrant validate` of the Vagrantfile, libvirt provider included
 )
 # Reference servers are installed as programs only: their system services must not start (and
 # take ports 69 or 80) on a developer's machine. policy-rc.d tells the packages not to start them.
@@ -53,6 +56,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install -q --upgrade pip >/dev/null
 .venv/bin/pip install -q -e '.[test]'
+# The vCloud Director agent plugin ships as a separate distribution, as a third party's would.
+.venv/bin/pip install -q -e plugins/bootbox_vcd
 
 # The tools are installed above, so a lab test that cannot run is a failure, not a skip.
 export BOOTBOX_LAB_REQUIRED=1

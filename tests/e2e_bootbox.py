@@ -64,14 +64,18 @@ class BootboxOnSegment:
             self.cli("rule", "add", "demo", "--all-hosts", "--item", "image=demo")
 
 
-def start_bootbox(lab: LabSegment, *, retry_seconds: int = 60, extra_toml: str = "") -> BootboxOnSegment:
-    """``bootbox serve`` in the server namespace as the proxyDHCP, TFTP and HTTP server."""
+def start_bootbox(lab: LabSegment, *, retry_seconds: int = 60, extra_toml: str = "", top_toml: str = "",
+                  dhcp_toml: str = "") -> BootboxOnSegment:
+    """``bootbox serve`` in the server namespace as the proxyDHCP, TFTP and HTTP server.
+
+    ``top_toml`` and ``dhcp_toml`` are lines for the top level and the ``[dhcp]`` table (TOML
+    cannot reopen a table); ``extra_toml`` comes last, for further tables."""
     state = lab.workdir / "bootbox-state"
     config = lab.workdir / "bootbox.toml"
     config.write_text(
-        f'state_dir = "{state}"\nretry_seconds = {retry_seconds}\nlog_level = "debug"\n'
+        f'state_dir = "{state}"\nretry_seconds = {retry_seconds}\nlog_level = "debug"\n{top_toml}'
         f'[demo]\nenabled = false\n'
-        f'[dhcp]\ninterface = "{lab.server.ifname}"\n'
+        f'[dhcp]\ninterface = "{lab.server.ifname}"\n{dhcp_toml}'
         f'[http]\nport = {HTTP_PORT}\n' + extra_toml
     )
     log = lab.workdir / "bootbox.log"

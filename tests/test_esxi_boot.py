@@ -18,7 +18,7 @@ from typing import Iterator
 import pytest
 from flask.testing import FlaskClient
 
-from bootbox import BootContext
+from bootbox import BootContext, Host, Profile
 from bootbox.journal import Journal
 from bootbox.plugins import make_plugin_manager
 from bootbox.service import BootService
@@ -319,12 +319,15 @@ def test_missing_loader_gives_a_script_that_says_what_to_set(env: Env) -> None:
     assert text.rstrip().endswith("script.ipxe") and "sleep 60" in text
 
 
-def test_profile_broken_by_a_later_change_retries_with_the_reason(env: Env) -> None:
-    env.profile("esxi-s", {"vibs": _vibs(real=False)})
-    env.service._profiles["esxi-s"] = env.service.profile("esxi-s").__class__(  # simulate a stale stored spec
-        name="esxi-s", kind="esxi", spec={"vibs": ["Gone_bootbank_x_1"], "acceptance": "partner"})
-    text = env.script()
-    assert "cannot boot ESXi image profile esxi-s" in text and "Gone_bootbank_x_1" in text
+def test_a_stored_profile_that_no_longer_resolves_retries_with_the_reason(env: Env) -> None:
+    """E.g. a state dir restored without its depots: the stored spec names a VIB that is gone."""
+    stale = Profile(name="esxi-s", kind="esxi", spec={"vibs": ["Gone_bootbank_x_1"], "acceptance": "partner"})
+    boot = BootContext(base_url=BASE_URL, mac=MAC, firmware="efi")
+    text = env.plugin.bootbox_boot_script(host=Host(mac=MAC), profile=stale, boot=boot)
+    assert text is not None and "cannot boot ESXi image profile esxi-s" in text and "Gone_bootbank_x_1" in text
+    assert env.plugin.bootbox_profile_asset(host=Host(mac=MAC), profile=stale, name="b.b00") is None
+    linux = Profile(name="l", kind="linux", spec={})
+    assert env.plugin.bootbox_boot_script(host=Host(mac=MAC), profile=linux, boot=boot) is None
 
 
 def test_boot_cfg_is_only_for_known_esxi_hosts(env: Env) -> None:
@@ -341,3 +344,20 @@ def test_real_profile_renders_with_the_render_function_directly(env: Env) -> Non
     image = resolve("direct", spec, env.plugin.state.catalog, [])
     text = render_bootcfg(image, mac=MAC, prefix="http://cache:3128/boot/esxi/images/x/")
     assert "prefix=http://cache:3128/boot/esxi/images/x\n" in text and "payload1.v00 --- imgdb.tgz" in text
+
+
+def test_the_image_tree_survives_a_restart_and_refuses_made_up_ids(env: Env) -> None:
+    env.profile("esxi-s", {"vibs": _vibs(real=False)})
+    env.script()
+    image = env.plugin.image_for(env.service.host(MAC), env.service.profile("esxi-s"))
+    url = f"/boot/esxi/images/{image.id}/s.v00"
+    expected = env.client.get(url)
+    assert expected.status_code == 200 and "max-age=86400" in expected.headers["Cache-Control"]
+    state = env.plugin.state
+    state.images.clear(), state.by_id.clear()  # what a restart forgets
+    state.rescanned = float("-inf")
+    again = env.client.get(url)
+    assert again.status_code == 200 and again.data == expected.data
+    assert env.client.get(f"/boot/esxi/images/{'0' * 32}/s.v00").status_code == 404
+    assert env.client.get(f"/boot/esxi/images/{image.id}/mboot.efi").status_code == 403
+    assert env.client.get(f"/boot/esxi/images/{image.id}/nothing.v00").status_code == 404

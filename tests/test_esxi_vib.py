@@ -19,7 +19,8 @@ from bootbox.plugins import make_plugin_manager
 from bootbox_esxi import EsxiPlugin
 from bootbox_esxi.ar import ArReader
 from bootbox_esxi.image import name_modules
-from bootbox_esxi.vib import Vib, parse_descriptor, read_vib
+from bootbox_esxi.vib import Vib, parse_descriptor
+from bootbox_esxi.vibread import read_vib
 from bootbox_esxi.xmlutil import DepotError
 from tests.esxi_builder import PayloadSpec, VibSpec, ar_member, build_vib, descriptor_xml, driver, esx_base
 
@@ -152,7 +153,8 @@ def test_gunzip_checksum_is_verified_too() -> None:
     good_sha1 = descriptor.split(b'verify-process="gunzip">')[2].split(b"<")[0]
     bad = descriptor.replace(good_sha1, b"0" * 40)
     with pytest.raises(DepotError, match="sha-1 after gunzip"):
-        _read(build_vib(spec, members=[("descriptor.xml", bad), ("sig.pkcs7", b""), ("drv", spec.payloads[0].packed())]))
+        _read(build_vib(spec, members=[("descriptor.xml", bad), ("sig.pkcs7", b""),
+                                       ("drv", spec.payloads[0].packed())]))
     assert _read(build_vib(spec)).name == "drv"
 
 

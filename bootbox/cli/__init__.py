@@ -16,7 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from bootbox import __version__
-from bootbox.cli import config_cmd, doctor, hosts, lab, plugins, profiles, rules, serve
+from bootbox.cli import answers, config_cmd, doctor, hostprofiles, hosts, lab, lint, plugins, profiles, rules, serve
 from bootbox.cli.common import CliState, JsonOption, print_json, state
 from bootbox.errors import BootboxError, PluginError
 from bootbox.plugins import make_plugin_manager
@@ -61,6 +61,7 @@ def build_cli(pm: pluggy.PluginManager | None = None) -> typer.Typer:
 
     app.command("serve")(serve.serve)
     app.command("doctor")(doctor.doctor)
+    app.command("lint")(lint.lint)
 
     @app.command("status")
     def status(ctx: typer.Context, json: JsonOption = False) -> None:
@@ -81,6 +82,10 @@ def build_cli(pm: pluggy.PluginManager | None = None) -> typer.Typer:
         "config": config_cmd.build(),
         "lab": lab.build(),
     }
+    nouns["hostprofile"] = hostprofiles.build()
+    nouns["answer"] = answers.build()
+    hostprofiles.add_host_verbs(nouns["host"])
+    nouns["plugin"].command("new")(hostprofiles.plugin_new)
     _add_plugin_commands(app, nouns, pm)
     for name, sub_app in nouns.items():
         app.add_typer(sub_app, name=name)

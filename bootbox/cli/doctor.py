@@ -21,6 +21,7 @@ def doctor(
     arch: Annotated[int, typer.Option(help="With --client: the client architecture to claim (0 BIOS, 7 x64 UEFI).")] = 0,
     mac: Annotated[Optional[str], typer.Option(help="With --client: the MAC to claim (default 02:b0:07:d0:c7:00).")] = None,
     no_network: Annotated[bool, typer.Option("--no-network", help="Do not send the DHCP probe.")] = False,
+    only_client: Annotated[bool, typer.Option("--only-client", help="Only the PXE client walk (from another machine on the network).")] = False,
     json: JsonOption = False,
 ) -> None:
     """Check ports, capabilities, loaders, addresses, the store and the network's DHCP servers."""
@@ -28,8 +29,8 @@ def doctor(
     from bootbox.doctor_client import DOCTOR_MAC, pxe_walk
 
     settings = state(ctx).settings()
-    checks = run_checks(settings, network=not no_network)
-    steps = pxe_walk(settings, interface=interface, mac=mac or DOCTOR_MAC, arch=arch) if client else []
+    checks = [] if only_client else run_checks(settings, network=not no_network)
+    steps = pxe_walk(settings, interface=interface, mac=mac or DOCTOR_MAC, arch=arch) if client or only_client else []
     failed = any(c.status is Status.FAIL for c in checks) or any(not s.ok for s in steps)
     if json:
         print_json({"ok": not failed, "checks": [c.to_dict() for c in checks], "client": [s.to_dict() for s in steps]})

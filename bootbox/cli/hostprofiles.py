@@ -191,3 +191,15 @@ def add_host_verbs(host_app: typer.Typer) -> None:
     """``bootbox host render`` and ``bootbox host push``."""
     host_app.command("render")(host_render)
     host_app.command("push")(host_push)
+
+
+def plugin_new(
+    name: Annotated[str, typer.Argument(help="Plugin name: a-z, 0-9, '_' (the package is bootbox_NAME).")],
+    directory: Annotated[Path, typer.Option("--dir", help="Where to create bootbox-NAME/.")] = Path("."),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite the skeleton's files if the directory exists.")] = False,
+) -> None:
+    """Write a working plugin skeleton: pyproject with the entry point, a hook, a passing test."""
+    from bootbox.scaffold import scaffold
+
+    root = scaffold(name, directory, force=force)
+    typer.echo(f"created {root}\n  cd {root} && pip install -e '.[test]' && pytest\n  bootbox plugin list")

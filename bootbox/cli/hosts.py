@@ -14,6 +14,12 @@ from bootbox.model import normalize_mac
 MacArg = Annotated[str, typer.Argument(help="The host's boot NIC MAC, any spelling (aa:bb:.., AA-BB-.., aabb..).")]
 
 
+def last_push(host: dict) -> str:
+    """``vcd ok, cmdb failed`` from the host's last push per plugin (``-`` if none)."""
+    pushes = host.get("pushes") or {}
+    return ", ".join(f"{name} {push.get('result', '?')}" for name, push in sorted(pushes.items())) or "-"
+
+
 def list_hosts(ctx: typer.Context, json: JsonOption = False) -> None:
     """List every known host with its state, profile and address."""
     hosts = state(ctx).client().get("/hosts")
@@ -21,10 +27,10 @@ def list_hosts(ctx: typer.Context, json: JsonOption = False) -> None:
         print_json(hosts)
         return
     print_table(
-        ["mac", "state", "profile", "ipv4", "firmware", "last seen"],
+        ["mac", "state", "profile", "ipv4", "firmware", "last seen", "last push"],
         [
             [h["mac"], h["state"], h["profile"] or "-", h["attrs"].get("ipv4", "-"),
-             h["attrs"].get("firmware", "-"), clock(h["last_seen"])]
+             h["attrs"].get("firmware", "-"), clock(h["last_seen"]), last_push(h)]
             for h in hosts
         ],
         empty="No host has asked to boot yet.",

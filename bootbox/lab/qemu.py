@@ -6,7 +6,11 @@ The guest stands for a bare-metal machine doing a network boot, with two firmwar
   ``-device sga`` so the firmware's text screen is copied to the serial port;
 * ``uefi``: ``-machine q35``, OVMF from two pflash drives (the read-only code and a per-VM copy
   of the variable store), and by default ``virtio-net-pci`` with an *empty* ``romfile=`` so
-  EDK2's own VirtioNetDxe + PxeBcDxe do the PXE boot instead of an iPXE ROM (pxe-dhcp.md §7).
+  EDK2's own VirtioNetDxe + PxeBcDxe do the PXE boot instead of an iPXE ROM (pxe-dhcp.md §7);
+* ``uefi-http`` / ``uefi-pxe6``: the same with EDK2's IPv4 (and IPv6) PXE switched off by
+  fw_cfg, so UEFI HTTP boot / PXE over IPv6 goes first (pxe-dhcp.md §9);
+* ``uefi-secure``: OVMF's Secure Boot build with Microsoft's keys enrolled (SMM on);
+* ``arm64``: ``qemu-system-aarch64 -machine virt`` with AAVMF (EDK2 PXE sends arch 11).
 
 There is no KVM in the lab, so the guest runs under TCG: slow (tens of seconds to a Linux
 userland) but the same everywhere. The guest's only network is a tap in the lab's switch
@@ -28,17 +32,47 @@ from typing import Literal
 
 from bootbox.lab.netns import LabError, Segment, StartStop, spawn_in_netns, stop_process
 
-__all__ = ["FIRMWARES", "OVMF_CODE", "OVMF_VARS", "Firmware", "QemuClient", "random_mac"]
+__all__ = ["AAVMF_CODE", "FIRMWARES", "OVMF_CODE", "OVMF_SECURE_CODE", "OVMF_VARS", "Firmware", "QemuClient",
+           "random_mac"]
 
-Firmware = Literal["bios", "uefi"]
-FIRMWARES: tuple[Firmware, ...] = ("bios", "uefi")
+Firmware = Literal["bios", "uefi", "uefi-http", "uefi-secure", "uefi-pxe6", "arm64"]
+FIRMWARES: tuple[Firmware, ...] = ("bios", "uefi", "uefi-http", "uefi-secure", "uefi-pxe6", "arm64")
 _ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][0-9A-Za-z]|\r")
 
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 QEMU = "qemu-system-x86_64"
+QEMU_ARM64 = "qemu-system-aarch64"
+OVMF_SECURE_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.ms.fd")
+OVMF_SECURE_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd")
+"""Secure Boot build (needs SMM) with Microsoft's keys enrolled (Debian ``ovmf``)."""
+AAVMF_CODE = Path("/usr/share/AAVMF/AAVMF_CODE.fd")
+AAVMF_VARS = Path("/usr/share/AAVMF/AAVMF_VARS.fd")
+"""EDK2 for qemu-system-aarch64 ``virt`` (Debian ``qemu-efi-aarch64``)."""
 
-_DEFAULT_NIC: dict[str, str] = {"bios": "e1000", "uefi": "virtio-net-pci"}
+
+def _no_pxe(*versions: str) -> tuple[str, ...]:
+    """fw_cfg switches that remove EDK2's native PXE boot entries (so HTTP boot, or PXE over the
+    other IP version, goes first; facts/pxe-dhcp.md §9)."""
+    args: list[str] = []
+    for version in versions:
+        args += ["-fw_cfg", f"name=opt/org.tianocore/{version}PXESupport,string=no"]
+    return tuple(args)
+
+
+# firmware → (emulator, code, variables template, extra arguments); "bios" is SeaBIOS, built in.
+_EFI: dict[str, tuple[str, Path, Path, tuple[str, ...]]] = {
+    "uefi": (QEMU, OVMF_CODE, OVMF_VARS, ("-machine", "q35")),
+    "uefi-http": (QEMU, OVMF_CODE, OVMF_VARS, ("-machine", "q35", *_no_pxe("IPv4", "IPv6"))),
+    "uefi-pxe6": (QEMU, OVMF_CODE, OVMF_VARS, ("-machine", "q35", *_no_pxe("IPv4"))),
+    # SMM is required by the Secure Boot build, and the variable store must be SMM-protected.
+    "uefi-secure": (QEMU, OVMF_SECURE_CODE, OVMF_SECURE_VARS,
+                    ("-machine", "q35,smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on",
+                     *_no_pxe("IPv6"))),
+    "arm64": (QEMU_ARM64, AAVMF_CODE, AAVMF_VARS, ("-machine", "virt", "-cpu", "cortex-a57")),
+}
+
+_DEFAULT_NIC: dict[str, str] = {"bios": "e1000", **{name: "virtio-net-pci" for name in _EFI}}
 
 
 def random_mac() -> str:
@@ -85,7 +119,7 @@ class QemuClient(StartStop):
         self.firmware: Firmware = firmware
         self.workdir = Path(workdir)
         self.nic = nic or _DEFAULT_NIC[firmware]
-        if nic_rom is None and firmware == "uefi" and self.nic.startswith("virtio"):
+        if nic_rom is None and firmware != "bios" and self.nic.startswith("virtio"):
             nic_rom = ""
         self.nic_rom = nic_rom
         self.memory_mb = memory_mb
@@ -131,7 +165,7 @@ class QemuClient(StartStop):
         if self.nic_rom is not None:
             nic += f",romfile={self.nic_rom}"
         args = [
-            QEMU,
+            _EFI[self.firmware][0] if self.firmware in _EFI else QEMU,
             "-name", f"bootbox-lab-{self.mac}",
             "-accel", "tcg",
             "-smp", "1",
@@ -146,9 +180,10 @@ class QemuClient(StartStop):
         if self.firmware == "bios":
             args += ["-machine", "pc", "-device", "sga"]
         else:
+            _, code, _, extra = _EFI[self.firmware]
             args += [
-                "-machine", "q35",
-                "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+                *extra,
+                "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
                 "-drive", f"if=pflash,format=raw,unit=1,file={self.vars_copy}",
             ]  # fmt: skip
         return [*args, *self.extra_args]
@@ -157,16 +192,17 @@ class QemuClient(StartStop):
         """Start the guest; returns at once. :attr:`started_at` is set just before the spawn."""
         if self._proc is not None and self._proc.poll() is None:
             raise LabError("guest already running")
-        if shutil.which(QEMU) is None:
-            raise LabError(f"{QEMU} is not installed (Debian: qemu-system-x86)")
+        emulator, code, variables, _ = _EFI.get(self.firmware, (QEMU, None, None, ()))
+        if shutil.which(emulator) is None:
+            raise LabError(f"{emulator} is not installed (Debian: qemu-system-x86 / qemu-system-arm)")
         self.workdir.mkdir(parents=True, exist_ok=True)
-        if self.firmware == "uefi":
-            for path in (OVMF_CODE, OVMF_VARS):
+        if code is not None and variables is not None:
+            for path in (code, variables):
                 if not path.is_file():
-                    raise LabError(f"{path} is missing (Debian: ovmf)")
+                    raise LabError(f"{path} is missing (Debian: ovmf / qemu-efi-aarch64)")
             # Each guest gets its own writable variable store; the boot order EDK2 writes there
             # must not leak between tests.
-            shutil.copyfile(OVMF_VARS, self.vars_copy)
+            shutil.copyfile(variables, self.vars_copy)
         self.serial_log.write_bytes(b"")
         with self.stderr_log.open("wb") as stderr:
             self.started_at = time.monotonic()

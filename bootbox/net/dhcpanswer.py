@@ -133,10 +133,10 @@ def answer(
         return _grant(pkt, MessageType.ACK, bound, pool, options, decide, server_port, client_port)
     if kind == MessageType.RELEASE:
         released = pool.release(mac, pkt.ciaddr, now) if ours else None
-        return LeaseChange(kind, released) if released else Silence(f"RELEASE of {pkt.ciaddr}, not leased to it")
+        return LeaseChange(MessageType.RELEASE, released) if released else Silence(f"RELEASE of {pkt.ciaddr}, not leased to it")
     if kind == MessageType.DECLINE:
         declined = pool.decline(mac, requested or "", now) if ours else None
-        return LeaseChange(kind, declined) if declined else Silence(f"DECLINE of {requested}, not leased to it")
+        return LeaseChange(MessageType.DECLINE, declined) if declined else Silence(f"DECLINE of {requested}, not leased to it")
     if kind == MessageType.INFORM:
         if pkt.ciaddr == ZERO:
             return Silence("INFORM without ciaddr")

@@ -29,7 +29,7 @@ from typing import Any
 
 from bootbox.errors import BootboxError
 from bootbox.model import BootSpec, Machine
-from bootbox.net.dhcp_packet import MalformedPacket, MessageType, build, parse
+from bootbox.net.dhcp_packet import DhcpPacket, MalformedPacket, MessageType, build, parse
 from bootbox.net.dhcpanswer import Answer, FullDhcpOptions, LeaseChange, answer, dns_list
 from bootbox.net.dhcpprobe import HeardServer, probe
 from bootbox.net.leases import Lease, LeasePool
@@ -41,8 +41,9 @@ log = logging.getLogger("bootbox.dhcp")
 
 Decide = Callable[[Machine], BootSpec | None]
 OnAnswer = Callable[[Machine, BootSpec, int], None]
-OnEvent = Callable[[str, str, str, dict[str, Any]], None]
-"""``(mac, kind, message, data)``: a lease changed (``dhcp.lease``, ``dhcp.nak``, …)."""
+OnEvent = Callable[[str, str, str, dict[str, Any]], object]
+"""``(mac, kind, message, data)``: a lease changed (``dhcp.lease``, ``dhcp.nak``, …); any return
+value is ignored."""
 
 _SIOCGIFADDR, _SIOCGIFNETMASK = 0x8915, 0x891B
 IP_PKTINFO: int = getattr(socket, "IP_PKTINFO", 8)
@@ -289,7 +290,7 @@ class DhcpServer:
                 self._stats["errors"] += 1
                 log.exception("mac %s: unexpected error handling a packet from %s:%d", pkt.mac, *source)
 
-    def _handle(self, sock: socket.socket, pkt: Any, ancdata: list[tuple[int, int, bytes]]) -> None:
+    def _handle(self, sock: socket.socket, pkt: DhcpPacket, ancdata: list[tuple[int, int, bytes]]) -> None:
         assert self.pool is not None and self.options is not None
         with self._lock:
             outcome = answer(pkt, pool=self.pool, options=self.options, now=self._clock(), decide=self._decide,
@@ -328,7 +329,7 @@ class DhcpServer:
             if sent.lease is not None:
                 self._persist()
 
-    def _handle_boot_server(self, sock: socket.socket, pkt: Any, ancdata: list[tuple[int, int, bytes]],
+    def _handle_boot_server(self, sock: socket.socket, pkt: DhcpPacket, ancdata: list[tuple[int, int, bytes]],
                             source: tuple[str, int]) -> None:  # fmt: skip
         assert self.options is not None
         outcome = respond(pkt, role=Role.BOOT_SERVER, source=source, server_ip=self.options.server_ip,
@@ -381,7 +382,7 @@ class DhcpServer:
             log.exception("could not save the DHCP leases")
 
     @staticmethod
-    def _call(callback: Callable[..., None], *args: Any) -> None:
+    def _call(callback: Callable[..., object], *args: Any) -> None:
         try:
             callback(*args)
         except Exception:

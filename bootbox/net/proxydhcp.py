@@ -233,6 +233,8 @@ def respond(
         return Ignored(reason, mac)
     try:
         machine = to_machine(pkt, server_ip, local_port)
+        if role is Role.BOOT_SERVER:
+            pxe_boot_item(pkt)  # the ACK echoes 43.71: an option 43 that does not parse is the client's fault
     except MalformedPacket as exc:
         return Ignored(str(exc), mac)
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request, send_file
 
-from bootbox.errors import ValidationError
+from bootbox.errors import NotFound, ValidationError
 from bootbox.web import get_service
 
 blueprint = Blueprint("boot", __name__)
@@ -58,7 +58,8 @@ def _wants_first_byte() -> bool:
 @blueprint.get("/boot/hosts/<mac>/assets/<name>")
 def host_asset(mac: str, name: str) -> Response:
     path = get_service().host_asset(mac, name, _client_ip(), record=_wants_first_byte())
-    return send_file(path, conditional=True, etag=True, max_age=ASSET_MAX_AGE, mimetype="application/octet-stream")
+    return send_file(path, conditional=True, etag=True, max_age=ASSET_MAX_AGE, mimetype="application/octet-stream",
+                     download_name=name)
 
 
 @blueprint.get("/boot/loaders/<name>")
@@ -66,6 +67,18 @@ def loader(name: str) -> Response:
     """First-stage loaders over HTTP, for UEFI HTTP boot (answers HEAD with Content-Length)."""
     path = get_service().loader_path(name, _client_ip(), record=_wants_first_byte())
     return send_file(path, conditional=True, etag=True, max_age=ASSET_MAX_AGE, mimetype="application/efi")
+
+
+@blueprint.get("/grub/grub.cfg")
+@blueprint.get("/grub/hosts/<name>")
+def grub_config(name: str = "") -> Response:
+    """The files network GRUB reads when it came in over HTTP (docs/firmware.md): the one
+    ``grub.cfg``, and each host's ``hosts/<mac>.cfg`` rendered from its profile now."""
+    path = f"grub/hosts/{name}" if name else "grub/grub.cfg"
+    text = get_service().firmware.generated(path, _client_ip(), _base_url())
+    if text is None:
+        raise NotFound(f"no GRUB file {path}")
+    return _script(text)
 
 
 @blueprint.post("/api/v1/hosts/<mac>/booted")

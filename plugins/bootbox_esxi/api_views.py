@@ -128,7 +128,8 @@ class Views:
             raise NotFound(f"no plan {action!r}; known: clone, add-vib, remove-vib")
         current = self.profile(_required(body, "profile"))
         if current["kind"] != "bootbox":
-            raise ValidationError("profile", f"{current['name']} is a depot's image profile (read-only); clone it first")
+            raise ValidationError("profile", f"{current['name']} is a depot's image profile (read-only); "
+                                  "clone it first")
         spec = {key: current[key] for key in imageprofile.FIELDS if key in current}
         if action == "add-vib":
             vib = self.catalog.resolve(_required(body, "vib"))
@@ -156,8 +157,9 @@ class Views:
         exports.mkdir(exist_ok=True, mode=0o700)
         path = exports / f"{slug}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.zip"
         if not path.is_file():
-            for old in exports.glob(f"{slug}-*.zip"):
-                old.unlink(missing_ok=True)
+            for old in exports.iterdir():  # this profile's older exports only, not "lab-2-…" for "lab"
+                if re.fullmatch(rf"{re.escape(slug)}-[0-9a-f]{{16}}\.zip", old.name):
+                    old.unlink(missing_ok=True)
             fd, tmp = tempfile.mkstemp(prefix="export-", suffix=".zip", dir=self.catalog.blobs.tmp)
             os.close(fd)
             try:

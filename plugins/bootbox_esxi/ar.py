@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator
+from typing import Iterator, Protocol
 
 from bootbox_esxi.xmlutil import DepotError
 
@@ -25,7 +25,13 @@ CHUNK = 1 << 20
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 
 
-def read_exact(stream: BinaryIO, size: int) -> bytes:
+class Readable(Protocol):
+    """Anything with ``read(n)``: a file, a zip member, an HTTP response, a counting wrapper."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+def read_exact(stream: Readable, size: int) -> bytes:
     """Read up to ``size`` bytes, looping over short reads (HTTP and zip streams return less)."""
     parts: list[bytes] = []
     left = size
@@ -68,7 +74,7 @@ def parse_header(raw: bytes, what: str, limit: int) -> ArHeader:
 class ArReader:
     """Iterate over the members of an ``ar`` stream; read each one before asking for the next."""
 
-    def __init__(self, stream: BinaryIO, what: str, limit: int) -> None:
+    def __init__(self, stream: Readable, what: str, limit: int) -> None:
         self._stream = stream
         self._what = what
         self._limit = limit
@@ -119,7 +125,7 @@ class ArReader:
                 f"{self._what}: member {self._current.name!r} is {self._current.size} bytes, "
                 f"more than the {limit}-byte limit for it"
             )
-        parts = []
+        parts: list[bytes] = []
         while True:
             data = self.read()
             if not data:

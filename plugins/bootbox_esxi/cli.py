@@ -22,7 +22,8 @@ import typer
 from bootbox import BootboxError, api_client
 from bootbox_esxi.image import name_modules
 from bootbox_esxi.versions import long_name
-from bootbox_esxi.vib import Vib, read_vib
+from bootbox_esxi.vib import Vib
+from bootbox_esxi.vibread import read_vib
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 POLL_SECONDS = 0.2

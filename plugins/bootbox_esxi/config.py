@@ -13,6 +13,7 @@ start-up rather than surface at the first ESXi boot::
     efi = "/srv/esxi/mboot.efi"          # efi/boot/bootx64.efi renamed
     c32 = "/srv/esxi/mboot.c32"
     pxelinux = "/srv/esxi/pxelinux.0"    # SYSLINUX 3.86, which VMware builds mboot.c32 for
+    # ldlinux = "/usr/lib/syslinux/modules/bios/ldlinux.c32"  # only with a SYSLINUX 5+ pxelinux.0
 
     [plugins.esxi.inject]                # VIBs added at boot to hosts of a group (rule item)
     vcd = ["vcloud-agent"]
@@ -28,8 +29,11 @@ from typing import Any, Mapping
 from bootbox import ConfigError, ValidationError
 from bootbox_esxi.versions import normalize_level
 
-LOADER_NAMES: dict[str, str] = {"efi": "mboot.efi", "c32": "mboot.c32", "pxelinux": "pxelinux.0"}
-"""Loader key → the asset name hosts fetch it by."""
+LOADER_NAMES: dict[str, str] = {"efi": "mboot.efi", "c32": "mboot.c32", "pxelinux": "pxelinux.0",
+                                 "ldlinux": "ldlinux.c32"}
+"""Loader key → the asset name hosts fetch it by. ``ldlinux`` is only for a SYSLINUX 5+ pxelinux.0,
+which loads ldlinux.c32 from its path prefix (SYSLINUX 3.86, the one VMware builds mboot.c32 for,
+is a single file)."""
 
 BIOS_MODES = ("pxelinux", "com32")
 PREFIX = "plugins.esxi"
@@ -94,7 +98,7 @@ def parse_config(raw: Mapping[str, Any] | None) -> EsxiConfig:
     if "loaders" in raw:
         loaders = raw["loaders"]
         if not isinstance(loaders, Mapping):
-            raise ConfigError(_key("loaders"), "expected a table: efi, c32, pxelinux = absolute paths")
+            raise ConfigError(_key("loaders"), "expected a table: efi, c32, pxelinux, ldlinux = absolute paths")
         for name in loaders:
             if name not in LOADER_NAMES:
                 raise ConfigError(_key(f"loaders.{name}"), f"unknown loader; known: {', '.join(LOADER_NAMES)}")

@@ -18,13 +18,14 @@ import time
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from bootbox_esxi import metadata as M
 from bootbox_esxi import sources, zipsafe
 from bootbox_esxi.catalog import Catalog, DepotProfile
 from bootbox_esxi.sources import DirSource, Source, UrlSource, ZipSource
-from bootbox_esxi.vib import Vib, read_vib
+from bootbox_esxi.vib import Vib
+from bootbox_esxi.vibread import read_vib
 from bootbox_esxi.xmlutil import DepotError
 
 
@@ -99,8 +100,7 @@ class Importer:
     def _import(self, source: str, progress: Progress, temps: list[Path]) -> dict[str, Any]:
         tmp = self.catalog.blobs.tmp
         if source.startswith(("http://", "https://")):
-            path = urllib.parse.urlsplit(source).path
-            if path.endswith(".zip"):
+            if urllib.parse.urlsplit(source).path.endswith(".zip"):
                 progress.phase = "downloading"
 
                 def start(size: int | None) -> None:
@@ -264,11 +264,3 @@ class Importer:
             candidate, n = f"{base}-{n}", n + 1
         return candidate
 
-
-def run_import(catalog: Catalog, limits: Limits, source: str, progress: Progress | None = None,
-               on_done: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Convenience for the CLI-less callers (bench, tests): import and return the depot record."""
-    depot = Importer(catalog, limits).run(source, progress)
-    if on_done is not None:
-        on_done(depot)
-    return depot

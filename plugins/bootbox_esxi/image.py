@@ -31,7 +31,8 @@ from bootbox_esxi.vib import Payload, Vib
 TYPE_LETTERS = {"boot": "b", "vgz": "v", "tgz": "t"}
 TYPE_RANK = {"gz": 0, "boot": 1, "vgz": 2, "tgz": 2}
 IMGDB = "imgdb.tgz"
-RESERVED = frozenset({IMGDB, "boot.cfg", "mboot.efi", "mboot.c32", "pxelinux.0", "ks.cfg", "pxelinux.cfg"})
+RESERVED = frozenset({IMGDB, "boot.cfg", "mboot.efi", "mboot.c32", "pxelinux.0", "ldlinux.c32", "ks.cfg",
+                      "pxelinux.cfg"})
 """Names bootbox itself serves in a host's module tree; no payload may take them."""
 
 

@@ -8,7 +8,7 @@ A bootbox profile of kind ``esxi`` *is* an image profile. Its spec (``docs/esxi.
     kernelopt:  extra kernel options for boot.cfg
     vendor:     the image profile's creator (default "bootbox")
     kickstart:  install mode: the ks.cfg text ({mac}, {hostname}, {callback} are filled in)
-    loaders:    per-profile mboot.efi / mboot.c32 / pxelinux.0 paths (override the config)
+    loaders:    per-profile mboot.efi / mboot.c32 / pxelinux.0 / ldlinux.c32 paths (override the config)
     build:      boot.cfg's build= (default: the version of the VIB carrying the kernel)
     source:     where it was cloned from (informational)
 
@@ -84,7 +84,7 @@ def normalize_spec(spec: Mapping[str, Any], catalog: Catalog, default_acceptance
                               "vmaccepteula, install and rootpw)")
     loaders = spec.get("loaders") or {}
     if not isinstance(loaders, Mapping):
-        raise ValidationError("spec.loaders", "expected {efi, c32, pxelinux: absolute paths}")
+        raise ValidationError("spec.loaders", "expected {efi, c32, pxelinux, ldlinux: absolute paths}")
     for key, path in loaders.items():
         if key not in LOADER_NAMES:
             raise ValidationError(f"spec.loaders.{key}", f"unknown loader; known: {', '.join(LOADER_NAMES)}")

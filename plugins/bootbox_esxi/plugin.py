@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -38,6 +39,7 @@ from bootbox_esxi.jobs import Jobs
 
 KIND = "esxi"
 _CACHE_LIMIT = 512
+_RESCAN_SECONDS = 2.0
 
 
 @dataclass
@@ -52,6 +54,7 @@ class _State:
     images: dict[tuple[Any, ...], Image] = field(default_factory=dict)
     by_id: dict[str, Image] = field(default_factory=dict)
     imgdbs: dict[str, str] = field(default_factory=dict)
+    rescanned: float = float("-inf")
 
 
 def firmware_of(host: Host, boot: BootContext | None = None) -> str:
@@ -109,14 +112,14 @@ class EsxiPlugin:
 
     @hookimpl
     def bootbox_register_routes(self, register: Callable[..., None]) -> None:
-        from bootbox_esxi.web import make_blueprints
+        from bootbox_esxi.web import make_blueprints  # here: web imports this module (and Flask)
 
         for blueprint in make_blueprints(self):
             register(blueprint)
 
     @hookimpl
     def bootbox_register_commands(self, register: Callable[..., None]) -> None:
-        from bootbox_esxi.cli import register_commands
+        from bootbox_esxi.cli import register_commands  # here: only the CLI process needs typer's side
 
         register_commands(register)
 
@@ -165,28 +168,27 @@ class EsxiPlugin:
         return built
 
     def image_by_id(self, image_id: str) -> Image:
-        """An image some host or profile resolves to (re-resolved after a restart)."""
+        """An image some host or profile resolves to (re-resolved after a restart).
+
+        An unknown ID makes every ESXi profile and host resolve again, at most once per
+        ``_RESCAN_SECONDS``, so requests for made-up IDs cannot keep the appliance busy.
+        """
         state = self.state
         found = state.by_id.get(image_id)
-        if found is None:
+        if found is None and time.monotonic() - state.rescanned >= _RESCAN_SECONDS:
+            state.rescanned = time.monotonic()
             profiles = {p.name: p for p in state.context.profiles() if p.kind == KIND}
-            for profile in profiles.values():
-                self._try(lambda p=profile: self.image_for(None, p))
-            for host in state.context.hosts():
-                profile = profiles.get(host.profile)
-                if profile is not None:
-                    self._try(lambda h=host, p=profile: self.image_for(h, p))
+            pairs: list[tuple[Host | None, Profile]] = [(None, p) for p in profiles.values()]
+            pairs += [(h, profiles[h.profile]) for h in state.context.hosts() if h.profile in profiles]
+            for host, profile in pairs:
+                try:
+                    self.image_for(host, profile)
+                except Exception:  # one broken profile must not hide the others' images
+                    continue
             found = state.by_id.get(image_id)
         if found is None:
             raise NotFound(f"no image {image_id!r} is being served")
         return found
-
-    @staticmethod
-    def _try(fn: Callable[[], Any]) -> None:
-        try:
-            fn()
-        except Exception:  # one broken profile must not hide the others' images
-            pass
 
     def imgdb_path(self, image: Image) -> Path:
         state = self.state

@@ -13,15 +13,12 @@ name is then derived, see ``image.py``), an empty signature, checksums only of s
 
 from __future__ import annotations
 
-import hashlib
 import re
-import zlib
-from dataclasses import dataclass, field, replace
-from typing import Any, BinaryIO, Callable, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 from bootbox import ValidationError
 from bootbox_esxi import xmlutil as X
-from bootbox_esxi.ar import ArReader
 from bootbox_esxi.versions import normalize_level
 from bootbox_esxi.xmlutil import DepotError
 
@@ -29,7 +26,7 @@ DESCRIPTOR = "descriptor.xml"
 SIGNATURE = "sig.pkcs7"
 MAX_DESCRIPTOR_BYTES = 16 << 20
 MAX_SIGNATURE_BYTES = 1 << 20
-_HASHES = {"sha-256": "sha256", "sha-1": "sha1", "sha-512": "sha512", "md5": "md5"}
+HASHES = {"sha-256": "sha256", "sha-1": "sha1", "sha-512": "sha512", "md5": "md5"}
 _MODULE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -239,7 +236,7 @@ def _payload(node: Any, what: str) -> Payload:
         value = X.text(c).lower()
         if kind and value:
             checksums.append(Checksum(kind=kind, value=value, gunzip=X.attr(c, "verify-process").lower() == "gunzip"))
-    if not any(c.kind in _HASHES for c in checksums):
+    if not any(c.kind in HASHES for c in checksums):
         raise DepotError(f"{what}: payload {name} carries no sha-256 or sha-1 checksum, so it cannot be verified")
     return Payload(
         name=name,
@@ -250,204 +247,3 @@ def _payload(node: Any, what: str) -> Payload:
         bootorder=_int_attr(node, "bootorder", what),
         checksums=tuple(checksums),
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# reading a whole VIB from a stream
-# ---------------------------------------------------------------------------------------------
-
-
-class BlobWriter(Protocol):
-    def write(self, data: bytes) -> None: ...
-    def commit(self, sha256: str) -> None: ...
-    def abort(self) -> None: ...
-
-
-class _Hashes:
-    """The digests one payload needs, of the packed bytes and (if asked) after gunzip.
-
-    A stream that does not gunzip is not an error here: it is recorded in ``broken`` and fails
-    verification only if the descriptor declares a gunzip checksum, after the packed checksums
-    (which name the more precise fault) were compared. When the descriptor is not known yet (a
-    payload before the descriptor), gunzip digests are computed speculatively for that reason.
-    """
-
-    def __init__(self, kinds: set[str], gunzip_kinds: set[str], what: str, inflate_limit: int) -> None:
-        self.packed = {k: hashlib.new(_HASHES[k]) for k in kinds | {"sha-256"} if k in _HASHES}
-        self.unpacked = {k: hashlib.new(_HASHES[k]) for k in gunzip_kinds if k in _HASHES}
-        self.broken = ""
-        self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS) if self.unpacked else None
-        self._what = what
-        self._inflated = 0
-        self._limit = inflate_limit
-
-    def update(self, data: bytes) -> None:
-        for h in self.packed.values():
-            h.update(data)
-        while self._inflate is not None and data:
-            try:
-                out = self._inflate.decompress(data, 1 << 20)
-            except zlib.error as exc:
-                self._fail(f"does not gunzip ({exc})")
-                return
-            self._feed(out)
-            data = self._inflate.unconsumed_tail
-            if self._inflate.eof and self._inflate.unused_data:  # a multi-member gzip stream
-                data = self._inflate.unused_data
-                self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
-
-    def _fail(self, reason: str) -> None:
-        self.broken = reason
-        self.unpacked = {}
-        self._inflate = None
-
-    def _feed(self, out: bytes) -> None:
-        self._inflated += len(out)
-        if self._inflated > self._limit:
-            raise DepotError(f"{self._what} inflates past {self._limit} bytes; refusing it")
-        for h in self.unpacked.values():
-            h.update(out)
-
-    def finish(self) -> None:
-        if self._inflate is not None:
-            self._feed(self._inflate.flush())
-            if not self._inflate.eof:
-                self._fail("is a truncated gzip stream")
-
-
-def read_vib(
-    stream: BinaryIO,
-    what: str,
-    *,
-    limit: int,
-    new_blob: Callable[[], BlobWriter] | None = None,
-    expected: Vib | None = None,
-    progress: Callable[[int], None] | None = None,
-) -> Vib:
-    """Read a whole VIB from ``stream``, verify it, and return its :class:`Vib`.
-
-    :param what: how to name the VIB in errors (its ID or file name).
-    :param limit: the largest member (and VIB) size accepted.
-    :param new_blob: where members go (the payload store); None only verifies.
-    :param expected: the descriptor from depot metadata, used to pick the digests to compute
-        before the VIB's own descriptor has been read.
-    :param progress: called with the number of bytes read, chunk by chunk.
-    """
-    counting = _CountingReader(stream, limit, what, on_bytes=progress)
-    reader = ArReader(counting, what, limit)  # type: ignore[arg-type]
-    descriptor: Vib | None = None
-    signature = b""
-    members: list[Member] = []
-    digests: dict[str, _Hashes] = {}
-    sizes: dict[str, int] = {}
-    writers: list[BlobWriter] = []
-    try:
-        for header in reader:
-            plan = descriptor or expected
-            if header.name == DESCRIPTOR:
-                data = reader.read_all(MAX_DESCRIPTOR_BYTES)
-                descriptor = parse_descriptor(data, what)
-                sha = _store_bytes(new_blob, writers, data)
-            elif header.name == SIGNATURE:
-                signature = reader.read_all(MAX_SIGNATURE_BYTES)
-                sha = _store_bytes(new_blob, writers, signature)
-            else:
-                payload = {p.name: p for p in plan.payloads}.get(header.name) if plan else None
-                if payload is not None:
-                    kinds = {c.kind for c in payload.checksums if not c.gunzip}
-                    gunzip = {c.kind for c in payload.checksums if c.gunzip}
-                else:
-                    kinds, gunzip = set(_HASHES), {"sha-256", "sha-1"}
-                hashes = _Hashes(kinds, gunzip, f"{what} payload {header.name}", max(64 * header.size, 1 << 26))
-                writer = new_blob() if new_blob else None
-                if writer is not None:
-                    writers.append(writer)
-                while chunk := reader.read():
-                    hashes.update(chunk)
-                    if writer is not None:
-                        writer.write(chunk)
-                hashes.finish()
-                sha = hashes.packed["sha-256"].hexdigest()
-                if writer is not None:
-                    writer.commit(sha)
-                digests[header.name] = hashes
-                sizes[header.name] = header.size
-            members.append(Member(name=header.name, header_hex=header.raw.hex(), sha256=sha))
-    except BaseException:
-        for writer in writers:
-            writer.abort()
-        raise
-    if descriptor is None:
-        raise DepotError(f"{what} has no descriptor.xml member; it is not a VIB")
-    payloads = tuple(_verify_payload(what, p, sizes, digests) for p in descriptor.payloads)
-    extra = sorted(set(sizes) - {p.name for p in descriptor.payloads})
-    if extra:
-        raise DepotError(f"{what} has member {extra[0]!r} that its descriptor does not declare; refusing it")
-    return replace(
-        descriptor,
-        payloads=payloads,
-        sha256=counting.sha256.hexdigest(),
-        size=counting.count,
-        signed=bool(signature.strip()),
-        members=tuple(members),
-    )
-
-
-def _store_bytes(new_blob: Callable[[], BlobWriter] | None, writers: list[BlobWriter], data: bytes) -> str:
-    sha = hashlib.sha256(data).hexdigest()
-    if new_blob is not None:
-        writer = new_blob()
-        writers.append(writer)
-        writer.write(data)
-        writer.commit(sha)
-    return sha
-
-
-def _verify_payload(what: str, payload: Payload, sizes: dict[str, int], digests: dict[str, _Hashes]) -> Payload:
-    if payload.name not in sizes:
-        raise DepotError(f"{what} is missing payload member {payload.name!r} that its descriptor declares")
-    if sizes[payload.name] != payload.size:
-        raise DepotError(
-            f"{what}: payload {payload.name} is {sizes[payload.name]} bytes, its descriptor says {payload.size}"
-        )
-    hashes = digests[payload.name]
-    verified = 0
-    for checksum in sorted(payload.checksums, key=lambda c: c.gunzip):  # packed ones first
-        table = hashes.unpacked if checksum.gunzip else hashes.packed
-        if checksum.gunzip and hashes.broken:
-            raise DepotError(f"{what} payload {payload.name} {hashes.broken}; the payload is corrupt")
-        if checksum.kind not in table:
-            continue
-        verified += 1
-        actual = table[checksum.kind].hexdigest()
-        if actual != checksum.value:
-            after = " after gunzip" if checksum.gunzip else ""
-            raise DepotError(
-                f"{what} is corrupt: payload {payload.name} has {checksum.kind}{after} {actual}, "
-                f"its descriptor says {checksum.value}"
-            )
-    if not verified:
-        raise DepotError(f"{what}: none of payload {payload.name}'s checksums could be verified")
-    return replace(payload, sha256=hashes.packed["sha-256"].hexdigest())
-
-
-@dataclass
-class _CountingReader:
-    """Counts and hashes every byte read, and stops a stream that runs past the limit."""
-
-    stream: BinaryIO
-    limit: int
-    what: str
-    count: int = 0
-    sha256: Any = field(default_factory=hashlib.sha256)
-    on_bytes: Callable[[int], None] | None = None
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.stream.read(size)
-        self.count += len(data)
-        if self.on_bytes is not None and data:
-            self.on_bytes(len(data))
-        if self.count > self.limit + 4096:
-            raise DepotError(f"{self.what} is larger than the {self.limit}-byte limit; refusing it")
-        self.sha256.update(data)
-        return data

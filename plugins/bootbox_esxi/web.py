@@ -1,7 +1,7 @@
 """HTTP endpoints of the esxi plugin: the operator API and the files booting hosts fetch.
 
-``/api/v1/esxi/...`` (JSON; the core's app-wide check makes writes need the API token): depots and import jobs, VIBs, depot
-image profiles, profile views/plans/diffs/bundles, and ``hosts/<mac>/image``.
+``/api/v1/esxi/...`` (JSON; the core's app-wide check makes writes need the API token): depots and
+import jobs, VIBs, depot image profiles, profile views/plans/diffs/bundles, ``hosts/<mac>/image``.
 
 ``/boot/esxi/...`` (read-only): per host, ``boot.cfg``, ``pxelinux.cfg`` and ``ks.cfg``, reached
 only through the host's own MAC and only for an ``esxi`` profile it was given; per image, the
@@ -19,6 +19,7 @@ from flask import Blueprint, Response, jsonify, request, send_file
 
 from bootbox import BootContext, EventKind, Forbidden, NotFound, Profile, ValidationError, normalize_mac
 from bootbox_esxi import api_views, bootcfg
+from bootbox_esxi.config import LOADER_NAMES
 from bootbox_esxi.plugin import KIND
 
 if TYPE_CHECKING:
@@ -147,9 +148,11 @@ def _boot(plugin: "EsxiPlugin") -> Blueprint:
 
     @bp.get("/hosts/<mac>/pxelinux.cfg")
     def pxelinux_cfg(mac: str) -> Response:
-        host, _ = _host_profile(plugin, mac)
+        host, profile = _host_profile(plugin, mac)
         boot, base = urls(host.mac)
         suffix = f"?via={request.args['via']}" if via() else ""
+        plugin.state.context.record(host.mac, EventKind.HTTP_FILE, f"esxi pxelinux.cfg ({profile.name})",
+                                    file="pxelinux.cfg")
         return _text(bootcfg.render_pxelinux_cfg(mboot_c32_url=boot.asset_url("mboot.c32"),
                                                  bootcfg_url=f"{base}/boot.cfg{suffix}"))
 
@@ -163,7 +166,7 @@ def _boot(plugin: "EsxiPlugin") -> Blueprint:
 
     @bp.get("/images/<image_id>/<name>")
     def image_file(image_id: str, name: str) -> Response:
-        if name in ("mboot.efi", "mboot.c32", "pxelinux.0"):
+        if name in LOADER_NAMES.values():
             raise Forbidden("loaders are served per host, not from the image tree")
         image = plugin.image_by_id(image_id)
         path: Path | None = plugin.file_of(image, name)

@@ -29,7 +29,7 @@ from typing import Any, Callable, Mapping
 
 import yaml
 
-from bootbox import AnswerEnv, BootContext, Host, HostProfile, Profile, ValidationError, hookimpl
+from bootbox import AnswerEnv, BootContext, Host, HostProfile, Profile, ValidationError, grub_linux_config, hookimpl
 
 __version__ = "0.1.0"
 
@@ -111,6 +111,33 @@ def render_script(host: Host, profile: Profile, boot: BootContext) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def render_grub(host: Host, profile: Profile, boot: BootContext) -> str:
+    """The GRUB config (the ``grub`` loader: ARM64, Secure Boot): kernel and initrds from the boot
+    server over the protocol GRUB came in on. ``initrd=`` names are left out: GRUB hands the
+    initrd to the kernel itself, and an EFI stub given a name would look for a file that is not
+    there. GRUB cannot fetch the http(s) URLs iPXE can, so a profile naming one raises (the
+    host's timeline then says why it waits)."""
+    spec = profile.spec
+    urls = [source for source in [spec["kernel"], *spec.get("initrd", [])] if _is_url(source)]
+    if urls:
+        raise ValidationError("spec", f"profile {profile.name} names {urls[0]}, which GRUB cannot fetch; "
+                                      "give a file on the appliance")
+    cmdline = spec.get("cmdline", "").format_map(
+        _KeepUnknown(callback=boot.callback_url, mac=host.mac, base_url=boot.base_url, up=boot.up_url,
+                     answers=boot.answer_url(""))
+    )
+    initrds = [boot.asset_path(f"initrd-{i}") for i in range(len(spec.get("initrd", [])))]
+    return grub_linux_config(f"bootbox: {host.mac} boots profile {profile.name} ({KIND}) with GRUB",
+                             boot.asset_path("kernel"), initrds, cmdline.split())
+
+
+@hookimpl
+def bootbox_grub_config(host: Host, profile: Profile, boot: BootContext) -> str | None:
+    if profile.kind != KIND:
+        return None
+    return render_grub(host, profile, boot)
 
 
 @hookimpl

@@ -1,0 +1,60 @@
+"""``bootbox plugin new demo``: the skeleton installs, its own test passes, bootbox lists it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bootbox import Conflict, ValidationError
+from bootbox.cli import build_cli
+from bootbox.plugins import make_plugin_manager
+from bootbox.scaffold import scaffold
+
+
+def _pip(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_plugin_new_writes_a_plugin_that_installs_passes_its_test_and_is_listed(tmp_path: Path) -> None:
+    cli = build_cli(make_plugin_manager(load_entrypoints=False))
+    result = CliRunner().invoke(cli, ["plugin", "new", "demo", "--dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    root = tmp_path / "bootbox-demo"
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) == [
+        "README.md", "bootbox_demo/__init__.py", "pyproject.toml", "tests/conftest.py", "tests/test_demo.py"]
+    assert '[project.entry-points.bootbox]\ndemo = "bootbox_demo"' in (root / "pyproject.toml").read_text()
+    installed = _pip("install", "--no-deps", "-q", "-e", str(root))
+    assert installed.returncode == 0, installed.stderr
+    try:
+        tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(root / "tests")],
+                               cwd=root, capture_output=True, text=True, timeout=300)
+        assert tests.returncode == 0, tests.stdout + tests.stderr
+        assert "1 passed" in tests.stdout
+        listed = subprocess.run([sys.executable, "-m", "bootbox", "--config", str(_empty(tmp_path)), "plugin", "list"],
+                                capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert listed.returncode == 0, listed.stderr
+        line = next(line for line in listed.stdout.splitlines() if line.startswith("demo "))
+        assert "entry point (bootbox-demo)" in line and "bootbox_host_up" in line
+    finally:
+        removed = _pip("uninstall", "-y", "-q", "bootbox-demo")
+        assert removed.returncode == 0, removed.stderr
+    assert "demo" not in [name for name, _ in make_plugin_manager().list_name_plugin()]
+
+
+def _empty(tmp_path: Path) -> Path:
+    config = tmp_path / "empty.toml"
+    config.write_text("")
+    return config
+
+
+def test_plugin_new_refuses_bad_names_and_existing_directories(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError):
+        scaffold("Bad-Name", tmp_path)
+    scaffold("demo", tmp_path)
+    with pytest.raises(Conflict, match="--force"):
+        scaffold("demo", tmp_path)
+    scaffold("demo", tmp_path, force=True)
