@@ -15,10 +15,12 @@ from typing import Any, Protocol
 
 from bootbox.config import Settings
 from bootbox.errors import BootboxError, NotFound
+from bootbox.dnsindex import ZoneView
 from bootbox.journal import Journal
 from bootbox.model import Profile
 from bootbox.leasestore import lease_callables
 from bootbox.net.dhcpserver import DhcpServer
+from bootbox.net.dns import DnsServer
 from bootbox.net.proxydhcp import ProxyDhcpServer
 from bootbox.net.tftp import TftpServer
 from bootbox.plugins import make_plugin_manager
@@ -112,6 +114,18 @@ def full_dhcp_server(settings: Settings, service: BootService, store: Store) -> 
     )
 
 
+def dns_server(settings: Settings, service: BootService) -> DnsServer:
+    """The authoritative DNS for managed hosts (forward and reverse), forwarding the rest."""
+    zone = ZoneView(settings.dns, service.hosts, server_address=settings.server_address)
+    return DnsServer(
+        lookup=zone.lookup,
+        upstreams=settings.dns.upstreams,
+        bind_address=settings.dns.bind_address,
+        port=settings.dns.port,
+        timeout=settings.dns.timeout,
+    )
+
+
 class Appliance:
     """One bootbox: store, plugins, service and the DHCP, TFTP and HTTP servers."""
 
@@ -183,6 +197,8 @@ class Appliance:
                         client_port=settings.dhcp.client_port,
                     ),
                 )
+            if settings.dns.enabled:
+                self._start_server("dns", dns_server(settings, service))
         except BaseException:
             self.stop()
             raise
@@ -203,6 +219,8 @@ class Appliance:
             return f"udp/{getattr(server, 'port', '?')}+{getattr(server, 'boot_server_port', '?')}"
         if name == "tftp":
             return f"udp/{getattr(server, 'port', '?')}"
+        if name == "dns":
+            return f"udp+tcp/{getattr(server, 'port', '?')}"
         return f"tcp/{getattr(server, 'port', '?')}"
 
     def status(self) -> dict[str, Any]:

@@ -111,6 +111,20 @@ class Dhcp6Settings:
 
 
 @dataclass(frozen=True)
+class DnsSettings:
+    enabled: bool = False
+    bind_address: str = "0.0.0.0"
+    port: int = 53
+    domain: str = "home.arpa"
+    ttl: int = 60
+    nameserver: str = "ns"
+    records: tuple[str, ...] = ()
+    reverse_networks: tuple[str, ...] = ()
+    upstreams: tuple[str, ...] = ()
+    timeout: float = 2.0
+
+
+@dataclass(frozen=True)
 class DemoSettings:
     enabled: bool = True
     profile: str = "demo"
@@ -128,6 +142,7 @@ class Settings:
     dhcp: DhcpSettings = field(default_factory=DhcpSettings)
     tftp: TftpSettings = field(default_factory=TftpSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
+    dns: DnsSettings = field(default_factory=DnsSettings)
     demo: DemoSettings = field(default_factory=DemoSettings)
     dhcp6: Dhcp6Settings = field(default_factory=Dhcp6Settings)
     groups: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -144,7 +159,7 @@ class Settings:
         return dataclasses.asdict(self)
 
 
-_SECTIONS = {"dhcp": DhcpSettings, "tftp": TftpSettings, "http": HttpSettings, "demo": DemoSettings,
+_SECTIONS = {"dhcp": DhcpSettings, "tftp": TftpSettings, "http": HttpSettings, "demo": DemoSettings, "dns": DnsSettings,
              "dhcp6": Dhcp6Settings}
 _GROUP_KEYS = {"loader": ("ipxe", "grub"), "secure_boot": (True, False)}
 _LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -268,6 +283,7 @@ def _validate(settings: Settings) -> None:
         ("dhcp.client_port", settings.dhcp.client_port),
         ("tftp.port", settings.tftp.port),
         ("http.port", settings.http.port),
+        ("dns.port", settings.dns.port),
     ):
         if not 0 <= port <= 65535:
             raise ConfigError(key, f"port {port} is outside 0..65535")
@@ -275,6 +291,7 @@ def _validate(settings: Settings) -> None:
         ("dhcp.bind_address", settings.dhcp.bind_address),
         ("tftp.bind_address", settings.tftp.bind_address),
         ("http.bind_address", settings.http.bind_address),
+        ("dns.bind_address", settings.dns.bind_address),
     ):
         try:
             ipaddress.ip_address(addr)

@@ -592,11 +592,19 @@ def _dep_lines(dep_text: str) -> Iterator[tuple[str, str]]:
             yield line.partition(":")[0].strip(), line
 
 
-def _cached_kernel(cache: Path, version: str) -> _KernelTree | None:
+def _cached_kernel(cache: Path, version: str, modules: Sequence[str] = MODULES) -> _KernelTree | None:
+    """The trimmed kernel in the cache, if it holds every wanted module (a cache made before a
+    module was added to the list is trimmed again)."""
     tree = cache / f"kernel-{version}"
-    if (tree / "version").is_file() and (tree / KERNEL_NAME).is_file():
-        return _KernelTree(version, tree / KERNEL_NAME, tree / "modules")
-    return None
+    if not (tree / "version").is_file() or not (tree / KERNEL_NAME).is_file():
+        return None
+    builtin = tree / "modules" / "modules.builtin"
+    try:
+        module_load_order((tree / "modules" / "modules.dep").read_text(), modules,
+                          builtin.read_text() if builtin.is_file() else "")
+    except (OSError, DemoError):
+        return None
+    return _KernelTree(version, tree / KERNEL_NAME, tree / "modules")
 
 
 def _installed_kernel() -> _KernelTree | None:
@@ -623,7 +631,7 @@ def _get_kernel(cache: Path, arch: str = "amd64") -> _KernelTree:
     try:
         package = _apt_kernel_package(arch)
         version = package.removeprefix("linux-image-")
-        cached = _cached_kernel(cache, version)
+        cached = _cached_kernel(cache, version, modules)
         if cached is not None:
             return cached
         log.info("downloading %s", package)

@@ -143,7 +143,7 @@ class FirmwareBoot:
         asset = _ASSET_PATH.match(name.replace("\\", "/").lstrip("/"))
         if asset is not None:
             mac = normalize_mac(asset.group(1))
-            return self.service.host_asset(mac, asset.group(2), client_ip).open("rb")
+            return self.service.host_asset(mac, asset.group(2), client_ip, record=False).open("rb")
         return self.files.open(name)
 
     def loader_path(self, name: str) -> Path:

@@ -27,6 +27,8 @@ class HostIndex:
         self._hosts: dict[str, Host] = {}
         self._by_ip: dict[str, str] = {}
         self._dirty: set[str] = set()
+        self.version = 0
+        """Grows on every change, so derived views (the DNS zone) know when to rebuild."""
         for host in hosts:
             self._put(host)
 
@@ -35,6 +37,7 @@ class HostIndex:
         if old is not None and old.attrs.get("ipv4") and self._by_ip.get(old.attrs["ipv4"]) == host.mac:
             del self._by_ip[old.attrs["ipv4"]]
         self._hosts[host.mac] = host
+        self.version += 1
         if host.attrs.get("ipv4"):
             self._by_ip[host.attrs["ipv4"]] = host.mac
 
@@ -65,6 +68,7 @@ class HostIndex:
     def remove(self, mac: str) -> bool:
         with self._lock:
             host = self._hosts.pop(mac, None)
+            self.version += 1
             if host and host.attrs.get("ipv4") and self._by_ip.get(host.attrs["ipv4"]) == mac:
                 del self._by_ip[host.attrs["ipv4"]]
             self._dirty.discard(mac)

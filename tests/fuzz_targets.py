@@ -141,7 +141,7 @@ class TftpRig:
         secret = secrets.token_hex(16).encode()
         (base / "secret.txt").write_bytes(secret)
         (root / "link").symlink_to(base / "secret.txt")
-        files = {"small.bin": os.urandom(700), "sub/big.bin": os.urandom(40_000), "empty.bin": b""}
+        files = {"small.bin": os.urandom(700), "sub/big.bin": os.urandom(9000), "empty.bin": b""}
         for name, body in files.items():
             (root / name).write_bytes(body)
         errors = ErrorLog()
@@ -159,20 +159,24 @@ class TftpRig:
         return thread is not None and thread.is_alive()
 
     def exchange(self, packet: bytes, wait: float = 0.05) -> list[bytes]:
-        """Send one datagram to port 69 and collect whatever comes back within ``wait`` s."""
+        """Send one datagram to port 69; return the answer (at most one is expected: an error,
+        the first DATA or the OACK) if it comes within ``wait`` s, plus anything already queued
+        behind it."""
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.bind(("127.0.0.1", 0))
             sock.settimeout(wait)
             sock.sendto(packet, ("127.0.0.1", self.server.port))
             replies = []
             try:
+                replies.append(sock.recvfrom(65536)[0])
+                sock.setblocking(False)
                 while len(replies) < 4:
                     replies.append(sock.recvfrom(65536)[0])
-            except TimeoutError:
+            except (TimeoutError, BlockingIOError):
                 pass
             return replies
 
-    def download(self, name: str, *, blksize: int = 512, windowsize: int = 1,
+    def download(self, name: str, *, blksize: int = 512, windowsize: int = 1, timeout: float = 3.0,
                  meddle: Callable[[socket.socket, tuple[str, int]], None] | None = None) -> bytes:  # fmt: skip
         """A correct client; ``meddle(sock, server_tid)`` may inject packets after the first
         DATA. Raises AssertionError if the server answers with an error or goes silent."""
@@ -180,7 +184,7 @@ class TftpRig:
             blksize, windowsize)  # fmt: skip
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.bind(("127.0.0.1", 0))
-            sock.settimeout(3)
+            sock.settimeout(timeout)
             sock.sendto(request, ("127.0.0.1", self.server.port))
             body, expected, size, meddled = bytearray(), 1, 512, False
             while True:
@@ -221,7 +225,7 @@ def tftp_target(data: bytes, rig: TftpRig | None = None) -> None:
     """One datagram to port 69: whatever it is, the loop survives, logs no traceback, and
     nothing it sends back carries a byte of the secret outside the root."""
     rig = rig or tftp_rig()
-    for reply in rig.exchange(data, wait=0.02):
+    for reply in rig.exchange(data, wait=0.005):
         assert rig.secret not in reply, f"secret leaked for {data[:60]!r}"
         assert reply[:2] in (b"\x00\x03", b"\x00\x05", b"\x00\x06"), reply[:20]
     assert rig.alive(), f"TFTP loop died on {data[:60]!r}"

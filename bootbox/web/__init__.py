@@ -11,6 +11,7 @@ import re
 from typing import Any, Callable
 
 from flask import Flask, current_app
+from flask.json.provider import DefaultJSONProvider
 
 from bootbox.service import BootService
 
@@ -21,6 +22,7 @@ def create_app(service: BootService, *, token: str, status: Callable[[], dict[st
     from bootbox.web.errors import register_error_handlers
 
     app = Flask("bootbox.web")
+    app.json = _JsonProvider(app)
     app.url_map.merge_slashes = False
     app.wsgi_app = _collapse_slashes(app.wsgi_app)  # type: ignore[method-assign]
     app.config["JSON_SORT_KEYS"] = False
@@ -37,6 +39,18 @@ def create_app(service: BootService, *, token: str, status: Callable[[], dict[st
     app.before_request(api.require_token_for_writes)
     register_error_handlers(app)
     return app
+
+
+class _JsonProvider(DefaultJSONProvider):
+    """Flask's JSON, except that a body nested deeper than the parser can recurse is invalid
+    JSON like any other (``get_json(silent=True)`` gives None, so the API answers 4xx), instead
+    of a RecursionError that became a 500 and a logged traceback (found by tests/test_fuzz_api.py)."""
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
 
 
 def _collapse_slashes(wsgi_app: Any) -> Any:

@@ -1,0 +1,210 @@
+"""Issue 7's matrix: every firmware we can emulate boots a real kernel from bootbox and reports in.
+
+Each case is a real firmware under QEMU (TCG) on a private lab segment, with ``bootbox serve`` in
+the server namespace, and asserts the host's timeline as bootbox recorded it (read back with the
+real CLI). ``bios`` and ``uefi`` (EDK2 PXE) live in test_e2e_boot.py and run by default; these
+are marked ``firmware`` (``pytest -m firmware``; each takes 20-90 s under TCG).
+
+Which DHCP server the GRUB cases use: GRUB 2.06 fetches grub.cfg from the next-server (siaddr)
+of the DHCP answer that gave it its address (facts/pxe-dhcp.md §9), which a proxy cannot set, so
+``uefi-secure`` and ``arm64`` run bootbox in full-DHCP mode (``[dhcp] mode = "full"``) with no
+site DHCP on the segment. The ``proxy`` variant shows what the docs say happens otherwise.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from bootbox.demo import MARKER_OK, DemoAssets, DemoError, build_demo_assets
+from bootbox.lab.netns import LabError
+from bootbox.lab.qemu import AAVMF_CODE, OVMF_SECURE_CODE, QemuClient, random_mac
+from bootbox.signedloaders import LoaderFetchError, fetch_signed_loaders
+from tests.e2e_bootbox import BootboxOnSegment, start_bootbox
+from tests.lab_fixtures import (
+    BOOT_TIMEOUT,
+    LabSegment,
+    demo_assets_fixture,
+    demo_cache_fixture,
+    lab_unavailable,
+    require_qemu,
+    require_tools,
+    segment_fixture,
+)
+
+__all__ = ["demo_assets_fixture", "demo_cache_fixture", "segment_fixture"]
+
+pytestmark = [pytest.mark.firmware, pytest.mark.qemu, pytest.mark.netns]
+
+SERVER = "198.18.0.1"
+FULL_DHCP = 'mode = "full"\nrange_start = "198.18.0.100"\nrange_end = "198.18.0.199"\n'
+SHIM_X64 = Path("/usr/lib/shim/shimx64.efi.signed")
+GRUB_X64 = Path("/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed")
+
+
+# --------------------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(name="arm64_assets", scope="session")
+def arm64_assets_fixture(demo_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> DemoAssets:
+    """The arm64 demo payload (Debian's arm64 kernel + busybox-static:arm64)."""
+    try:
+        return build_demo_assets(tmp_path_factory.getbasetemp() / "demo-arm64", cache=demo_cache, arch="arm64")
+    except DemoError as exc:
+        lab_unavailable(f"cannot build the arm64 demo payload (dpkg --add-architecture arm64?): {exc}")
+        raise
+
+
+@pytest.fixture(name="arm64_loaders", scope="session")
+def arm64_loaders_fixture(demo_cache: Path) -> dict[str, Path]:
+    """Debian's signed shimaa64 and grubnetaa64, fetched once (see bootbox.signedloaders)."""
+    try:
+        return fetch_signed_loaders(demo_cache.parent / "loaders-arm64", "arm64")
+    except LoaderFetchError as exc:
+        lab_unavailable(f"cannot fetch the arm64 loaders: {exc}")
+        raise
+
+
+def _require_secure_boot() -> None:
+    require_qemu()
+    for path in (OVMF_SECURE_CODE, SHIM_X64, GRUB_X64):
+        if not path.is_file():
+            lab_unavailable(f"the Secure Boot case needs {path} (Debian: ovmf, shim-signed, grub-efi-amd64-signed)")
+
+
+def _require_arm64() -> None:
+    require_qemu()
+    require_tools("qemu-system-aarch64")
+    if not AAVMF_CODE.is_file():
+        lab_unavailable(f"the arm64 case needs {AAVMF_CODE} (Debian: qemu-efi-aarch64)")
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def _kinds(events: list[dict]) -> list[str]:
+    """The timeline as distinct steps: repeats a firmware adds (a second DISCOVER, the 4011 ACK)
+    folded, full mode's address bookkeeping (``dhcp.lease``) and failed TFTP reads (EDK2's
+    aborted tsize probes, the files shim and GRUB look for and may miss) left out."""
+    kinds: list[str] = []
+    for event in events:
+        kind = "dhcp.offer" if event["kind"] == "dhcp.ack" else event["kind"]
+        if kind in ("tftp.failed", "dhcp.lease"):
+            continue
+        if kinds and kinds[-1] == kind and kind not in ("http.file", "tftp.sent"):
+            continue
+        kinds.append(kind)
+    return kinds
+
+
+def _files(events: list[dict], kind: str) -> list[str]:
+    return [e["data"].get("file", "") for e in events if e["kind"] == kind]
+
+
+def _boot_and_wait(bootbox: BootboxOnSegment, vm: QemuClient, timeout: float = BOOT_TIMEOUT) -> list[dict]:
+    """Wait for the report-in; on failure show the console and bootbox's log."""
+    try:
+        events = bootbox.wait_for_event(vm.mac, "booted", timeout)
+        vm.wait_for(MARKER_OK, 60)
+    except (TimeoutError, LabError) as exc:
+        pytest.fail(f"{exc}\nconsole:\n{vm.console_tail(60)}\nbootbox log:\n{bootbox.log_tail(60)}")
+    return events
+
+
+def _record_time(vm: QemuClient, record_property: Callable[[str, object], None], case: str) -> float:
+    assert vm.started_at is not None
+    seconds = time.monotonic() - vm.started_at
+    record_property(f"boot_seconds_{case}", round(seconds, 1))
+    print(f"{case}: VM start to report-in {seconds:.1f} s")
+    return seconds
+
+
+# --------------------------------------------------------------------------------------------- cases
+
+
+def test_uefi_secure_boot_chain_shim_grub_signed_kernel(
+    segment: LabSegment, demo_assets: DemoAssets, record_property: Callable[[str, object], None]
+) -> None:
+    """OVMF with Microsoft's keys: shim → Debian's signed GRUB → Debian's signed kernel; the
+    kernel itself reports Secure Boot on. The host gets Secure Boot from its group's table."""
+    _require_secure_boot()
+    bootbox = start_bootbox(segment, top_toml=f'server_address = "{SERVER}"\n', dhcp_toml=FULL_DHCP,
+                            extra_toml="[groups.signed]\nsecure_boot = true\n")
+    bootbox.add_demo_profile(demo_assets, rule=False)
+    mac = random_mac()
+    bootbox.cli("rule", "add", "signed", "--pattern", f"mac={mac}", "--item", "image=demo", "--item", "group=signed")
+    vm = segment.boot("uefi-secure", mac=mac)
+    events = _boot_and_wait(bootbox, vm)
+    _record_time(vm, record_property, "uefi-secure")
+    assert _kinds(events) == ["dhcp.offer", "tftp.sent", "tftp.sent", "tftp.sent", "rules", "http.script",
+                              "tftp.sent", "tftp.sent", "tftp.sent", "booted"], events
+    assert [f.lstrip("/") for f in _files(events, "tftp.sent")] == [
+        "shimx64.efi", "grubx64.efi", "grub/grub.cfg", f"grub/hosts/{mac}.cfg",
+        f"boot/hosts/{mac.replace(':', '')}/assets/kernel", f"boot/hosts/{mac.replace(':', '')}/assets/initrd-0",
+    ]
+    offer = next(e for e in events if e["kind"] == "dhcp.offer")
+    assert offer["data"]["boot_file"] == "shimx64.efi" and "Secure Boot" in offer["message"]
+    booted = events[-1]["data"]
+    assert booted["secure_boot"] == "on", booted
+    assert booted["kernel"].endswith("-amd64")
+    host = bootbox.json("host", "show", mac)
+    assert host["state"] in ("booted", "up", "configured") and host["profile"] == "demo"
+    assert host["associations"] == {"image": "demo", "group": "signed"}
+
+
+def test_arm64_pxe_gets_grub_and_an_arm64_kernel(
+    segment: LabSegment, arm64_assets: DemoAssets, arm64_loaders: dict[str, Path],
+    record_property: Callable[[str, object], None],
+) -> None:
+    """qemu-system-aarch64 ``virt`` + AAVMF: EDK2 PXE sends arch 11, which has no iPXE build and
+    gets Debian's network GRUB by default; GRUB loads the arm64 kernel the profile names."""
+    _require_arm64()
+    grub = arm64_loaders["grubnetaa64.efi.signed"]
+    bootbox = start_bootbox(segment, top_toml=f'server_address = "{SERVER}"\n', dhcp_toml=FULL_DHCP,
+                            extra_toml=f'[dhcp.loader_files]\n"grubnetaa64.efi" = "{grub}"\n')
+    bootbox.cli("profile", "add", "demo-arm64", "--kernel", str(arm64_assets.kernel), "--initrd",
+                str(arm64_assets.initrd), "--cmdline",
+                f"{arm64_assets.cmdline} bootbox.mac={{mac}} bootbox.callback={{callback}}")
+    mac = random_mac()
+    bootbox.cli("rule", "add", "arm", "--pattern", f"mac={mac}", "--item", "image=demo-arm64")
+    vm = segment.boot("arm64", mac=mac)
+    events = _boot_and_wait(bootbox, vm)
+    _record_time(vm, record_property, "arm64")
+    assert _kinds(events) == ["dhcp.offer", "tftp.sent", "tftp.sent", "rules", "http.script",
+                              "tftp.sent", "tftp.sent", "tftp.sent", "booted"], events
+    offer = next(e for e in events if e["kind"] == "dhcp.offer")
+    assert offer["data"]["arch"] == 11 and offer["data"]["boot_file"] == "grubnetaa64.efi"
+    assert [f.lstrip("/") for f in _files(events, "tftp.sent")][:3] == [
+        "grubnetaa64.efi", "grub/grub.cfg", f"grub/hosts/{mac}.cfg"]
+    booted = events[-1]["data"]
+    assert booted["kernel"].endswith("-arm64") and booted["secure_boot"] == "off", booted
+    assert bootbox.json("host", "show", mac)["profile"] == "demo-arm64"
+
+
+def test_secure_boot_firmware_refuses_unsigned_ipxe_and_the_timeline_says_why(
+    segment: LabSegment, demo_assets: DemoAssets, record_property: Callable[[str, object], None]
+) -> None:
+    """The negative case: Secure Boot firmware, but the host is not marked ``secure_boot``, so
+    bootbox hands out unsigned iPXE (beside the site DHCP, as a proxy). The firmware refuses it
+    ("Access Denied") and never asks for a script; bootbox's events say why the host stopped."""
+    _require_secure_boot()
+    segment.start_site_dhcp()
+    bootbox = start_bootbox(segment)
+    bootbox.add_demo_profile(demo_assets)
+    vm = segment.boot("uefi-secure")
+    try:
+        vm.wait_for("Access Denied", BOOT_TIMEOUT)
+        events = bootbox.wait_for_event(vm.mac, "state", 60)
+    except (TimeoutError, LabError) as exc:
+        pytest.fail(f"{exc}\nconsole:\n{vm.console_tail(60)}\nbootbox log:\n{bootbox.log_tail(60)}")
+    _record_time(vm, record_property, "negative")
+    kinds = _kinds(events)
+    assert kinds[:2] == ["dhcp.offer", "tftp.sent"] and "http.script" not in kinds and "booted" not in kinds, events
+    assert _files(events, "tftp.sent") == ["snponly.efi"]
+    stalled = [e for e in events if e["kind"] == "state"]
+    assert "snponly.efi" in stalled[0]["message"] and "Secure Boot" in stalled[0]["message"], stalled
+    host = bootbox.json("host", "show", vm.mac)
+    assert host["state"] == "booting" and "Secure Boot" in host["reason"], host
