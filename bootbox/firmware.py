@@ -19,6 +19,8 @@ from __future__ import annotations
 import io
 import logging
 import re
+import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Mapping
 
@@ -53,6 +55,11 @@ class FirmwareBoot:
                                           secure_boot=dhcp.secure_boot_loaders)
         self.files = BootFiles(settings.tftp.root, dhcp.loader_files, settings.state_path)
         self._warned_proxy: set[str] = set()
+        self._first_stage = {name for table in (dhcp.loaders, dhcp.grub_loaders, dhcp.secure_boot_loaders)
+                             for name in table.values() if name}
+        self._ipxe = {name for name in dhcp.loaders.values() if name}
+        self._pending: dict[str, str] = {}  # MAC → first-stage loader it fetched and has not run yet
+        self._pending_lock = threading.Lock()
 
     def startup_warnings(self) -> list[str]:
         """What an operator should fix before GRUB-booted hosts arrive (logged at start-up)."""
@@ -84,6 +91,8 @@ class FirmwareBoot:
     def decide(self, machine: Machine) -> BootSpec | None:
         """The DHCP answer for ``machine``, or None (and the reason on its timeline)."""
         service, settings = self.service, self.service.settings
+        if not machine.is_ipxe:
+            self._check_stalled(machine)
         server = settings.server_address if ":" not in machine.server_ip else ""
         base = policy.http_base_url(machine, server_address=server, http_port=settings.http.port,
                                     public_url=settings.http.public_url)
@@ -99,6 +108,43 @@ class FirmwareBoot:
             if isinstance(picked, policy.Loader) and picked.kind is policy.LoaderKind.GRUB:
                 self._warn_proxy_grub(machine.mac, spec)
         return spec
+
+    # ------------------------------------------------------------------ did the loader run?
+
+    def loader_sent(self, mac: str, name: str) -> None:
+        """A file reached ``mac``: a first-stage loader is now expected to run; anything else
+        (the next stage, a config) shows the previous one did."""
+        name = name.replace("\\", "/").lstrip("/")
+        with self._pending_lock:
+            if name in self._first_stage:
+                self._pending[mac] = name
+            else:
+                self._pending.pop(mac, None)
+
+    def progressed(self, mac: str) -> None:
+        """The loader ran: it asked for its script or GRUB config."""
+        with self._pending_lock:
+            self._pending.pop(mac, None)
+
+    def _check_stalled(self, machine: Machine) -> None:
+        """The firmware itself is back at DHCP after fetching a loader that never asked for
+        anything: it did not start it. UEFI Secure Boot refusing an unsigned loader ("Access
+        Denied", then the next boot entry) looks exactly like this on the wire (facts §9)."""
+        with self._pending_lock:
+            name = self._pending.pop(machine.mac, None)
+        if name is None:
+            return
+        if name in self._ipxe and machine.firmware != "bios":
+            why = (f"{name} was downloaded but never ran: the firmware came back to DHCP ({machine.vendor_class[:10]}) "
+                   "instead of asking for its script. Secure Boot firmware refuses Debian's unsigned iPXE "
+                   "(\"Access Denied\"); if Secure Boot is on for this host, give it secure_boot = on (its group's "
+                   "[groups.NAME] table or a secure_boot rule item) so it gets shim -> GRUB -> a signed kernel")
+        else:
+            why = (f"{name} was downloaded but never ran: the firmware came back to DHCP instead. It refused or "
+                   "could not start it (a Secure Boot refusal, or a loader for another architecture)")
+        log.warning("%s %s", machine.mac, why)
+        self.service.hosts.update(machine.mac, lambda h: replace(h, reason=why) if h is not None else h)  # type: ignore[arg-type,return-value]
+        self.service.record(machine.mac, EventKind.STATE, f"stalled: {why}", loader=name, stalled=True)
 
     def _warn_proxy_grub(self, mac: str, spec: BootSpec) -> None:
         """Once per host and run: the GRUB chain behind a proxy needs the site DHCP's help."""

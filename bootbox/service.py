@@ -265,6 +265,7 @@ class BootService:
         if record.ok:
             if not mac.startswith("ip:"):
                 self._see(mac, HostState.BOOTING)
+                self.firmware.loader_sent(mac, record.filename)
             self.record(mac, EventKind.TFTP_SENT, f"tftp {record.filename} ({record.bytes_sent} bytes)",
                         file=record.filename, bytes=record.bytes_sent, ip=record.client_ip, blksize=record.blksize)
         else:
@@ -276,6 +277,7 @@ class BootService:
         path = self.firmware.loader_path(name)
         if record:
             mac = self._mac_for_ip(client_ip)
+            self.firmware.loader_sent(mac, name)
             self.record(mac, EventKind.HTTP_FILE, f"http loader {name}", file=name, ip=client_ip)
         return path
 
@@ -299,6 +301,7 @@ class BootService:
         loader reported, choose a profile, render it."""
         mac = normalize_mac(mac)
         grub = loader == "grub"
+        self.firmware.progressed(mac)
 
         def waiting(boot: BootContext, attrs: Mapping[str, str], reason: str) -> str:
             if grub:
