@@ -72,6 +72,7 @@ BENCHMARKS: dict[str, Callable[[], tuple[Runner, Callable[[], str | None]]]] = {
     "store_scale": lambda: _module("store_scale"),
     "soak": lambda: _module("soak"),
     "rules": lambda: (_rules, lambda: None),
+    "esxi": lambda: _module("esxi"),
 }
 
 

@@ -28,7 +28,6 @@ missing event) is counted. Needs root, iproute2, setpriv, dnsmasq and nginx.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import random
 import shutil
@@ -192,7 +191,7 @@ def boot_one(host: SimHost, server_ip: str, loaders: dict[str, bytes], delay: fl
         dhcp.close()
         dhcp = None
         trace = walk_ipxe(script_url, ipxe_settings(host.client, host.ip), http_getter(host.ip))
-        outcome.kernel_url = next((u for u, _ in trace.fetched if "kernel" in u.rsplit("/", 1)[-1]), "")
+        outcome.kernel_url = trace.kernel
         step("http")
         callback = callback_url(trace.kernel_args)
         if callback is None:

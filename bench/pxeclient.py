@@ -47,15 +47,23 @@ __all__ = [
     "BootTrace",
     "PxeClient",
     "Reply",
+    "TftpError",
     "TftpResult",
+    "callback_url",
     "discover",
+    "drain_timestamped",
     "ethernet_frame",
     "expand",
+    "http_getter",
+    "ipxe_settings",
+    "menu_boot_item",
     "offer_boot_file",
     "open_reply_socket",
+    "post",
     "recv_timestamped",
     "request_4011",
     "tftp_fetch",
+    "tftp_probe_tsize",
     "walk_ipxe",
 ]
 
@@ -422,6 +430,7 @@ class BootTrace:
     command line, from which the callback URL is taken."""
 
     fetched: list[tuple[str, int]] = field(default_factory=list)
+    kernel: str = ""
     kernel_args: list[str] = field(default_factory=list)
 
     @property
@@ -520,9 +529,9 @@ def _run_script(text: str, settings: dict[str, str], fetch: Fetch, trace: BootTr
             size, _ = fetch(target)
             trace.fetched.append((target, size))
             if command == "kernel":
-                trace.kernel_args = args[1:]
+                trace.kernel, trace.kernel_args = target, args[1:]
         elif command == "boot":
-            if not trace.kernel_args and not any("kernel" in u for u, _ in trace.fetched[1:]):
+            if not trace.kernel:
                 raise BootFailure(f"{url}: boot without a kernel")
             return None
         elif command in ("sleep", "exit", "shell", "reboot", "poweroff"):

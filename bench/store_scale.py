@@ -24,7 +24,6 @@ There is no reference server for this, so the reference column is the same bootb
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import random
 import socket

@@ -19,6 +19,7 @@ from bootbox.dnsindex import ZoneView
 from bootbox.journal import Journal
 from bootbox.model import Profile
 from bootbox.leasestore import lease_callables
+from bootbox.net.dhcp6 import Dhcp6Server
 from bootbox.net.dhcpserver import DhcpServer
 from bootbox.net.dns import DnsServer
 from bootbox.net.proxydhcp import ProxyDhcpServer
@@ -199,10 +200,26 @@ class Appliance:
                 )
             if settings.dns.enabled:
                 self._start_server("dns", dns_server(settings, service))
+            if settings.dhcp6.enabled:
+                self._start_ipv6(settings, service, app)
         except BaseException:
             self.stop()
             raise
         log.info("bootbox is up: %s", ", ".join(f"{name} {self._describe(name)}" for name in self.servers))
+
+    def _start_ipv6(self, settings: Settings, service: BootService, app: Any) -> None:
+        """DHCPv6 PXE plus TFTP and HTTP on ``::`` (each IPv6-only beside its IPv4 twin)."""
+        dhcp6 = settings.dhcp6
+        self._start_server("http6", HttpServer(app, host="::", port=settings.http.port, threads=settings.http.threads,
+                                               connection_limit=settings.http.connection_limit))
+        if settings.tftp.enabled:
+            self._start_server("tftp6", TftpServer(open_file=service.open_tftp, on_transfer=service.tftp_done,
+                                                   bind_address="::", port=settings.tftp.port,
+                                                   timeout=settings.tftp.timeout, retries=settings.tftp.retries))
+        self._start_server("dhcp6", Dhcp6Server(decide=service.decide, on_answer=service.dhcp_answered,
+                                                interface=dhcp6.interface, server_address=dhcp6.server_address,
+                                                address_pool=dhcp6.address_pool, port=dhcp6.port,
+                                                client_port=dhcp6.client_port))
 
     def _start_server(self, name: str, server: Server) -> None:
         try:
@@ -217,7 +234,7 @@ class Appliance:
         server = self.servers[name]
         if name == "dhcp":
             return f"udp/{getattr(server, 'port', '?')}+{getattr(server, 'boot_server_port', '?')}"
-        if name == "tftp":
+        if name in ("tftp", "tftp6", "dhcp6"):
             return f"udp/{getattr(server, 'port', '?')}"
         if name == "dns":
             return f"udp+tcp/{getattr(server, 'port', '?')}"

@@ -125,6 +125,19 @@ class DnsSettings:
 
 
 @dataclass(frozen=True)
+class PushSettings:
+    """How hard after-boot pushes are tried (the ESXi waiter's own backoff by default)."""
+
+    attempts: int = 5
+    timeout: float = 30.0
+    first_delay: float = 10.0
+    step_min: float = 8.0
+    step_max: float = 12.0
+    max_delay: float = 300.0
+    workers: int = 4
+
+
+@dataclass(frozen=True)
 class DemoSettings:
     enabled: bool = True
     profile: str = "demo"
@@ -139,10 +152,14 @@ class Settings:
     log_level: str = "info"
     retry_seconds: int = 60
     disable_plugins: tuple[str, ...] = ()
+    secrets_key_file: str = ""
+    """Key that encrypts secret answers; empty: ``<state_dir>/secrets.key``. Keep it apart from
+    backups of the store if you can: the store alone then reveals no secret."""
     dhcp: DhcpSettings = field(default_factory=DhcpSettings)
     tftp: TftpSettings = field(default_factory=TftpSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     dns: DnsSettings = field(default_factory=DnsSettings)
+    push: PushSettings = field(default_factory=PushSettings)
     demo: DemoSettings = field(default_factory=DemoSettings)
     dhcp6: Dhcp6Settings = field(default_factory=Dhcp6Settings)
     groups: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -160,6 +177,7 @@ class Settings:
 
 
 _SECTIONS = {"dhcp": DhcpSettings, "tftp": TftpSettings, "http": HttpSettings, "demo": DemoSettings, "dns": DnsSettings,
+             "push": PushSettings,
              "dhcp6": Dhcp6Settings}
 _GROUP_KEYS = {"loader": ("ipxe", "grub"), "secure_boot": (True, False)}
 _LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -315,6 +333,14 @@ def _validate(settings: Settings) -> None:
     _validate_dhcp6(settings.dhcp6)
     if settings.log_level.lower() not in _LOG_LEVELS:
         raise ConfigError("log_level", f"use one of {', '.join(_LOG_LEVELS)}")
+    push = settings.push
+    if push.attempts < 1 or push.workers < 1:
+        raise ConfigError("push.attempts" if push.attempts < 1 else "push.workers", "must be at least 1")
+    for key in ("timeout", "first_delay", "step_min", "step_max", "max_delay"):
+        if getattr(push, key) < 0:
+            raise ConfigError(f"push.{key}", "must not be negative")
+    if push.step_min > push.step_max:
+        raise ConfigError("push.step_min", "must not exceed push.step_max")
     if settings.http.threads < 1:
         raise ConfigError("http.threads", "must be at least 1")
     if settings.retry_seconds < 1:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Mapping
 from bootbox import grubcfg, policy
 from bootbox.bootfiles import BootFiles, local_address_for
 from bootbox.errors import NotFound
-from bootbox.model import BootSpec, EventKind, Machine, normalize_mac
+from bootbox.model import BootSpec, EventKind, Firmware, Host, Machine, normalize_mac
 
 if TYPE_CHECKING:
     from bootbox.service import BootService
@@ -134,8 +134,8 @@ class FirmwareBoot:
             name = self._pending.pop(machine.mac, None)
         if name is None:
             return
-        if name in self._ipxe and machine.firmware != "bios":
-            why = (f"{name} was downloaded but never ran: the firmware came back to DHCP ({machine.vendor_class[:10]}) "
+        if name in self._ipxe and machine.firmware is not Firmware.BIOS:
+            why = (f"{name} was downloaded but never ran: the firmware came back to DHCP (as {machine.vendor_class.split(':')[0]}) "
                    "instead of asking for its script. Secure Boot firmware refuses Debian's unsigned iPXE "
                    "(\"Access Denied\"); if Secure Boot is on for this host, give it secure_boot = on (its group's "
                    "[groups.NAME] table or a secure_boot rule item) so it gets shim -> GRUB -> a signed kernel")
@@ -143,7 +143,7 @@ class FirmwareBoot:
             why = (f"{name} was downloaded but never ran: the firmware came back to DHCP instead. It refused or "
                    "could not start it (a Secure Boot refusal, or a loader for another architecture)")
         log.warning("%s %s", machine.mac, why)
-        self.service.hosts.update(machine.mac, lambda h: replace(h, reason=why) if h is not None else h)  # type: ignore[arg-type,return-value]
+        self.service.hosts.update(machine.mac, lambda h: replace(h or Host(mac=machine.mac), reason=why))
         self.service.record(machine.mac, EventKind.STATE, f"stalled: {why}", loader=name, stalled=True)
 
     def _warn_proxy_grub(self, mac: str, spec: BootSpec) -> None:

@@ -78,7 +78,7 @@ class HostConfig:
     def __init__(self, service: "BootService") -> None:
         self._service = service
         settings = service.settings
-        key_path = getattr(settings, "secrets_key_file", "") or str(settings.state_path / KEY_FILE)
+        key_path = settings.secrets_key_file or str(settings.state_path / KEY_FILE)
         self.box = SecretBox(Path(key_path))
         self.kinds: dict[str, AnswerKind] = {}
         self.inputs: dict[str, PluginInput] = {}

@@ -17,6 +17,7 @@ from bootbox.store import Store
 log = logging.getLogger("bootbox.index")
 
 HOSTS_TABLE = "hosts"
+_IP_ATTRS = ("ipv4", "ipv6")
 
 
 class HostIndex:
@@ -34,12 +35,18 @@ class HostIndex:
 
     def _put(self, host: Host) -> None:
         old = self._hosts.get(host.mac)
-        if old is not None and old.attrs.get("ipv4") and self._by_ip.get(old.attrs["ipv4"]) == host.mac:
-            del self._by_ip[old.attrs["ipv4"]]
+        if old is not None:
+            self._forget_ips(old)
         self._hosts[host.mac] = host
         self.version += 1
-        if host.attrs.get("ipv4"):
-            self._by_ip[host.attrs["ipv4"]] = host.mac
+        for key in _IP_ATTRS:  # TFTP and HTTP clients are known by address, over IPv4 or IPv6
+            if host.attrs.get(key):
+                self._by_ip[host.attrs[key]] = host.mac
+
+    def _forget_ips(self, host: Host) -> None:
+        for key in _IP_ATTRS:
+            if host.attrs.get(key) and self._by_ip.get(host.attrs[key]) == host.mac:
+                del self._by_ip[host.attrs[key]]
 
     def get(self, mac: str) -> Host | None:
         with self._lock:
@@ -69,8 +76,8 @@ class HostIndex:
         with self._lock:
             host = self._hosts.pop(mac, None)
             self.version += 1
-            if host and host.attrs.get("ipv4") and self._by_ip.get(host.attrs["ipv4"]) == mac:
-                del self._by_ip[host.attrs["ipv4"]]
+            if host is not None:
+                self._forget_ips(host)
             self._dirty.discard(mac)
             return host is not None
 

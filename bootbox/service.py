@@ -230,12 +230,12 @@ class BootService:
 
     def dhcp_answered(self, machine: Machine, spec: BootSpec, port: int) -> None:
         """Record that the proxy answered ``machine`` (an OFFER on 67, an ACK on 4011)."""
-        kind = EventKind.DHCP_OFFER if port == self.settings.dhcp.port else EventKind.DHCP_ACK
+        kind = EventKind.DHCP_OFFER if port in (self.settings.dhcp.port, self.settings.dhcp6.port) else EventKind.DHCP_ACK
         attrs = {"firmware": str(machine.firmware)}
         if machine.uuid:
             attrs["uuid"] = machine.uuid
         if machine.client_ip and machine.client_ip != "0.0.0.0":
-            attrs["ipv4"] = machine.client_ip
+            attrs["ipv6" if ":" in machine.client_ip else "ipv4"] = machine.client_ip
         host = self.hosts.get(machine.mac)
         self._see(machine.mac, None if host and host.state != HostState.DISCOVERED else HostState.DISCOVERED, attrs)
         self.record(

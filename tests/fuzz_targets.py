@@ -13,7 +13,7 @@ unexpected exception escape) when a property breaks; returning means the input w
 
 Targets that need a live server (TFTP, DNS, the API) keep one per process, created on first
 use, so a million inputs do not mean a million server starts. Any input that ever failed
-belongs in the ``REGRESSIONS`` of its test module.
+belongs in the fixed-input list of its test module (``REGRESSIONS`` or ``KNOWN_HARD``).
 """
 
 from __future__ import annotations
@@ -414,6 +414,7 @@ def main(argv: list[str]) -> int:
     for i, seed in enumerate(_seeds(name)):
         (corpus / f"seed{i}").write_bytes(seed)
     target = TARGETS[name]
+    atheris.instrument_all()  # coverage feedback from bootbox (and the libraries it calls)
     atheris.Setup([sys.argv[0], *flags, str(corpus)], target)
     atheris.Fuzz()
     return 0

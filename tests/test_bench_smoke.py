@@ -107,6 +107,12 @@ def check_rules(tables: dict[str, dict[str, Any]]) -> None:
     _all_measured(tables["rules"])
 
 
+def check_esxi(tables: dict[str, dict[str, Any]]) -> None:
+    table = tables["esxi"]
+    assert all(row["bootbox"] is not None and row["bootbox"] > 0 for row in table["rows"]), table["rows"]
+    assert table["meta"]["modules"] > 0  # the bundle imported and every module was served (sizes checked)
+
+
 CHECKS: dict[str, Callable[[dict[str, dict[str, Any]]], None]] = {
     "boot_path": check_boot_path,
     "tftp_windowsize": check_tftp_windowsize,
@@ -115,6 +121,7 @@ CHECKS: dict[str, Callable[[dict[str, dict[str, Any]]], None]] = {
     "store_scale": check_store_scale,
     "soak": check_soak,
     "rules": check_rules,
+    "esxi": check_esxi,
 }
 
 

@@ -22,6 +22,7 @@ import pytest
 from bootbox.demo import MARKER_OK, DemoAssets, DemoError, build_demo_assets
 from bootbox.lab.netns import LabError
 from bootbox.lab.qemu import AAVMF_CODE, OVMF_SECURE_CODE, QemuClient, random_mac
+from bootbox.lab.ra import RouterAdvertiser
 from bootbox.signedloaders import LoaderFetchError, fetch_signed_loaders
 from tests.e2e_bootbox import BootboxOnSegment, start_bootbox
 from tests.lab_fixtures import (
@@ -208,3 +209,63 @@ def test_secure_boot_firmware_refuses_unsigned_ipxe_and_the_timeline_says_why(
     assert "snponly.efi" in stalled[0]["message"] and "Secure Boot" in stalled[0]["message"], stalled
     host = bootbox.json("host", "show", vm.mac)
     assert host["state"] == "booting" and "Secure Boot" in host["reason"], host
+
+
+def test_uefi_http_boot_through_the_proxy(
+    segment: LabSegment, demo_assets: DemoAssets, record_property: Callable[[str, object], None]
+) -> None:
+    """OVMF with its PXE switched off boots over HTTP: bootbox's proxy OFFER (yiaddr 0, option 60
+    ``HTTPClient``, the loader URL in option 67) beside the site DHCP's address offer; the
+    firmware HEADs then GETs snponly.efi from bootbox, which comes back as iPXE for its script."""
+    require_qemu()
+    site = segment.start_site_dhcp()
+    segment.start_ra()
+    bootbox = start_bootbox(segment)
+    bootbox.add_demo_profile(demo_assets)
+    vm = segment.boot("uefi-http")
+    events = _boot_and_wait(bootbox, vm)
+    _record_time(vm, record_property, "uefi-http")
+    assert _kinds(events) == ["dhcp.offer", "http.file", "dhcp.offer", "rules", "http.script", "http.file",
+                              "http.file", "booted"], events
+    first = events[0]
+    assert first["data"]["arch"] == 16 and first["data"]["boot_file"] == f"{bootbox.url}/boot/loaders/snponly.efi"
+    assert _files(events, "http.file")[0] == "snponly.efi" and "tftp.sent" not in _kinds(events)
+    # The address came from the site's DHCP server; bootbox only added the boot URL.
+    assert events[-1]["data"]["ip"] == {lease.mac: lease.ip for lease in site.leases()}[vm.mac]
+    assert bootbox.json("host", "show", vm.mac)["attrs"]["platform"] == "efi"
+
+
+ULA_PREFIX = "fd42:b007::/64"
+SERVER6 = "fd42:b007::1"
+
+
+def test_uefi_pxe_over_ipv6_then_ipxe_over_http_on_ipv6(
+    segment: LabSegment, demo_assets: DemoAssets, record_property: Callable[[str, object], None]
+) -> None:
+    """OVMF with IPv4 PXE off, after an RA with the M flag: DHCPv6 SOLICIT (arch 7) → bootbox's
+    ADVERTISE/REPLY with an address and ``tftp://[fd42:b007::1]/snponly.efi`` → TFTP over IPv6 →
+    iPXE asks DHCPv6 again with user class iPXE → the script URL over IPv6 → kernel over IPv6."""
+    require_qemu()
+    segment.net.run(segment.server, ["ip", "-6", "addr", "add", f"{SERVER6}/64", "dev", segment.server.ifname, "nodad"])
+    site = segment.start_site_dhcp()  # the payload's own DHCPv4 (udhcpc) still needs an answer
+    advertiser = RouterAdvertiser(segment.server.ifname, netns=segment.server.netns, managed=True, prefix=ULA_PREFIX)
+    advertiser.start()
+    segment.net.defer(advertiser.stop)
+    bootbox = start_bootbox(segment, extra_toml=f'[dhcp6]\nenabled = true\ninterface = "{segment.server.ifname}"\n'
+                                                f'address_pool = "{ULA_PREFIX}"\n')
+    bootbox.add_demo_profile(demo_assets)
+    vm = segment.boot("uefi-pxe6")
+    events = _boot_and_wait(bootbox, vm)
+    _record_time(vm, record_property, "uefi-pxe6")
+    assert _kinds(events) == ["dhcp.offer", "tftp.sent", "dhcp.offer", "rules", "http.script", "http.file",
+                              "http.file", "booted"], events
+    offers = [e for e in events if e["kind"] == "dhcp.offer"]
+    assert offers[0]["data"] == {**offers[0]["data"], "boot_file": "snponly.efi", "arch": 7, "ipxe": False, "port": 547}
+    assert offers[-1]["data"]["ipxe"] is True and offers[-1]["data"]["port"] == 547
+    assert offers[-1]["data"]["boot_file"] == f"http://[{SERVER6}]:8080/boot.ipxe"
+    tftp = next(e for e in events if e["kind"] == "tftp.sent")
+    assert tftp["data"]["file"] == "snponly.efi" and tftp["data"]["ip"].startswith("fd42:b007:")
+    fetched = [e for e in events if e["kind"] in ("http.script", "http.file")]
+    assert all(e["data"]["ip"].startswith("fd42:b007:") for e in fetched), fetched
+    assert events[-1]["data"]["ip"] == {lease.mac: lease.ip for lease in site.leases()}[vm.mac]
+    assert bootbox.json("host", "show", vm.mac)["attrs"]["ipv6"].startswith("fd42:b007:")

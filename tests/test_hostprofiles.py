@@ -10,13 +10,13 @@ from bootbox import Host, ValidationError
 from bootbox.hostprofiles import (
     InputSpec,
     check_value,
-    lint_template,
     missing_answers,
     parse_host_profile,
     render,
     render_context,
     template_answers,
 )
+from bootbox.templatelint import lint_template
 
 KINDS = {"cloud-init": ("user-data",), "preseed": ("preseed.cfg",), "kickstart": ("ks.cfg",)}
 

@@ -18,6 +18,7 @@ Run it in-process (``RouterAdvertiser(netns=...)``) or as a process in a namespa
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import select
@@ -44,6 +45,7 @@ log = logging.getLogger("bootbox.lab.ra")
 ICMPV6_RS = 133
 ICMPV6_RA = 134
 _OPT_SOURCE_LLADDR = 1
+_OPT_PREFIX_INFO = 3
 _ICMP6_FILTER = 1  # <linux/icmpv6.h>; a set bit blocks that ICMPv6 type
 _ALL_NODES = "ff02::1"
 _ALL_ROUTERS = "ff02::2"
@@ -57,12 +59,16 @@ def _mac_bytes(mac: str) -> bytes:
 
 
 def build_router_advertisement(
-    source_mac: str, *, hop_limit: int = 64, router_lifetime: int = 0
+    source_mac: str, *, hop_limit: int = 64, router_lifetime: int = 0, managed: bool = False,
+    prefix: str | None = None,
 ) -> bytes:
-    """The ICMPv6 RA message (checksum left 0 for the kernel): no M/O flags, no prefix.
+    """The ICMPv6 RA message (checksum left 0 for the kernel): by default no M/O flags, no prefix.
 
-    Only a source link-layer address option is carried, so a listener can answer without
-    neighbour discovery. ``router_lifetime`` 0 means "not a default router".
+    A source link-layer address option is carried, so a listener can answer without neighbour
+    discovery. ``router_lifetime`` 0 means "not a default router". ``managed`` sets the M flag
+    (addresses come from DHCPv6: what makes UEFI firmware and iPXE run DHCPv6 for PXE), and
+    ``prefix`` (e.g. ``fd42:b007::/64``) adds a prefix information option with the on-link and
+    autonomous flags, so a booted Linux configures an address by itself (RFC 4861 §4.6.2).
     """
     header = struct.pack(
         "!BBHBBHII",
@@ -70,12 +76,16 @@ def build_router_advertisement(
         0,  # code
         0,  # checksum, computed by the kernel for raw ICMPv6 sockets
         hop_limit,
-        0,  # flags: M=0, O=0
+        0x80 if managed else 0,  # flags: M, O=0
         router_lifetime,
         0,  # reachable time: unspecified
         0,  # retransmit timer: unspecified
     )
     option = struct.pack("!BB6s", _OPT_SOURCE_LLADDR, 1, _mac_bytes(source_mac))
+    if prefix is not None:
+        network = ipaddress.IPv6Network(prefix)
+        option += struct.pack("!BBBBIII16s", _OPT_PREFIX_INFO, 4, network.prefixlen, 0xC0, 86400, 14400, 0,
+                              network.network_address.packed)
     return header + option
 
 
@@ -148,14 +158,20 @@ class RouterAdvertiser(StartStop):
         it: the lab's ``Segment.add_namespace(..., ipv6=True)``.
     :param netns: namespace to create the socket in; None for the caller's own.
     :param interval: seconds between unsolicited adverts; None to answer solicitations only.
+    :param managed: set the M flag (clients run DHCPv6).
+    :param prefix: advertise this prefix for stateless autoconfiguration
+        (see :func:`build_router_advertisement`).
     """
 
     def __init__(
-        self, interface: str = "eth0", *, netns: str | None = None, interval: float | None = 3.0
+        self, interface: str = "eth0", *, netns: str | None = None, interval: float | None = 3.0,
+        managed: bool = False, prefix: str | None = None,
     ) -> None:
         self.interface = interface
         self.netns = netns
         self.interval = interval
+        self.managed = managed
+        self.prefix = prefix
         self.solicitations = 0
         self.adverts = 0
         self._sock: socket.socket | None = None
@@ -173,7 +189,7 @@ class RouterAdvertiser(StartStop):
         else:
             sock, index, mac = run_in_netns(self.netns, _open_socket, self.interface)
         self._sock, self._index = sock, index
-        self._message = build_router_advertisement(mac)
+        self._message = build_router_advertisement(mac, managed=self.managed, prefix=self.prefix)
         self._wake_r, self._wake_w = os.pipe()
         self._advertise()
         self._thread = threading.Thread(

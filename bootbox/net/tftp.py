@@ -19,7 +19,8 @@ Deliberate choices:
   would make the size reported by tsize wrong (tftpy and dnsmasq do the same);
 * blksize is capped at what fits the receiving interface's MTU without IP fragmentation
   (1468 on Ethernet), otherwise at RFC 2348's 65464;
-* IPv4 only: PXE ROMs and iPXE fetch their TFTP stage over IPv4;
+* one address family per server: bind ``::`` (IPv6 only, ``IPV6_V6ONLY``) for UEFI PXE over
+  IPv6 beside the IPv4 one, as the appliance does when DHCPv6 is on (docs/firmware.md);
 * ``open_file`` and ``on_transfer`` run on the server thread, so both must be quick.
 """
 
@@ -55,7 +56,10 @@ OpenFile = Callable[[str, Client], BinaryIO]
 
 _IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # the Linux value; Python 3.11 does not export it
 _PKTINFO = struct.Struct("=i4s4s")  # struct in_pktinfo: ifindex, spec_dst, addr
-_CMSG_SPACE = socket.CMSG_SPACE(_PKTINFO.size)
+_PKTINFO6 = struct.Struct("=16sI")  # struct in6_pktinfo: address, ifindex
+_IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)
+_IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
+_CMSG_SPACE = socket.CMSG_SPACE(max(_PKTINFO.size, _PKTINFO6.size))
 _MAX_DATAGRAM = 65535
 _MAX_CLIENT_PACKET = 1500  # ACKs and ERRORs; anything longer is cut short, then rejected
 _DRAIN = 64  # requests read per readiness event of port 69, so a flood cannot starve transfers
@@ -175,9 +179,14 @@ class TftpServer:
         """
         if self._thread is not None:
             raise RuntimeError("TftpServer.start() called twice")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        ipv6 = ":" in self._bind_address
+        sock = socket.socket(socket.AF_INET6 if ipv6 else socket.AF_INET, socket.SOCK_DGRAM)
         try:
-            sock.setsockopt(socket.IPPROTO_IP, _IP_PKTINFO, 1)
+            if ipv6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_RECVPKTINFO, 1)
+            else:
+                sock.setsockopt(socket.IPPROTO_IP, _IP_PKTINFO, 1)
             sock.bind((self._bind_address, self._port))
         except OSError as exc:
             sock.close()
@@ -327,7 +336,8 @@ class TftpServer:
         try:
             source = BlockSource(stream)
             assert self._sock is not None
-            max_blksize = tt.max_blksize_for_mtu(tt.interface_mtu(self._sock, local.ifindex))
+            max_blksize = tt.max_blksize_for_mtu(tt.interface_mtu(self._sock, local.ifindex),
+                                                 ipv6=":" in client[0])
             negotiated = tt.negotiate(requested, size=source.size, max_blksize=max_blksize,
                                       default_timeout=self._timeout)
             sock = tt.open_transfer_socket(local.addresses)
@@ -483,8 +493,14 @@ class TftpServer:
 
 def _local_of(ancillary: list[tuple[int, int, bytes]], fallback: str) -> _Local:
     """Read ``IP_PKTINFO``: the request's destination address, then the receiving interface's
-    own address (for a broadcast destination, which cannot be bound)."""
+    own address (for a broadcast destination, which cannot be bound); or ``IPV6_PKTINFO``: the
+    destination address (multicast is not used by TFTP clients)."""
     for level, kind, payload in ancillary:
+        if level == socket.IPPROTO_IPV6 and kind == _IPV6_PKTINFO and len(payload) >= _PKTINFO6.size:
+            address, ifindex = _PKTINFO6.unpack_from(payload)
+            text = socket.inet_ntop(socket.AF_INET6, address)
+            # A link-local address can only be bound with its interface (scope) named.
+            return _Local((f"{text}%{ifindex}" if text.lower().startswith("fe80:") else text,), ifindex)
         if level == socket.IPPROTO_IP and kind == _IP_PKTINFO and len(payload) >= _PKTINFO.size:
             ifindex, spec_dst, dst = _PKTINFO.unpack_from(payload)
             addresses = dict.fromkeys((socket.inet_ntoa(dst), socket.inet_ntoa(spec_dst)))

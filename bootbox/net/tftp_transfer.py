@@ -59,6 +59,8 @@ CLIENT_ABORTED_OPTIONS = "client aborted (option negotiation)"
 
 _HEADERS = 20 + 8 + 4
 """IPv4 header without options, UDP header, TFTP DATA header."""
+_IPV6_EXTRA = 40 - 20
+"""An IPv6 header is 40 bytes (no extension headers)."""
 
 _MAX_OPTION_DIGITS = 10
 _SIOCGIFMTU = 0x8921
@@ -163,8 +165,9 @@ def negotiate(requested: RequestedOptions, *, size: int, max_blksize: int, defau
     return Negotiated(blksize=blksize, windowsize=windowsize, timeout=timeout, oack=oack)
 
 
-def max_blksize_for_mtu(mtu: int | None) -> int:
-    """The largest block that fits one unfragmented IPv4 datagram on a link with this MTU.
+def max_blksize_for_mtu(mtu: int | None, *, ipv6: bool = False) -> int:
+    """The largest block that fits one unfragmented IPv4 (or IPv6: a 20-byte larger header)
+    datagram on a link with this MTU.
 
     A block larger than the MTU is sent as IP fragments and the loss of any fragment loses the
     whole block, so we never offer more than the link carries (1500 → 1468, the value EDK2 asks
@@ -172,7 +175,7 @@ def max_blksize_for_mtu(mtu: int | None) -> int:
     """
     if mtu is None or mtu <= 0:
         return MAX_BLKSIZE
-    return max(MIN_BLKSIZE, min(MAX_BLKSIZE, mtu - _HEADERS))
+    return max(MIN_BLKSIZE, min(MAX_BLKSIZE, mtu - _HEADERS - (_IPV6_EXTRA if ipv6 else 0)))
 
 
 def interface_mtu(sock: socket.socket, ifindex: int | None) -> int | None:
@@ -196,7 +199,7 @@ def open_transfer_socket(addresses: Sequence[str]) -> socket.socket:
     """
     last_error: OSError = OSError(errno.EADDRNOTAVAIL, "no local address to reply from")
     for address in addresses:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_DGRAM)
         try:
             sock.bind((address, 0))
         except OSError as exc:

@@ -18,7 +18,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from bootbox.errors import Conflict, ValidationError
-from bootbox.hostprofiles import lint
+from bootbox.templatelint import lint
 from bootbox.model import normalize_mac
 from bootbox.web import get_service
 

@@ -1,0 +1,442 @@
+"""DHCPv6 for network boot (RFC 8415, RFC 5970): boot-file URLs for UEFI PXE over IPv6 and iPXE.
+
+A UEFI firmware doing PXE over IPv6 (after a router advertisement with the M flag) sends SOLICIT
+with its architecture (option 61), vendor class (16, ``PXEClient:Arch:00007…``) and asks for
+options 59/60 (facts/pxe-dhcp.md §9). The answer's option 59 is a URL: ``tftp://[addr]/file``
+for a loader, ``http://…`` for iPXE's script. iPXE itself asks again with user class (15)
+``iPXE`` and must get the script URL, or it loads itself forever — the same split as over IPv4,
+decided by the same ``decide(Machine) -> BootSpec | None`` callable.
+
+Addresses: EDK2 will not boot from an advertise that gives it no address, so with an
+``address_pool`` bootbox hands each client one (IA_NA), derived from a hash of its DUID and
+IAID: stable across boots with no lease table to keep. Without a pool it answers with boot
+options only, for a network whose own DHCPv6 server gives the addresses. Router advertisements
+stay the router's job.
+
+The client's MAC (bootbox's host key) comes from a DUID-LL/LLT, else from its EUI-64 link-local
+source address (EDK2 and iPXE both use one); a client neither reveals is not answered.
+
+:func:`parse` / :func:`build` are the pure codec, :func:`respond` the pure decision, and
+:class:`Dhcp6Server` the thin socket loop (one thread, ``selectors``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+import selectors
+import socket
+import struct
+import threading
+import uuid as _uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from enum import IntEnum
+from pathlib import Path
+
+from bootbox.model import BootSpec, Machine
+
+__all__ = [
+    "Dhcp6Packet", "Dhcp6Server", "MalformedPacket6", "Msg", "Opt6", "Reply6", "build", "client_mac",
+    "interface_global_address", "parse", "respond", "to_machine",
+]  # fmt: skip
+
+log = logging.getLogger("bootbox.dhcp6")
+
+Decide = Callable[[Machine], BootSpec | None]
+OnAnswer = Callable[[Machine, BootSpec, int], None]
+
+ALL_SERVERS = "ff02::1:2"  # All_DHCP_Relay_Agents_and_Servers (RFC 8415 §7.1)
+ENTERPRISE_PXE = 343  # Intel's enterprise number, used in the PXE vendor class (RFC 5970 §3.3)
+PREFERRED_LIFETIME, VALID_LIFETIME = 3600, 7200
+T1, T2 = 1800, 2880
+STATUS_NO_ADDRS = 2
+_IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)
+_IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
+
+
+class MalformedPacket6(ValueError):
+    """The bytes are not a DHCPv6 client message this server can read."""
+
+
+class Msg(IntEnum):
+    SOLICIT = 1
+    ADVERTISE = 2
+    REQUEST = 3
+    CONFIRM = 4
+    RENEW = 5
+    REBIND = 6
+    REPLY = 7
+    RELEASE = 8
+    DECLINE = 9
+    INFORMATION_REQUEST = 11
+
+
+class Opt6(IntEnum):
+    CLIENTID = 1
+    SERVERID = 2
+    IA_NA = 3
+    IAADDR = 5
+    ORO = 6
+    PREFERENCE = 7
+    STATUS_CODE = 13
+    USER_CLASS = 15
+    VENDOR_CLASS = 16
+    BOOTFILE_URL = 59
+    BOOTFILE_PARAM = 60
+    CLIENT_ARCH = 61
+
+
+@dataclass(frozen=True)
+class Dhcp6Packet:
+    """A DHCPv6 message: type, 3-byte transaction id, options in order (code, data)."""
+
+    msg_type: int
+    xid: bytes
+    options: tuple[tuple[int, bytes], ...] = field(default_factory=tuple)
+
+    def get(self, code: int) -> bytes | None:
+        """The first option ``code``'s data, or None."""
+        return next((data for c, data in self.options if c == code), None)
+
+    def all(self, code: int) -> list[bytes]:
+        return [data for c, data in self.options if c == code]
+
+
+# --------------------------------------------------------------------------- codec
+def _options(data: bytes, where: str) -> tuple[tuple[int, bytes], ...]:
+    out: list[tuple[int, bytes]] = []
+    offset = 0
+    while offset < len(data):
+        if offset + 4 > len(data):
+            raise MalformedPacket6(f"truncated option header in {where} at byte {offset}")
+        code, length = struct.unpack_from("!HH", data, offset)
+        end = offset + 4 + length
+        if end > len(data):
+            raise MalformedPacket6(f"option {code} in {where} runs past the end ({length} bytes)")
+        out.append((code, data[offset + 4 : end]))
+        offset = end
+    return tuple(out)
+
+
+def parse(data: bytes) -> Dhcp6Packet:
+    """Decode a client message (relay messages are not accepted: bootbox serves one link)."""
+    if len(data) < 4:
+        raise MalformedPacket6("shorter than a DHCPv6 header")
+    if data[0] not in {m.value for m in Msg}:
+        raise MalformedPacket6(f"message type {data[0]} is not a client/server message")
+    return Dhcp6Packet(data[0], bytes(data[1:4]), _options(data[4:], "the message"))
+
+
+def _encode_options(options: tuple[tuple[int, bytes], ...]) -> bytes:
+    return b"".join(struct.pack("!HH", code, len(value)) + value for code, value in options)
+
+
+def build(packet: Dhcp6Packet) -> bytes:
+    """Encode a message (the inverse of :func:`parse`)."""
+    return bytes((packet.msg_type,)) + packet.xid + _encode_options(packet.options)
+
+
+def _length_prefixed(data: bytes) -> list[bytes]:
+    """The opaque-data lists of user class (15) and vendor class (16, after its enterprise)."""
+    items, offset = [], 0
+    while offset + 2 <= len(data):
+        (length,) = struct.unpack_from("!H", data, offset)
+        items.append(data[offset + 2 : offset + 2 + length])
+        offset += 2 + length
+    return items
+
+
+# --------------------------------------------------------------------------- client identity
+def client_mac(pkt: Dhcp6Packet, source: str) -> str | None:
+    """The client's MAC: from a DUID-LLT/LL with hardware type Ethernet, else from an EUI-64
+    link-local source address (``fe80::XXXX:XXff:feXX:XXXX``, U/L bit flipped back)."""
+    duid = pkt.get(Opt6.CLIENTID) or b""
+    if len(duid) >= 4:
+        kind, hwtype = struct.unpack_from("!HH", duid)
+        if hwtype == 1 and kind == 1 and len(duid) == 14:
+            return duid[8:14].hex(":")
+        if hwtype == 1 and kind == 3 and len(duid) == 10:
+            return duid[4:10].hex(":")
+    try:
+        address = ipaddress.IPv6Address(source.split("%")[0])
+    except ValueError:
+        return None
+    iid = address.packed[8:]
+    if address.is_link_local and iid[3:5] == b"\xff\xfe":
+        return bytes((iid[0] ^ 0x02, *iid[1:3], *iid[5:8])).hex(":")
+    return None
+
+
+def _client_uuid(pkt: Dhcp6Packet) -> str | None:
+    duid = pkt.get(Opt6.CLIENTID) or b""
+    if len(duid) == 18 and duid[:2] == b"\x00\x04":  # DUID-UUID (RFC 6355)
+        return str(_uuid.UUID(bytes=duid[2:]))
+    return None
+
+
+def to_machine(pkt: Dhcp6Packet, mac: str, server_ip: str, port: int) -> Machine:
+    """The bootbox view of a DHCPv6 client (arch from option 61, classes from 15 and 16)."""
+    arch_data = pkt.get(Opt6.CLIENT_ARCH) or b""
+    arch = struct.unpack_from("!H", arch_data)[0] if len(arch_data) >= 2 else None
+    vendor = pkt.get(Opt6.VENDOR_CLASS) or b""
+    vendor_items = _length_prefixed(vendor[4:]) if len(vendor) >= 4 else []
+    vendor_class = vendor_items[0].decode("ascii", "replace") if vendor_items else ""
+    user = [item.decode("ascii", "replace") for item in _length_prefixed(pkt.get(Opt6.USER_CLASS) or b"")]
+    if arch is None and vendor_class.startswith(("PXEClient:Arch:", "HTTPClient:Arch:")):
+        digits = vendor_class.split(":")[2]
+        arch = int(digits) if digits.isdigit() else None
+    return Machine(mac=mac, arch=arch, vendor_class=vendor_class, user_class=",".join(user),
+                   is_ipxe="iPXE" in user, uuid=_client_uuid(pkt), server_ip=server_ip, port=port)
+
+
+# --------------------------------------------------------------------------- decision
+@dataclass(frozen=True)
+class Reply6:
+    """What to send back, and what it was decided from."""
+
+    packet: Dhcp6Packet
+    machine: Machine
+    spec: BootSpec
+    address: str | None
+
+
+def boot_url(spec: BootSpec, server_ip: str) -> str:
+    """Option 59 wants a URL: a bare TFTP file name becomes ``tftp://[server]/name``."""
+    if "://" in spec.boot_file:
+        return spec.boot_file
+    return f"tftp://[{server_ip}]/{spec.boot_file.lstrip('/')}"
+
+
+def assigned_address(pool: ipaddress.IPv6Network, duid: bytes, iaid: bytes, avoid: str = "") -> str:
+    """A stable address in ``pool`` for one IA of one client: a hash of DUID and IAID, never the
+    pool's first 256 addresses (routers and servers sit there) nor ``avoid``."""
+    span = pool.num_addresses - 256
+    counter = 0
+    while True:
+        digest = hashlib.sha256(duid + iaid + counter.to_bytes(4, "big")).digest()
+        candidate = pool.network_address + 256 + int.from_bytes(digest[:16], "big") % span
+        if str(candidate) != avoid:
+            return str(candidate)
+        counter += 1
+
+
+def respond(
+    pkt: Dhcp6Packet, *, source: str, server_ip: str, server_duid: bytes, decide: Decide, port: int = 547,
+    pool: ipaddress.IPv6Network | None = None,
+) -> Reply6 | str:
+    """The ADVERTISE or REPLY for ``pkt``, or the reason to stay silent.
+
+    Only SOLICIT, REQUEST, RENEW, REBIND and INFORMATION-REQUEST from network-boot clients (a
+    vendor class or a user class ``iPXE``) are answered; a REQUEST/RENEW naming another server
+    is left to it (RFC 8415 §18.3). ``decide``'s exceptions propagate to the caller.
+    """
+    if pkt.msg_type not in (Msg.SOLICIT, Msg.REQUEST, Msg.RENEW, Msg.REBIND, Msg.INFORMATION_REQUEST):
+        return f"{Msg(pkt.msg_type).name} is not answered"
+    duid = pkt.get(Opt6.CLIENTID)
+    if not duid:
+        return "no client identifier"
+    named = pkt.get(Opt6.SERVERID)
+    if named is not None and named != server_duid:
+        return "addressed to another server"
+    if pkt.msg_type == Msg.SOLICIT and named is not None:
+        return "a SOLICIT must not name a server"
+    mac = client_mac(pkt, source)
+    if mac is None:
+        return f"cannot tell the MAC of {source} (DUID type {duid[:2].hex()}, not an EUI-64 address)"
+    machine = to_machine(pkt, mac, server_ip, port)
+    if not machine.vendor_class.startswith(("PXEClient", "HTTPClient")) and not machine.is_ipxe:
+        return f"vendor class {machine.vendor_class!r} is not PXEClient/HTTPClient, and not iPXE"
+    options: list[tuple[int, bytes]] = [(Opt6.SERVERID, server_duid), (Opt6.CLIENTID, duid)]
+    address = None
+    if pkt.msg_type != Msg.INFORMATION_REQUEST:
+        for ia in pkt.all(Opt6.IA_NA):
+            if len(ia) < 12:
+                return "malformed IA_NA"
+            if pool is None:
+                status = struct.pack("!H", STATUS_NO_ADDRS) + b"no addresses: the site's DHCPv6 server gives them"
+                options.append((Opt6.IA_NA, ia[:4] + bytes(8) + _encode_options(((Opt6.STATUS_CODE, status),))))
+                continue
+            address = assigned_address(pool, duid, ia[:4], avoid=server_ip)
+            iaaddr = ipaddress.IPv6Address(address).packed + struct.pack("!II", PREFERRED_LIFETIME, VALID_LIFETIME)
+            options.append((Opt6.IA_NA, ia[:4] + struct.pack("!II", T1, T2)
+                            + _encode_options(((Opt6.IAADDR, iaaddr),))))
+    if address is not None:
+        machine = replace(machine, client_ip=address)
+    spec = decide(machine)
+    if spec is None:
+        return "decide() declined this client"
+    if machine.vendor_class.startswith("HTTPClient"):
+        # HTTP boot ignores an answer without it (facts §6). PXE clients must NOT get a
+        # "PXEClient" echo: EDK2 then treats the answer as a PXE boot-server offer and asks
+        # [server]:4011 before it loads anything (seen on the wire; PXE-E16 when nobody answers).
+        klass = b"HTTPClient"
+        options.append((Opt6.VENDOR_CLASS, struct.pack("!IH", ENTERPRISE_PXE, len(klass)) + klass))
+    options.append((Opt6.BOOTFILE_URL, boot_url(spec, server_ip).encode()))
+    if pkt.msg_type == Msg.SOLICIT:
+        options.append((Opt6.PREFERENCE, b"\xff"))  # the client may take it at once (RFC 8415 §18.2.9)
+    kind = Msg.ADVERTISE if pkt.msg_type == Msg.SOLICIT else Msg.REPLY
+    return Reply6(Dhcp6Packet(kind, pkt.xid, tuple(options)), machine, spec, address)
+
+
+# --------------------------------------------------------------------------- host helpers
+def interface_global_address(interface: str, if_inet6: Path = Path("/proc/net/if_inet6")) -> str | None:
+    """The first global (scope 00) IPv6 address of ``interface`` in this network namespace."""
+    try:
+        lines = if_inet6.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 6 and fields[5] == interface and fields[3] == "00":
+            return str(ipaddress.IPv6Address(bytes.fromhex(fields[0])))
+    return None
+
+
+def duid_ll(mac: str) -> bytes:
+    """A DUID-LL (type 3, hardware type 1) for our own identity."""
+    return struct.pack("!HH", 3, 1) + bytes.fromhex(mac.replace(":", ""))
+
+
+# --------------------------------------------------------------------------- socket server
+class Dhcp6Server:
+    """udp/547 on one interface (joined to ff02::1:2), one thread; see :func:`respond`.
+
+    ``on_answer(machine, spec, port)`` runs after each answer is sent.
+    """
+
+    def __init__(self, *, decide: Decide, interface: str, on_answer: OnAnswer | None = None,
+                 server_address: str = "", address_pool: str = "", port: int = 547, client_port: int = 546) -> None:
+        self._decide, self._on_answer = decide, on_answer
+        self.interface = interface
+        self._server_address = server_address
+        self._pool = ipaddress.IPv6Network(address_pool) if address_pool else None
+        self._port, self._client_port = port, client_port
+        self._sock: socket.socket | None = None
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._duid = b""
+        self.stats = dict.fromkeys(("received", "answered", "ignored", "errors"), 0)
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def server_address(self) -> str:
+        return self._server_address
+
+    def start(self) -> None:
+        """Find our address and DUID, bind udp/547 on the interface, join ff02::1:2, serve."""
+        address = self._server_address or interface_global_address(self.interface)
+        if not address:
+            raise OSError(f"interface {self.interface} has no global IPv6 address for boot URLs; "
+                          "add one or set dhcp6.server_address")
+        self._server_address = address
+        try:
+            mac = Path(f"/sys/class/net/{self.interface}/address").read_text().strip()
+            index = socket.if_nametoindex(self.interface)
+        except OSError as exc:
+            raise OSError(f"no interface {self.interface!r} for DHCPv6: {exc}") from exc
+        self._duid = duid_ll(mac)
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_RECVPKTINFO, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, self.interface.encode())
+            sock.bind(("::", self._port))
+            group = socket.inet_pton(socket.AF_INET6, ALL_SERVERS) + struct.pack("@I", index)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, group)
+        except OSError as exc:
+            sock.close()
+            raise OSError(exc.errno, f"cannot serve DHCPv6 on {self.interface} udp/{self._port}: {exc.strerror}. "
+                          "Another DHCPv6 server (dnsmasq?) may hold the port; ports below 1024 need root "
+                          "or CAP_NET_BIND_SERVICE") from exc
+        sock.setblocking(False)
+        self._port = sock.getsockname()[1]
+        self._sock = sock
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._run, name="bootbox-dhcp6", daemon=True)
+        self._thread.start()
+        log.info("DHCPv6 listening on %s udp/%d; boot URLs name [%s]%s", self.interface, self._port, address,
+                 f", addresses from {self._pool}" if self._pool else ", no addresses (boot options only)")
+
+    def stop(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._stopping.set()
+            if self._wake_w is not None:
+                self._wake_w.send(b"\0")
+            thread.join(timeout=2.0)
+        for sock in (self._sock, self._wake_r, self._wake_w):
+            if sock is not None:
+                sock.close()
+        self._sock = self._wake_r = self._wake_w = None
+
+    def _run(self) -> None:
+        assert self._sock is not None and self._wake_r is not None
+        with selectors.DefaultSelector() as sel:
+            sel.register(self._sock, selectors.EVENT_READ, "dhcp6")
+            sel.register(self._wake_r, selectors.EVENT_READ, None)
+            while not self._stopping.is_set():
+                for key, _ in sel.select(timeout=1.0):
+                    if key.data is None:
+                        continue
+                    try:
+                        self._receive()
+                    except Exception:  # one packet must never stop the service
+                        self.stats["errors"] += 1
+                        log.exception("DHCPv6: unexpected error handling a packet")
+
+    def _receive(self) -> None:
+        assert self._sock is not None
+        try:
+            data, _, _, source = self._sock.recvmsg(65535, socket.CMSG_SPACE(20))
+        except (BlockingIOError, InterruptedError):
+            return
+        self.stats["received"] += 1
+        try:
+            pkt = parse(data)
+        except MalformedPacket6 as exc:
+            self.stats["ignored"] += 1
+            log.debug("DHCPv6 from %s: dropped: %s", source[0], exc)
+            return
+        try:
+            outcome = respond(pkt, source=source[0], server_ip=self._server_address, server_duid=self._duid,
+                              decide=self._decide, port=self._port, pool=self._pool)
+        except Exception as exc:
+            self.stats["errors"] += 1
+            log.error("DHCPv6 from %s: decide() raised %r", source[0], exc, exc_info=exc)
+            return
+        if isinstance(outcome, str):
+            self.stats["ignored"] += 1
+            log.debug("DHCPv6 %s from %s ignored: %s", _type_name(pkt.msg_type), source[0], outcome)
+            return
+        destination = (source[0], self._client_port, 0, source[3])  # back to the link-local sender
+        try:
+            self._sock.sendto(build(outcome.packet), destination)
+        except OSError as exc:
+            self.stats["errors"] += 1
+            log.error("mac %s: cannot send the DHCPv6 answer to %s: %s", outcome.machine.mac, source[0], exc)
+            return
+        self.stats["answered"] += 1
+        log.info("mac %s: DHCPv6 %s %s%s to %s", outcome.machine.mac, _type_name(outcome.packet.msg_type),
+                 boot_url(outcome.spec, self._server_address),
+                 f" (address {outcome.address})" if outcome.address else "", source[0])
+        if self._on_answer is not None:
+            try:
+                self._on_answer(outcome.machine, outcome.spec, self._port)
+            except Exception:
+                log.exception("mac %s: on_answer callback failed", outcome.machine.mac)
+
+
+def _type_name(kind: int) -> str:
+    try:
+        return Msg(kind).name
+    except ValueError:
+        return f"type {kind}"
