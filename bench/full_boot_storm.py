@@ -292,6 +292,10 @@ class BootLab:
             expected = self._bootbox_rules(api)
             result = self._storm(server.pid, ip)
             result.checked_failures = self._check_records(api, expected)
+            for outcome in result.outcomes:  # each host fetched its kernel through its own, scoped path
+                own = f"/boot/hosts/{outcome.mac.replace(':', '')}/"
+                if not outcome.error and own not in outcome.kernel_url:
+                    result.checked_failures.setdefault(outcome.mac, f"kernel from {outcome.kernel_url}, not {own}")
             return result
         finally:
             server.stop()

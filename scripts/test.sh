@@ -19,6 +19,7 @@ apt_packages=(
   curl dnsutils tcpdump iproute2         # real clients (curl tftp:// and http://, dig) and the lab
   busybox-static cpio xz-utils kmod      # the demo initramfs
   nginx-light tftpd-hpa                  # reference servers for the benchmarks and the cache test
+  pxelinux syslinux-common               # the ESXi BIOS path: lpxelinux.0 loads mboot.c32
   isc-dhcp-client                        # dhclient: a real client of full-DHCP mode
   systemd                                # systemd-analyze verify/security on appliance/bootbox.service
   vagrant vagrant-libvirt                # `vagrant validate` of the Vagrantfile, libvirt provider included

@@ -194,11 +194,11 @@ def to_machine(pkt: Dhcp6Packet, mac: str, server_ip: str, port: int) -> Machine
 # --------------------------------------------------------------------------- decision
 @dataclass(frozen=True)
 class Reply6:
-    """What to send back, and what it was decided from."""
+    """What to send back, and what it was decided from (no ``spec`` for a RELEASE/DECLINE)."""
 
     packet: Dhcp6Packet
     machine: Machine
-    spec: BootSpec
+    spec: BootSpec | None
     address: str | None
 
 
@@ -232,7 +232,8 @@ def respond(
     vendor class or a user class ``iPXE``) are answered; a REQUEST/RENEW naming another server
     is left to it (RFC 8415 §18.3). ``decide``'s exceptions propagate to the caller.
     """
-    if pkt.msg_type not in (Msg.SOLICIT, Msg.REQUEST, Msg.RENEW, Msg.REBIND, Msg.INFORMATION_REQUEST):
+    if pkt.msg_type not in (Msg.SOLICIT, Msg.REQUEST, Msg.RENEW, Msg.REBIND, Msg.INFORMATION_REQUEST,
+                            Msg.RELEASE, Msg.DECLINE):
         return f"{Msg(pkt.msg_type).name} is not answered"
     duid = pkt.get(Opt6.CLIENTID)
     if not duid:
@@ -246,6 +247,14 @@ def respond(
     if mac is None:
         return f"cannot tell the MAC of {source} (DUID type {duid[:2].hex()}, not an EUI-64 address)"
     machine = to_machine(pkt, mac, server_ip, port)
+    if pkt.msg_type in (Msg.RELEASE, Msg.DECLINE):
+        if named is None:
+            return f"a {Msg(pkt.msg_type).name} must name the server"
+        # RFC 8415 §18.3.7-8: always answered. EDK2 hands the NIC to the loaded iPXE only after
+        # its RELEASE is answered; unanswered, the hand-over stalls (seen on the wire).
+        status = (Opt6.STATUS_CODE, struct.pack("!H", 0) + b"released")
+        return Reply6(Dhcp6Packet(Msg.REPLY, pkt.xid, ((Opt6.SERVERID, server_duid), (Opt6.CLIENTID, duid), status)),
+                      machine, None, None)
     if not machine.vendor_class.startswith(("PXEClient", "HTTPClient")) and not machine.is_ipxe:
         return f"vendor class {machine.vendor_class!r} is not PXEClient/HTTPClient, and not iPXE"
     options: list[tuple[int, bytes]] = [(Opt6.SERVERID, server_duid), (Opt6.CLIENTID, duid)]
@@ -425,6 +434,9 @@ class Dhcp6Server:
             log.error("mac %s: cannot send the DHCPv6 answer to %s: %s", outcome.machine.mac, source[0], exc)
             return
         self.stats["answered"] += 1
+        if outcome.spec is None:
+            log.info("mac %s: DHCPv6 REPLY to %s %s", outcome.machine.mac, _type_name(pkt.msg_type), source[0])
+            return
         log.info("mac %s: DHCPv6 %s %s%s to %s", outcome.machine.mac, _type_name(outcome.packet.msg_type),
                  boot_url(outcome.spec, self._server_address),
                  f" (address {outcome.address})" if outcome.address else "", source[0])
