@@ -54,9 +54,12 @@ if [ "$mode" = uninstall ]; then
   exit 0
 fi
 
-# ipxe: the loaders served over TFTP. busybox-static, cpio, kmod, xz-utils: the demo profile's
-# initramfs. python3-venv: bootbox's own environment. iproute2: `bootbox doctor`.
-packages=(python3 python3-venv python3-pip ipxe busybox-static cpio kmod xz-utils ca-certificates iproute2)
+# ipxe: the loaders served over TFTP. shim-signed, grub-efi-amd64-signed: the Secure Boot chain
+# (docs/firmware.md; arm64 ones are fetched with `python -m bootbox.signedloaders`). busybox-static,
+# cpio, kmod, xz-utils: the demo profile's initramfs. python3-venv: bootbox's own environment.
+# iproute2: `bootbox doctor`.
+packages=(python3 python3-venv python3-pip ipxe shim-signed grub-efi-amd64-signed busybox-static cpio kmod xz-utils
+          ca-certificates iproute2)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

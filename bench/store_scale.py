@@ -259,7 +259,7 @@ def requirements() -> str | None:
 def tables(quick: bool = False, runs: int | None = None) -> list[Table]:
     """One measurement per size (a start-up is expensive at 100,000 hosts); ``runs`` is unused."""
     if quick:
-        return measure(2000, 200, 2, 200, 3)
+        return measure(1000, 100, 2, 100, 2)
     return measure(100_000, 1000, 8, 2000, 5)
 
 

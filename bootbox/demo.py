@@ -415,13 +415,15 @@ bootbox_main() {
     BOOT_ID=$(cat /proc/sys/kernel/random/uuid)
     SECURE_BOOT=$(bootbox_secure_boot)
     BODY="mac=$MAC&ip=$IP&boot_id=$BOOT_ID&kernel=$(uname -r)&secure_boot=$SECURE_BOOT"
-    for _bb_attempt in 1 2 3; do
+    # Six tries, two seconds apart: a callback URL on IPv6 needs the address the kernel
+    # configures by itself from the router advertisement (a few seconds after link-up).
+    for _bb_attempt in 1 2 3 4 5 6; do
         # busybox 1.35's wget -T segfaults, so timeout(1) bounds each attempt instead.
         if timeout 10 wget -q -O /run/callback.out --post-data "$BODY" "$BB_CALLBACK"; then
             echo "@MARKER_OK@ mac=$MAC ip=$IP boot_id=$BOOT_ID"
             bootbox_poweroff
         fi
-        sleep 1
+        sleep 2
     done
     echo "@MARKER_FAIL@: POST to $BB_CALLBACK failed mac=$MAC ip=$IP"
     bootbox_poweroff

@@ -195,7 +195,13 @@ def check_dhcp_servers(settings: Settings, heard: Sequence[HeardServer], interfa
 
 def check_secure_boot(settings: Settings, heard: Sequence[HeardServer] | None, server_ip: str | None) -> Check:
     """GRUB 2.06 (the Secure Boot chain) fetches from the siaddr of the *address* server's ACK."""
-    grub = sorted({name for name in settings.dhcp.loaders.values() if name and _SECURE_BOOT_LOADER.search(name)})
+    names = {name for name in settings.dhcp.loaders.values() if name and _SECURE_BOOT_LOADER.search(name)}
+    for group, table in settings.groups.items():  # [groups.NAME] choosing GRUB (docs/firmware.md)
+        if table.get("secure_boot"):
+            names |= {f"{name} (group {group})" for name in settings.dhcp.secure_boot_loaders.values() if name}
+        elif table.get("loader") == "grub":
+            names |= {f"{name} (group {group})" for name in settings.dhcp.grub_loaders.values() if name}
+    grub = sorted(names)
     if not grub:
         return Check("secure boot", Status.SKIP, "no shim/GRUB loader configured; iPXE loaders follow bootbox's answer")
     if settings.dhcp.mode == "full":

@@ -135,7 +135,8 @@ class FirmwareBoot:
         if name is None:
             return
         if name in self._ipxe and machine.firmware is not Firmware.BIOS:
-            why = (f"{name} was downloaded but never ran: the firmware came back to DHCP (as {machine.vendor_class.split(':')[0]}) "
+            asked_as = machine.vendor_class.split(":")[0]
+            why = (f"{name} was downloaded but never ran: the firmware came back to DHCP (as {asked_as}) "
                    "instead of asking for its script. Secure Boot firmware refuses Debian's unsigned iPXE "
                    "(\"Access Denied\"); if Secure Boot is on for this host, give it secure_boot = on (its group's "
                    "[groups.NAME] table or a secure_boot rule item) so it gets shim -> GRUB -> a signed kernel")

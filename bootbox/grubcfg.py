@@ -68,7 +68,7 @@ def main_config(server: str) -> str:
             "set timeout=0",
             'echo "bootbox: GRUB on ${net_default_mac} fetches its configuration from ${net_default_server}"',
             f"configfile {HOST_CONFIG_EXPR}",
-            f"echo {grub_quote(f'bootbox: the host configuration could not be read; retrying in {RETRY_SECONDS} seconds')}",
+            "echo " + grub_quote(f"bootbox: the host configuration could not be read; retrying in {RETRY_SECONDS} s"),
             f"sleep {RETRY_SECONDS}",
             'configfile "${prefix}/grub.cfg"',
             "",

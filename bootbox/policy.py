@@ -164,7 +164,8 @@ def select_loader(arch: int | None, tables: LoaderTables, choice: BootChoice = B
                             "so Secure Boot firmware would refuse it; use loader grub (or turn Secure Boot off)")
         name = tables.secure_boot.get(code, "")
         if not name:
-            return NoLoader(f"Secure Boot was asked for, but [dhcp.secure_boot_loaders] has no shim for architecture {code}")
+            return NoLoader(f"Secure Boot was asked for, but [dhcp.secure_boot_loaders] has no shim for "
+                            f"architecture {code}")
         return Loader(LoaderKind.GRUB, name, secure_boot=True)
     if choice.loader:
         try:

@@ -12,6 +12,13 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 export DEBIAN_FRONTEND=noninteractive
+# The firmware matrix's arm64 case downloads (never installs) arm64 packages: the kernel,
+# busybox-static and the signed shim/GRUB (bootbox.demo, bootbox.signedloaders). apt needs the
+# architecture in its lists for that.
+if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+  dpkg --add-architecture arm64
+  apt-get update -q
+fi
 apt_packages=(
   python3 python3-venv python3-pip       # the project's venv
   ipxe ipxe-qemu qemu-system-x86 ovmf    # loaders, firmware and the emulator that PXE-boots
@@ -23,6 +30,8 @@ apt_packages=(
   isc-dhcp-client                        # dhclient: a real client of full-DHCP mode
   systemd                                # systemd-analyze verify/security on appliance/bootbox.service
   vagrant vagrant-libvirt                # `vagrant validate` of the Vagrantfile, libvirt provider included
+  qemu-system-arm qemu-efi-aarch64       # the firmware matrix: arm64 `virt` + AAVMF
+  shim-signed grub-efi-amd64-signed      # the Secure Boot chain: signed shim + network GRUB (x64)
 )
 # Reference servers are installed as programs only: their system services must not start (and
 # take ports 69 or 80) on a developer's machine. policy-rc.d tells the packages not to start them.

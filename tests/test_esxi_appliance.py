@@ -1,7 +1,8 @@
 """The esxi plugin inside a real running appliance, over real sockets on loopback.
 
 A client fetches the ESXi script, then boot.cfg, then every module boot.cfg lists, and checks
-each module's bytes against the VIBs the test built (not against the plugin's own records). The
+each module's bytes against the VIBs the test built (not against the plugin's own records); the
+last module is the host's call-in, whose up URL the appliance then accepts as the host's. The
 CLI drives the same appliance: ``depot add`` with its progress bar, ``vib``, ``profile
 clone/add-vib/remove-vib/diff/export``, ``host image``; an exported bundle imports again.
 """
@@ -149,8 +150,17 @@ def test_a_host_fetches_script_boot_cfg_and_every_module_with_the_right_bytes(ru
     assert status == 200 and headers["Cache-Control"] == "no-store"
     cfg = _parse_cfg(cfg_body.decode())
     assert "runweasel" not in cfg["kernelopt"] and cfg["kernel"] == "b.b00"
-    names = [cfg["kernel"], *cfg["modules"].split(" --- ")]
-    assert names[-1] == "imgdb.tgz"
+    *names, callin = [cfg["kernel"], *cfg["modules"].split(" --- ")]
+    assert names[-1] == "imgdb.tgz" and callin.startswith(f"{running.url}/boot/esxi/hosts/525400e50b01/")
+    status, headers, module = http(callin)
+    assert status == 200 and headers["Cache-Control"] == "no-store"
+    with tarfile.open(fileobj=io.BytesIO(module), mode="r:gz") as tar:
+        local_sh = tar.extractfile("etc/rc.local.d/local.sh").read().decode()  # type: ignore[union-attr]
+    up_url = next(line for line in local_sh.splitlines() if line.startswith("URL="))[4:].strip("'")
+    reported = urllib.request.Request(up_url, data=b"boot_id=b1", method="POST")
+    with urllib.request.urlopen(reported, timeout=30) as response:  # the token in the module is the host's
+        assert response.status == 200 and json.loads(response.read())["state"] == "configured"
+    assert http(up_url.replace("token=", "token=x"), "POST", {"boot_id": "b2"})[0] == 401
     expected = _expected_modules()
     assert set(names) - {"imgdb.tgz"} == set(expected)  # net-a resolved to its newest version, 1.1.0
     for name in names:

@@ -1,6 +1,10 @@
 """Booting ESXi: iPXE script and boot.cfg goldens (BIOS/UEFI × stateless/install), the module
 tree a host is served, imgdb.tgz, and VIBs injected per host.
 
+Each boot's URLs carry tokens minted when the host fetched its script (a call-in key for
+stateless boots, the core's answer token for installs): the goldens hold ``<KEY>`` and
+``<ANSWER>`` where they go, and :func:`tokens` reads both from the script, strictly.
+
 Runs a real BootService with the esxi plugin (and the rules engine choosing profiles) behind
 Flask's test client; the image uses builder VIBs plus the real vibauthor-built ghettoVCB VIB.
 """
@@ -9,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import shutil
 import tarfile
 from dataclasses import dataclass
@@ -36,8 +41,9 @@ BASE_URL = "http://198.18.0.1:8080"
 MAC = "52:54:00:e5:0a:01"
 REAL_VIB = Path("/work/shared/data/esxi/ghettoVCB-1.0.0-0.0.0-2020-12-29.vib")
 REAL_ID = "virtuallyGhetto_bootbank_ghettoVCB_1.0.0-0.0.0"
-KICKSTART = "vmaccepteula\ninstall --firstdisk --overwritevmfs\nrootpw --iscrypted $6$x\nnetwork --bootproto=dhcp\n" \
-            "%firstboot --interpreter=busybox\nwget -O- --post-data=mac={mac} {callback}\n"
+KICKSTART = "vmaccepteula\ninstall --firstdisk --overwritevmfs\nrootpw --iscrypted {{ answers.root_password }}\n" \
+            "network --bootproto=dhcp --hostname={{ answers.hostname }}\n"
+FILES = re.compile(r"/boot/esxi/hosts/525400e50a01/([A-Za-z0-9_-]{32}|-)/([A-Za-z0-9_-]{32}|-)/(?:boot|pxelinux)\.cfg")
 
 
 @dataclass
@@ -62,6 +68,39 @@ class Env:
         response = self.client.get(f"/boot/hosts/{mac}/script.ipxe?platform={platform}", base_url=BASE_URL)
         assert response.status_code == 200
         return response.text
+
+    def files(self, mac: str = MAC, platform: str = "efi") -> str:
+        """Fetch the host's script; the path of this boot's boot.cfg / pxelinux.cfg directory."""
+        script = self.script(mac, platform)
+        found = re.search(r"/boot/esxi/hosts/[0-9a-f]{12}/[A-Za-z0-9_-]+/[A-Za-z0-9_-]+/(?=(boot|pxelinux)\.cfg)",
+                          script)
+        assert found, script
+        return found.group(0).rstrip("/")
+
+    def kickstart_host(self, template: str = KICKSTART, mac: str = MAC) -> None:
+        """A kickstart host profile, this host's answers, and an install profile whose rule gives both."""
+        self.post("/api/v1/hostprofiles", {"name": "esx-ks", "kind": "kickstart", "templates": {"ks.cfg": template},
+                                           "inputs": [{"name": "root_password", "type": "password"},
+                                                      {"name": "hostname", "validation": "fqdn"}]})
+        response = self.client.patch(f"/api/v1/hosts/{mac}/answers", headers=AUTH, json={
+            "values": {"root_password": SECRET, "hostname": "esx01.lab.example"}})
+        assert response.status_code == 200, response.json
+        self.profile("esxi-i", {"vibs": _vibs(real=False), "mode": "install",
+                                "kernelopt": "netdevice=vmnic0  bootproto=dhcp"}, mac=mac, host_profile="esx-ks")
+
+
+SECRET = "VMware1!-s3cret"
+
+
+def tokens(script: str) -> tuple[str, str]:
+    """The call-in key and the answer token (``-`` when absent) in a script's boot.cfg URL."""
+    found = FILES.findall(script)
+    assert len(set(found)) == 1, script
+    return found[0]
+
+
+def golden(text: str, key: str = "-", answer: str = "-") -> str:
+    return text.replace("<KEY>", key).replace("<ANSWER>", answer)
 
 
 @pytest.fixture
@@ -109,7 +148,7 @@ def _needs_real() -> None:
 
 UEFI_STATELESS = f"""#!ipxe
 echo bootbox: {MAC} boots ESXi image profile esxi-s (stateless, UEFI)
-chain --autofree {BASE_URL}/boot/hosts/525400e50a01/assets/mboot.efi -c {BASE_URL}/boot/esxi/hosts/525400e50a01/boot.cfg || goto failed
+chain --autofree {BASE_URL}/boot/hosts/525400e50a01/assets/mboot.efi -c {BASE_URL}/boot/esxi/hosts/525400e50a01/<KEY>/<ANSWER>/boot.cfg || goto failed
 :failed
 echo bootbox: starting mboot.efi failed; retrying in 10 seconds
 sleep 10
@@ -118,7 +157,7 @@ chain --replace --autofree {BASE_URL}/boot/hosts/525400e50a01/script.ipxe
 
 BIOS_STATELESS = f"""#!ipxe
 echo bootbox: {MAC} boots ESXi image profile esxi-s (stateless, BIOS)
-set 209:string {BASE_URL}/boot/esxi/hosts/525400e50a01/pxelinux.cfg
+set 209:string {BASE_URL}/boot/esxi/hosts/525400e50a01/<KEY>/<ANSWER>/pxelinux.cfg
 set 210:string {BASE_URL}/boot/hosts/525400e50a01/assets/
 chain --autofree {BASE_URL}/boot/hosts/525400e50a01/assets/pxelinux.0 || goto failed
 :failed
@@ -133,7 +172,7 @@ timeout=5
 prefix={BASE_URL}/boot/hosts/525400e50a01/assets
 kernel=b.b00
 kernelopt=
-modules=jumpstrt.gz --- k.b00 --- s.v00 --- net_a.v00 --- payload1.v00 --- imgdb.tgz
+modules=jumpstrt.gz --- k.b00 --- s.v00 --- net_a.v00 --- payload1.v00 --- imgdb.tgz --- {BASE_URL}/boot/esxi/hosts/525400e50a01/<KEY>/bbcallin.tgz
 build=7.0.3-0.0.1
 updated=0
 """
@@ -143,7 +182,7 @@ title=bootbox: ESXi image profile esxi-i (install) for {MAC}
 timeout=5
 prefix={BASE_URL}/boot/hosts/525400e50a01/assets
 kernel=b.b00
-kernelopt=runweasel ks={BASE_URL}/boot/esxi/hosts/525400e50a01/ks.cfg netdevice=vmnic0 bootproto=dhcp
+kernelopt=runweasel ks={BASE_URL}/boot/hosts/525400e50a01/answers/<ANSWER>/ks.cfg netdevice=vmnic0 bootproto=dhcp
 modules=jumpstrt.gz --- k.b00 --- s.v00 --- net_a.v00 --- imgdb.tgz
 build=7.0.3-0.0.1
 updated=0
@@ -154,7 +193,7 @@ PROMPT 0
 TIMEOUT 1
 LABEL esxi
   KERNEL {BASE_URL}/boot/hosts/525400e50a01/assets/mboot.c32
-  APPEND -c {BASE_URL}/boot/esxi/hosts/525400e50a01/boot.cfg
+  APPEND -c {BASE_URL}/boot/esxi/hosts/525400e50a01/<KEY>/<ANSWER>/boot.cfg
   IPAPPEND 2
 """
 
@@ -162,37 +201,44 @@ LABEL esxi
 def test_uefi_stateless_script_and_boot_cfg_golden(env: Env) -> None:
     _needs_real()
     env.profile("esxi-s", {"vibs": _vibs(), "acceptance": "community"})
-    assert env.script(platform="efi") == UEFI_STATELESS
-    response = env.client.get("/boot/esxi/hosts/525400e50a01/boot.cfg", base_url=BASE_URL)
+    script = env.script(platform="efi")
+    key, answer = tokens(script)
+    assert answer == "-" and script == golden(UEFI_STATELESS, key)
+    response = env.client.get(f"/boot/esxi/hosts/525400e50a01/{key}/-/boot.cfg", base_url=BASE_URL)
     assert response.status_code == 200 and response.headers["Cache-Control"] == "no-store"
-    assert response.text == BOOTCFG_STATELESS
+    assert response.text == golden(BOOTCFG_STATELESS, key)
 
 
 def test_bios_stateless_script_and_pxelinux_cfg_golden(env: Env) -> None:
     _needs_real()
     env.profile("esxi-s", {"vibs": _vibs(), "acceptance": "community"})
-    assert env.script(platform="pcbios") == BIOS_STATELESS
-    assert env.client.get("/boot/esxi/hosts/525400e50a01/pxelinux.cfg", base_url=BASE_URL).text == PXELINUX_CFG
-    assert env.client.get("/boot/esxi/hosts/525400e50a01/boot.cfg", base_url=BASE_URL).text == BOOTCFG_STATELESS
+    script = env.script(platform="pcbios")
+    key, _ = tokens(script)
+    assert script == golden(BIOS_STATELESS, key)
+    files = f"/boot/esxi/hosts/525400e50a01/{key}/-"
+    assert env.client.get(f"{files}/pxelinux.cfg", base_url=BASE_URL).text == golden(PXELINUX_CFG, key)
+    assert env.client.get(f"{files}/boot.cfg", base_url=BASE_URL).text == golden(BOOTCFG_STATELESS, key)
 
 
 @pytest.mark.parametrize("platform", ["efi", "pcbios"])
 def test_install_mode_goldens(env: Env, platform: str) -> None:
-    env.profile("esxi-i", {"vibs": _vibs(real=False), "mode": "install", "kickstart": KICKSTART,
-                           "kernelopt": "netdevice=vmnic0  bootproto=dhcp"})
+    env.kickstart_host()
+    script = env.script(platform=platform)
+    key, answer = tokens(script)
+    assert key == "-" and answer != "-"  # installs call in from %firstboot: no call-in module
     expected = (UEFI_STATELESS if platform == "efi" else BIOS_STATELESS).replace("esxi-s (stateless,",
                                                                                  "esxi-i (install,")
-    assert env.script(platform=platform) == expected
-    assert env.client.get("/boot/esxi/hosts/525400e50a01/boot.cfg", base_url=BASE_URL).text == BOOTCFG_INSTALL
-    ks = env.client.get("/boot/esxi/hosts/525400e50a01/ks.cfg", base_url=BASE_URL).text
-    assert ks.startswith("vmaccepteula\ninstall --firstdisk")
-    assert f"--post-data=mac={MAC} {BASE_URL}/api/v1/hosts/{MAC}/booted" in ks
-
-
-def test_stateless_hosts_have_no_kickstart(env: Env) -> None:
-    env.profile("esxi-s", {"vibs": _vibs(real=False)})
-    env.script()
-    assert env.client.get("/boot/esxi/hosts/525400e50a01/ks.cfg").status_code == 404
+    assert script == golden(expected, answer=answer)
+    cfg = env.client.get(f"/boot/esxi/hosts/525400e50a01/-/{answer}/boot.cfg", base_url=BASE_URL).text
+    assert cfg == golden(BOOTCFG_INSTALL, answer=answer)
+    if platform == "pcbios":
+        pxe = env.client.get(f"/boot/esxi/hosts/525400e50a01/-/{answer}/pxelinux.cfg", base_url=BASE_URL).text
+        assert pxe == golden(PXELINUX_CFG, answer=answer)
+    ks_url = cfg.split("ks=", 1)[1].split()[0]
+    assert ks_url == BootContext(base_url=BASE_URL, mac=MAC, answer_token=answer).answer_url("ks.cfg")
+    ks = env.client.get(ks_url, base_url=BASE_URL)
+    assert ks.status_code == 200 and ks.text.startswith("vmaccepteula\ninstall --firstdisk")
+    assert "--hostname=esx01.lab.example\n\n%firstboot --interpreter=busybox\n#!/bin/sh\n" in ks.text
 
 
 def test_cache_and_com32_script_variants_golden() -> None:
@@ -225,10 +271,12 @@ chain --replace --autofree {BASE_URL}/boot/hosts/525400e50a01/script.ipxe
 def test_every_module_in_boot_cfg_is_served_with_the_right_bytes(env: Env) -> None:
     _needs_real()
     env.profile("esxi-s", {"vibs": _vibs(), "acceptance": "community"})
-    env.script()
-    cfg = dict(line.split("=", 1) for line in env.client.get("/boot/esxi/hosts/525400e50a01/boot.cfg").text.split("\n")
+    files = env.files()
+    cfg = dict(line.split("=", 1) for line in env.client.get(f"{files}/boot.cfg", base_url=BASE_URL).text.split("\n")
                if "=" in line)
-    names = [cfg["kernel"], *cfg["modules"].split(" --- ")]
+    *names, callin = [cfg["kernel"], *cfg["modules"].split(" --- ")]
+    assert callin.startswith(f"{BASE_URL}/boot/esxi/hosts/525400e50a01/") and callin.endswith("/bbcallin.tgz")
+    assert env.client.get("/boot/hosts/525400e50a01/assets/bbcallin.tgz").status_code == 404  # not by MAC alone
     image = env.plugin.image_for(env.service.host(MAC), env.service.profile("esxi-s"))
     for name in names:
         response = env.client.get(f"/boot/hosts/525400e50a01/assets/{name}")
@@ -242,7 +290,7 @@ def test_every_module_in_boot_cfg_is_served_with_the_right_bytes(env: Env) -> No
     assert env.client.get("/boot/hosts/525400e50a01/assets/mboot.efi").data == env.loaders["efi"].read_bytes()
     # Other hosts cannot reach this host's files, and names outside the image are not files.
     assert env.client.get("/boot/hosts/525400e50a02/assets/b.b00").status_code == 404
-    for name in ("../../etc/passwd", "low_agen.v00", "descriptor.xml"):
+    for name in ("../../etc/passwd", "low_agen.v00", "descriptor.xml", "bbcallin.tgz"):
         assert env.client.get(f"/boot/hosts/525400e50a01/assets/{name}").status_code == 404
     timeline = [e.data.get("file") for e in env.service.host_events(MAC)]
     assert {"b.b00", "imgdb.tgz", "payload1.v00", "boot.cfg"} <= set(timeline)
@@ -268,12 +316,12 @@ def test_imgdb_lists_the_profile_and_every_vib_descriptor(env: Env) -> None:
 
 def test_injected_vibs_join_the_image_boot_cfg_and_imgdb(env: Env) -> None:
     env.profile("esxi-vcd", {"vibs": _vibs(real=False)}, group="vcd")
-    env.script()
+    files = env.files()
     image = env.client.get("/api/v1/esxi/hosts/52-54-00-e5-0a-01/image").json
     assert [v["name"] for v in image["vibs"] if v["injected"]] == ["vcloud-agent"]
-    assert image["requested"] == ["vcloud-agent"] and image["refused"] == []
-    cfg = env.client.get("/boot/esxi/hosts/525400e50a01/boot.cfg").text
-    assert "--- vcloud_a.v00 --- imgdb.tgz" in cfg
+    assert image["requested"] == ["vcloud-agent"] and image["refused"] == [] and image["callin_module"] == "bbcallin.tgz"
+    cfg = env.client.get(f"{files}/boot.cfg").text
+    assert "--- vcloud_a.v00 --- imgdb.tgz --- http" in cfg
     data = env.client.get("/boot/hosts/525400e50a01/assets/imgdb.tgz").data
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
         profile = tar.extractfile("var/db/esximg/profiles/esxi-vcd").read()  # type: ignore[union-attr]
@@ -281,8 +329,7 @@ def test_injected_vibs_join_the_image_boot_cfg_and_imgdb(env: Env) -> None:
     # A host of the same profile outside the group boots without it.
     other = "52:54:00:e5:0a:02"
     env.post("/api/v1/rules", {"name": "r-other", "patterns": [f"mac={other}"], "items": {"image": "esxi-vcd"}})
-    env.script(mac=other)
-    assert "vcloud_a" not in env.client.get("/boot/esxi/hosts/525400e50a02/boot.cfg").text
+    assert "vcloud_a" not in env.client.get(f"{env.files(mac=other)}/boot.cfg").text
 
 
 def test_an_injected_vib_that_breaks_a_rule_is_left_out_and_reported(env: Env) -> None:
@@ -331,19 +378,22 @@ def test_a_stored_profile_that_no_longer_resolves_retries_with_the_reason(env: E
 
 
 def test_boot_cfg_is_only_for_known_esxi_hosts(env: Env) -> None:
-    assert env.client.get("/boot/esxi/hosts/525400e50a09/boot.cfg").status_code == 404
+    assert env.client.get("/boot/esxi/hosts/525400e50a09/-/-/boot.cfg").status_code == 404
     env.profile("esxi-s", {"vibs": _vibs(real=False)})
-    assert env.client.get("/boot/esxi/hosts/525400e50a01/boot.cfg").status_code == 404  # no script fetched yet
-    env.script()
-    assert env.client.get("/boot/esxi/hosts/525400e50a01/boot.cfg?via=3").status_code == 422
+    assert env.client.get("/boot/esxi/hosts/525400e50a01/-/-/boot.cfg").status_code == 404  # no script fetched yet
+    files = env.files()
+    assert env.client.get(f"{files}/boot.cfg?via=3").status_code == 422
+    assert env.client.get("/boot/esxi/hosts/525400e50a01/x;rm/-/boot.cfg").status_code == 404  # not a token
 
 
 def test_real_profile_renders_with_the_render_function_directly(env: Env) -> None:
     _needs_real()
     spec = env.plugin.validate_spec({"vibs": _vibs(), "acceptance": "CommunitySupported"})
     image = resolve("direct", spec, env.plugin.state.catalog, [])
-    text = render_bootcfg(image, mac=MAC, prefix="http://cache:3128/boot/esxi/images/x/")
-    assert "prefix=http://cache:3128/boot/esxi/images/x\n" in text and "payload1.v00 --- imgdb.tgz" in text
+    text = render_bootcfg(image, mac=MAC, prefix="http://cache:3128/boot/esxi/images/x/",
+                          callin_url="http://bootbox:8080/boot/esxi/hosts/525400e50a01/k/bbcallin.tgz")
+    assert "prefix=http://cache:3128/boot/esxi/images/x\n" in text
+    assert "payload1.v00 --- imgdb.tgz --- http://bootbox:8080/boot/esxi/hosts/525400e50a01/k/bbcallin.tgz\n" in text
 
 
 def test_the_image_tree_survives_a_restart_and_refuses_made_up_ids(env: Env) -> None:

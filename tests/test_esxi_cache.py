@@ -94,7 +94,8 @@ def cached(tmp_path: Path) -> Iterator[tuple[Running, Nginx]]:
 
 
 def _boot(run: Running, mac: str) -> tuple[dict[str, str], list[str]]:
-    """What a host does: script (which probes the cache), boot.cfg via the cache choice."""
+    """What a host does: script (which probes the cache), boot.cfg via the cache choice; the
+    image's module names (the host's own call-in module, last, comes from bootbox itself)."""
     script = http(f"{run.url}/boot/hosts/{mac}/script.ipxe?platform=efi")[2].decode()
     probe = next(line for line in script.splitlines() if line.startswith("imgfetch --name probe"))
     assert http(probe.split()[3])[0] == 200  # the probe goes through the cache to bootbox
@@ -102,7 +103,9 @@ def _boot(run: Running, mac: str) -> tuple[dict[str, str], list[str]]:
     assert cfg_url.endswith("${via}")
     text = http(cfg_url.replace("${via}", "?via=0"))[2].decode()
     cfg = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
-    return cfg, [cfg["kernel"], *cfg["modules"].split(" --- ")]
+    *names, callin = [cfg["kernel"], *cfg["modules"].split(" --- ")]
+    assert callin.startswith(f"{run.url}/boot/esxi/hosts/{mac.replace(':', '')}/") and callin.endswith("/bbcallin.tgz")
+    return cfg, names
 
 
 def test_nginx_cache_serves_the_full_module_set(cached: tuple[Running, Nginx]) -> None:
@@ -142,7 +145,8 @@ def test_without_a_live_cache_the_prefix_is_the_appliance(cached: tuple[Running,
     run.api("POST", "/profiles", {"name": "p", "kind": "esxi", "spec": {"vibs": ["esx-base"]}})
     run.api("POST", "/rules", {"name": "all", "all_hosts": True, "items": {"image": "p"}})
     mac = "52:54:00:ca:c4:03"
-    http(f"{run.url}/boot/hosts/{mac}/script.ipxe?platform=efi")
+    script = http(f"{run.url}/boot/hosts/{mac}/script.ipxe?platform=efi")[2].decode()
+    cfg_url = next(line for line in script.splitlines() if line.startswith("chain")).split()[4]
     # iPXE leaves ${via} empty when no probe answered: boot.cfg then points at bootbox itself.
-    text = http(f"{run.url}/boot/esxi/hosts/{mac.replace(':', '')}/boot.cfg")[2].decode()
+    text = http(cfg_url.replace("${via}", ""))[2].decode()
     assert f"prefix={run.url}/boot/hosts/525400cac403/assets\n" in text

@@ -30,10 +30,11 @@ REPLACER = driver("net-a2", replaces=[("net-a", "", "")])
 CLASH_1 = VibSpec("clash-one", payloads=[PayloadSpec("one", "vgz", b"1", vfatname="same.v00")])
 CLASH_2 = VibSpec("clash-two", payloads=[PayloadSpec("two", "vgz", b"2", vfatname="same.v00")])
 RESERVED = VibSpec("sneaky", payloads=[PayloadSpec("db", "tgz", b"x", vfatname="imgdb.tgz")])
+RESERVED_CALLIN = VibSpec("sneaky-callin", payloads=[PayloadSpec("callin", "tgz", b"x", vfatname="BBCallin.tgz")])
 SAME_NAME_1 = VibSpec("drv-one", payloads=[PayloadSpec("payload1", "vgz", b"a")])
 SAME_NAME_2 = VibSpec("drv-two", payloads=[PayloadSpec("payload1", "vgz", b"b")])
 ALL = [BASE, BASE_NEW, NET, API_USER, OLD_BASE_USER, COMMUNITY, NOT_STATELESS, CONFLICTING, REPLACER, CLASH_1,
-       CLASH_2, RESERVED, SAME_NAME_1, SAME_NAME_2]
+       CLASH_2, RESERVED, RESERVED_CALLIN, SAME_NAME_1, SAME_NAME_2]
 
 
 @pytest.fixture(scope="module")
@@ -124,13 +125,16 @@ def test_conflicts_and_replaces(catalog: Catalog) -> None:
 
 def test_stateless_needs_stateless_ready_vibs(catalog: Catalog) -> None:
     _refused(catalog, "is not stateless-ready.*use mode=install", BASE, NOT_STATELESS)
-    spec = _spec(catalog, BASE, NOT_STATELESS, mode="install", kickstart="vmaccepteula\ninstall --firstdisk\n")
+    spec = _spec(catalog, BASE, NOT_STATELESS, mode="install")
     assert spec["mode"] == "install"
 
 
 def test_module_name_collisions_and_reserved_names(catalog: Catalog) -> None:
     _refused(catalog, "would load as module same.v00, which VIB .*clash-one.* already uses", BASE, CLASH_1, CLASH_2)
     _refused(catalog, "would load as module imgdb.tgz, which bootbox's own files already use", BASE, RESERVED)
+    # The stateless call-in module is bootbox's too, whatever the case of the payload's vfatname.
+    _refused(catalog, "would load as module BBCallin.tgz, which bootbox's own files already use", BASE,
+             RESERVED_CALLIN)
     # Without vfatnames, payloads that share a name get numbered module names.
     kernel, modules = allocate_modules([catalog.vib(v.id) for v in (BASE, SAME_NAME_1, SAME_NAME_2)])
     assert kernel.name == "b.b00"
@@ -154,7 +158,7 @@ def test_the_real_community_vib_joins_a_profile_only_at_community_level(catalog:
 @pytest.mark.parametrize(
     ("extra", "field"),
     [({"vibz": []}, "spec.vibz"), ({"mode": "live"}, "spec.mode"), ({"kernelopt": "runweasel"}, "spec.kernelopt"),
-     ({"kernelopt": "a\nb"}, "spec.kernelopt"), ({"mode": "install"}, "spec.kickstart"),
+     ({"kernelopt": "a\nb"}, "spec.kernelopt"), ({"kickstart": "vmaccepteula\n"}, "spec.kickstart"),
      ({"loaders": {"efi": "relative"}}, "spec.loaders.efi"), ({"loaders": {"grub": "/x"}}, "spec.loaders.grub"),
      ({"acceptance": "gold"}, "spec.acceptance")],
 )

@@ -5,10 +5,13 @@ boots from ``bootbox serve`` on a lab segment, beside the site's own DHCP server
 mboot.efi / mboot.c32 exists here, so the loader bootbox serves is a stand-in written by this
 test: an iPXE script (iPXE runs a chained file by its content) that does what mboot does
 first — fetch this host's boot.cfg and then ``prefix/<kernel>`` and ``prefix/<module>`` for
-every module boot.cfg lists. The list comes from the boot.cfg bootbox served this host (the
-stand-in asks a small helper here, which reads it, as mboot would). The modules are fakes and
-boot nothing; the test asserts that every one was fetched, from the host's own tree, and that
-the byte counts iPXE reports match the files.
+every module boot.cfg lists, and the absolute URL of the last one, the host's call-in module.
+The list comes from the boot.cfg bootbox serves this host (the stand-in asks a small helper
+here, which reads it, as mboot would). The boot.cfg URL carries tokens of the boot, which mboot
+gets on its command line; an iPXE script cannot read its own, so the helper asks bootbox for
+the host's script again and takes the URL from it (that is a new boot, with new tokens, for
+bootbox). The modules are fakes and boot nothing; the test asserts that every one was fetched,
+from the host's own tree, and that the byte counts iPXE reports match the files.
 
 BIOS uses ``bios = "com32"`` here, so iPXE chains the stand-in "mboot.c32" directly; the
 ``pxelinux`` route needs SYSLINUX, which is not installed in this environment (see docs/esxi.md).
@@ -44,17 +47,22 @@ class StandIn:
         self.served: dict[str, list[str]] = {}
         stand_in = self
 
+        def get(url: str) -> str:
+            return lab.net.call(lab.server, lambda: urllib.request.urlopen(url, timeout=10).read().decode())
+
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
                 query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
                 mac = query["mac"][0].replace("-", "").replace(":", "")
-                cfg_url = f"{bootbox_url}/boot/esxi/hosts/{mac}/boot.cfg"
-                text = lab.net.call(lab.server, lambda: urllib.request.urlopen(cfg_url, timeout=10).read().decode())
-                cfg = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
-                names = [cfg["kernel"], *cfg["modules"].split(" --- ")]
+                script = get(f"{bootbox_url}/boot/hosts/{mac}/script.ipxe?platform={query['platform'][0]}")
+                cfg_url = re.search(r" -c (\S+/boot\.cfg)", script).group(1)  # type: ignore[union-attr]
+                cfg = dict(line.split("=", 1) for line in get(cfg_url).splitlines() if "=" in line)
+                modules = [cfg["kernel"], *cfg["modules"].split(" --- ")]
+                urls = [m if m.startswith("http://") else f"{cfg['prefix']}/{m}" for m in modules]
+                names = [url.rsplit("/", 1)[1] for url in urls]
                 stand_in.served[mac] = names
                 lines = ["#!ipxe", f"imgfetch --name boot.cfg {cfg_url}"]
-                lines += [f"imgfetch --name {name} {cfg['prefix']}/{name}" for name in names]
+                lines += [f"imgfetch --name {name} {url}" for name, url in zip(names, urls)]
                 lines += ["imgstat", f"echo {DONE}", "sleep 600", ""]
                 body = "\n".join(lines).encode()
                 self.send_response(200)
@@ -71,7 +79,8 @@ class StandIn:
         self.url = f"http://{lab.server.ip}:{HELPER_PORT}"
 
     def loader(self) -> str:
-        return f"#!ipxe\necho mboot stand-in\nchain {self.url}/standin?mac=${{netX/mac:hexhyp}}\n"
+        return (f"#!ipxe\necho mboot stand-in\n"
+                f"chain {self.url}/standin?mac=${{netX/mac:hexhyp}}&platform=${{platform}}\n")
 
     def close(self) -> None:
         self._httpd.shutdown()
@@ -110,7 +119,8 @@ def test_qemu_ipxe_fetches_the_esxi_script_boot_cfg_and_every_module(segment: La
         vm.stop()
 
     names = stand_in.served[mac]
-    assert names[0] == "b.b00" and names[-1] == "imgdb.tgz" and "net_a.v00" in names and "nvme_b.v00" in names
+    assert names[0] == "b.b00" and names[-2:] == ["imgdb.tgz", "bbcallin.tgz"]
+    assert "net_a.v00" in names and "nvme_b.v00" in names
     events = bootbox.events(vm.mac)
     fetched = [e["data"].get("file") for e in events if e["kind"] == "http.file"]
     loader = "mboot.efi" if firmware == "uefi" else "mboot.c32"
@@ -124,6 +134,7 @@ def test_qemu_ipxe_fetches_the_esxi_script_boot_cfg_and_every_module(segment: La
     console = vm.serial_text()
     for name, size in sizes.items():
         assert re.search(rf"{re.escape(name)} : {size} bytes", console), (name, size, vm.console_tail(40))
+    assert re.search(r"bbcallin\.tgz : [1-9][0-9]* bytes", console), vm.console_tail(40)
     assert image["firmware"] == firmware
 
 

@@ -8,11 +8,14 @@ are marked ``firmware`` (``pytest -m firmware``; each takes 20-90 s under TCG).
 Which DHCP server the GRUB cases use: GRUB 2.06 fetches grub.cfg from the next-server (siaddr)
 of the DHCP answer that gave it its address (facts/pxe-dhcp.md §9), which a proxy cannot set, so
 ``uefi-secure`` and ``arm64`` run bootbox in full-DHCP mode (``[dhcp] mode = "full"``) with no
-site DHCP on the segment. The ``proxy`` variant shows what the docs say happens otherwise.
+site DHCP on the segment; the ``through_the_proxy`` case shows the other documented way, a site
+DHCP that names bootbox as next-server.
 """
 
 from __future__ import annotations
 
+import re
+import subprocess
 import time
 from pathlib import Path
 from typing import Callable
@@ -23,6 +26,7 @@ from bootbox.demo import MARKER_OK, DemoAssets, DemoError, build_demo_assets
 from bootbox.lab.netns import LabError
 from bootbox.lab.qemu import AAVMF_CODE, OVMF_SECURE_CODE, QemuClient, random_mac
 from bootbox.lab.ra import RouterAdvertiser
+from bootbox.lab.sitedhcp import Dnsmasq
 from bootbox.signedloaders import LoaderFetchError, fetch_signed_loaders
 from tests.e2e_bootbox import BootboxOnSegment, start_bootbox
 from tests.lab_fixtures import (
@@ -105,6 +109,13 @@ def _files(events: list[dict], kind: str) -> list[str]:
     return [e["data"].get("file", "") for e in events if e["kind"] == kind]
 
 
+def _http_lines(pcap: Path) -> list[str]:
+    """Request and status lines of the HTTP traffic in a capture, in order (tcpdump -A)."""
+    text = subprocess.run(["tcpdump", "-r", str(pcap), "-A", "-n", "tcp port 8080"], capture_output=True,
+                          text=True, errors="replace", check=True).stdout
+    return re.findall(r"(?:HEAD|GET|POST) /\S* HTTP/1\.1|HTTP/1\.1 \d{3}[ A-Za-z]*", text)
+
+
 def _boot_and_wait(bootbox: BootboxOnSegment, vm: QemuClient, timeout: float = BOOT_TIMEOUT) -> list[dict]:
     """Wait for the report-in; on failure show the console and bootbox's log."""
     try:
@@ -156,32 +167,39 @@ def test_uefi_secure_boot_chain_shim_grub_signed_kernel(
     assert host["associations"] == {"image": "demo", "group": "signed"}
 
 
+@pytest.mark.parametrize("firmware", ["arm64", "arm64-secure"])
 def test_arm64_pxe_gets_grub_and_an_arm64_kernel(
-    segment: LabSegment, arm64_assets: DemoAssets, arm64_loaders: dict[str, Path],
+    segment: LabSegment, arm64_assets: DemoAssets, arm64_loaders: dict[str, Path], firmware: str,
     record_property: Callable[[str, object], None],
 ) -> None:
     """qemu-system-aarch64 ``virt`` + AAVMF: EDK2 PXE sends arch 11, which has no iPXE build and
-    gets Debian's network GRUB by default; GRUB loads the arm64 kernel the profile names."""
+    gets Debian's network GRUB by default; GRUB loads the arm64 kernel the profile names. With
+    Secure Boot (``arm64-secure``, the host's group asks for it): shimaa64 → grubaa64 → Debian's
+    signed arm64 kernel, which reports Secure Boot on."""
     _require_arm64()
-    grub = arm64_loaders["grubnetaa64.efi.signed"]
+    secure = firmware == "arm64-secure"
+    shim, grub = arm64_loaders["shimaa64.efi.signed"], arm64_loaders["grubnetaa64.efi.signed"]
     bootbox = start_bootbox(segment, top_toml=f'server_address = "{SERVER}"\n', dhcp_toml=FULL_DHCP,
-                            extra_toml=f'[dhcp.loader_files]\n"grubnetaa64.efi" = "{grub}"\n')
+                            extra_toml=f'[dhcp.loader_files]\n"grubnetaa64.efi" = "{grub}"\n"grubaa64.efi" = "{grub}"\n'
+                                       f'"shimaa64.efi" = "{shim}"\n[groups.signed]\nsecure_boot = true\n')
     bootbox.cli("profile", "add", "demo-arm64", "--kernel", str(arm64_assets.kernel), "--initrd",
                 str(arm64_assets.initrd), "--cmdline",
                 f"{arm64_assets.cmdline} bootbox.mac={{mac}} bootbox.callback={{callback}}")
     mac = random_mac()
-    bootbox.cli("rule", "add", "arm", "--pattern", f"mac={mac}", "--item", "image=demo-arm64")
-    vm = segment.boot("arm64", mac=mac)
+    items = ["--item", "image=demo-arm64", *(["--item", "group=signed"] if secure else [])]
+    bootbox.cli("rule", "add", "arm", "--pattern", f"mac={mac}", *items)
+    vm = segment.boot(firmware, mac=mac)  # type: ignore[arg-type]
     events = _boot_and_wait(bootbox, vm)
-    _record_time(vm, record_property, "arm64")
-    assert _kinds(events) == ["dhcp.offer", "tftp.sent", "tftp.sent", "rules", "http.script",
+    _record_time(vm, record_property, firmware)
+    loaders = ["shimaa64.efi", "grubaa64.efi"] if secure else ["grubnetaa64.efi"]
+    assert _kinds(events) == ["dhcp.offer", *["tftp.sent"] * (len(loaders) + 1), "rules", "http.script",
                               "tftp.sent", "tftp.sent", "tftp.sent", "booted"], events
     offer = next(e for e in events if e["kind"] == "dhcp.offer")
-    assert offer["data"]["arch"] == 11 and offer["data"]["boot_file"] == "grubnetaa64.efi"
-    assert [f.lstrip("/") for f in _files(events, "tftp.sent")][:3] == [
-        "grubnetaa64.efi", "grub/grub.cfg", f"grub/hosts/{mac}.cfg"]
+    assert offer["data"]["arch"] == 11 and offer["data"]["boot_file"] == loaders[0]
+    assert [f.lstrip("/") for f in _files(events, "tftp.sent")][: len(loaders) + 2] == [
+        *loaders, "grub/grub.cfg", f"grub/hosts/{mac}.cfg"]
     booted = events[-1]["data"]
-    assert booted["kernel"].endswith("-arm64") and booted["secure_boot"] == "off", booted
+    assert booted["kernel"].endswith("-arm64") and booted["secure_boot"] == ("on" if secure else "off"), booted
     assert bootbox.json("host", "show", mac)["profile"] == "demo-arm64"
 
 
@@ -232,6 +250,12 @@ def test_uefi_http_boot_through_the_proxy(
     assert _files(events, "http.file")[0] == "snponly.efi" and "tftp.sent" not in _kinds(events)
     # The address came from the site's DHCP server; bootbox only added the boot URL.
     assert events[-1]["data"]["ip"] == {lease.mac: lease.ip for lease in site.leases()}[vm.mac]
+    # On the wire: the firmware asked HEAD (it wants Content-Length) before GET, and no answer
+    # was a redirect (a 301 breaks EDK2's HTTP boot).
+    http = _http_lines(vm.workdir / "tap.pcap")
+    head = http.index("HEAD /boot/loaders/snponly.efi HTTP/1.1")
+    get = http.index("GET /boot/loaders/snponly.efi HTTP/1.1")
+    assert "HTTP/1.1 200 OK" in http[head:get] and not [line for line in http if line.startswith("HTTP/1.1 3")]
     assert bootbox.json("host", "show", vm.mac)["attrs"]["platform"] == "efi"
 
 
@@ -269,3 +293,30 @@ def test_uefi_pxe_over_ipv6_then_ipxe_over_http_on_ipv6(
     assert all(e["data"]["ip"].startswith("fd42:b007:") for e in fetched), fetched
     assert events[-1]["data"]["ip"] == {lease.mac: lease.ip for lease in site.leases()}[vm.mac]
     assert bootbox.json("host", "show", vm.mac)["attrs"]["ipv6"].startswith("fd42:b007:")
+
+
+def test_uefi_secure_boot_through_the_proxy_when_the_site_dhcp_names_bootbox(
+    segment: LabSegment, demo_assets: DemoAssets, record_property: Callable[[str, object], None]
+) -> None:
+    """The other documented way to boot GRUB beside a site DHCP: bootbox stays a proxy, and the
+    site's DHCP names bootbox as next-server (``dhcp-boot=,,ADDRESS``), which is where GRUB 2.06
+    looks for grub.cfg. bootbox still warns on the host's timeline that it cannot check that."""
+    _require_secure_boot()
+    site = Dnsmasq(segment.site.netns, [
+        "port=0", f"interface={segment.site.ifname}", "bind-interfaces", "dhcp-range=198.18.0.100,198.18.0.199,1h",
+        "no-ping", "dhcp-option=3", "dhcp-option=6", "log-dhcp", f"dhcp-boot=,,{SERVER}",
+    ], segment.workdir, name="site-dhcp")
+    site.start()
+    segment.net.defer(site.stop)
+    bootbox = start_bootbox(segment, extra_toml="[groups.signed]\nsecure_boot = true\n")
+    bootbox.add_demo_profile(demo_assets, rule=False)
+    mac = random_mac()
+    bootbox.cli("rule", "add", "signed", "--pattern", f"mac={mac}", "--item", "image=demo", "--item", "group=signed")
+    vm = segment.boot("uefi-secure", mac=mac)
+    events = _boot_and_wait(bootbox, vm)
+    _record_time(vm, record_property, "uefi-secure-proxy")
+    assert [f.lstrip("/") for f in _files(events, "tftp.sent")][:3] == ["shimx64.efi", "grubx64.efi", "grub/grub.cfg"]
+    warning = next(e for e in events if e["kind"] == "state")
+    assert "next-server" in warning["message"] and warning["data"]["warning"] == "grub-behind-proxy"
+    assert events[-1]["data"]["secure_boot"] == "on"
+    assert events[-1]["data"]["ip"] == {lease.mac: lease.ip for lease in site.leases()}[mac]

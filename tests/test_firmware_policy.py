@@ -20,6 +20,7 @@ from bootbox.model import Machine, Profile
 from bootbox.plugins import make_plugin_manager
 from bootbox.policy import (
     BootChoice,
+    Loader,
     LoaderKind,
     LoaderTables,
     NoLoader,
@@ -95,7 +96,7 @@ def test_no_loader_says_why(arch: int, choice: BootChoice, why: str) -> None:
 def test_a_bare_mapping_is_the_ipxe_table() -> None:
     spec = choose(_machine(11), loaders={"7": "snponly.efi"}, next_server="", base_url=BASE)
     assert isinstance(spec, NoLoader)
-    assert select_loader(None, LoaderTables(ipxe={"0": "undionly.kpxe"})).name == "undionly.kpxe"  # type: ignore[union-attr]
+    assert select_loader(None, LoaderTables(ipxe={"0": "undionly.kpxe"})) == Loader(LoaderKind.IPXE, "undionly.kpxe")
 
 
 def test_host_rule_items_override_the_group_table() -> None:
@@ -179,8 +180,8 @@ def firmware_service(tmp_path: Path) -> Any:
     services: list[BootService] = []
 
     def make(**overrides: Any) -> BootService:
-        files = {"shimx64.efi": str(signed / "shimx64.efi.signed"), "grubx64.efi": str(signed / "grubnetx64.efi.signed"),
-                 "grubnetx64.efi": str(signed / "grubnetx64.efi.signed")}
+        grub = str(signed / "grubnetx64.efi.signed")
+        files = {"shimx64.efi": str(signed / "shimx64.efi.signed"), "grubx64.efi": grub, "grubnetx64.efi": grub}
         dhcp = {"loader_files": files, **overrides.pop("dhcp", {})}
         settings = test_settings(tmp_path / f"s{len(services)}", server_address="198.18.0.1", dhcp=dhcp, **overrides)
         pm = make_plugin_manager(load_entrypoints=False, extra_plugins=[bootbox_linux])
@@ -222,7 +223,8 @@ def test_grub_behind_a_proxy_is_warned_once_per_host(firmware_service: Any) -> N
     assert len(warnings) == 1 and "next-server" in warnings[0]
     full = firmware_service(dhcp={"mode": "full", "interface": "eth9", "range_start": "198.18.0.100",
                                   "range_end": "198.18.0.110"})
-    full.rules.add(full.rules.make_rule({"name": "g", "patterns": [f"mac={MAC}"], "items": {"image": "demo", "loader": "grub"}}))
+    full.rules.add(full.rules.make_rule({"name": "g", "patterns": [f"mac={MAC}"],
+                                         "items": {"image": "demo", "loader": "grub"}}))
     full.decide(_machine(7))
     assert [k for k, _ in _events(full)] == []
 
@@ -290,3 +292,13 @@ def test_a_loader_that_ran_is_not_reported(firmware_service: Any) -> None:
     service.host_script(MAC, {}, "198.18.0.100", BASE)
     service.decide(_machine(7))  # a later reboot
     assert [k for k, _ in _events(service) if k == "state"] == []
+
+
+def test_doctor_warns_about_a_secure_boot_group_behind_a_proxy(tmp_path: Path) -> None:
+    from bootbox.doctor import Status, check_secure_boot
+
+    proxy = test_settings(tmp_path, groups={"signed": {"secure_boot": True}})
+    warned = check_secure_boot(proxy, [], "198.18.0.1")
+    assert warned.status is Status.WARN and "shimx64.efi (group signed)" in warned.summary
+    assert "dhcp-boot=,,198.18.0.1" in warned.fix
+    assert check_secure_boot(test_settings(tmp_path), [], "198.18.0.1").status is Status.SKIP

@@ -10,7 +10,8 @@ The guest stands for a bare-metal machine doing a network boot, with two firmwar
 * ``uefi-http`` / ``uefi-pxe6``: the same with EDK2's IPv4 (and IPv6) PXE switched off by
   fw_cfg, so UEFI HTTP boot / PXE over IPv6 goes first (pxe-dhcp.md §9);
 * ``uefi-secure``: OVMF's Secure Boot build with Microsoft's keys enrolled (SMM on);
-* ``arm64``: ``qemu-system-aarch64 -machine virt`` with AAVMF (EDK2 PXE sends arch 11).
+* ``arm64``: ``qemu-system-aarch64 -machine virt`` with AAVMF (EDK2 PXE sends arch 11);
+  ``arm64-secure``: its Secure Boot build with Microsoft's keys.
 
 There is no KVM in the lab, so the guest runs under TCG: slow (tens of seconds to a Linux
 userland) but the same everywhere. The guest's only network is a tap in the lab's switch
@@ -32,11 +33,11 @@ from typing import Literal
 
 from bootbox.lab.netns import LabError, Segment, StartStop, spawn_in_netns, stop_process
 
-__all__ = ["AAVMF_CODE", "FIRMWARES", "OVMF_CODE", "OVMF_SECURE_CODE", "OVMF_VARS", "Firmware", "QemuClient",
+__all__ = ["AAVMF_CODE", "AAVMF_SECURE_CODE", "FIRMWARES", "OVMF_CODE", "OVMF_SECURE_CODE", "OVMF_VARS", "Firmware", "QemuClient",
            "random_mac"]
 
-Firmware = Literal["bios", "uefi", "uefi-http", "uefi-secure", "uefi-pxe6", "arm64"]
-FIRMWARES: tuple[Firmware, ...] = ("bios", "uefi", "uefi-http", "uefi-secure", "uefi-pxe6", "arm64")
+Firmware = Literal["bios", "uefi", "uefi-http", "uefi-secure", "uefi-pxe6", "arm64", "arm64-secure"]
+FIRMWARES: tuple[Firmware, ...] = ("bios", "uefi", "uefi-http", "uefi-secure", "uefi-pxe6", "arm64", "arm64-secure")
 _ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][0-9A-Za-z]|\r")
 
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
@@ -49,6 +50,9 @@ OVMF_SECURE_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd")
 AAVMF_CODE = Path("/usr/share/AAVMF/AAVMF_CODE.fd")
 AAVMF_VARS = Path("/usr/share/AAVMF/AAVMF_VARS.fd")
 """EDK2 for qemu-system-aarch64 ``virt`` (Debian ``qemu-efi-aarch64``)."""
+AAVMF_SECURE_CODE = Path("/usr/share/AAVMF/AAVMF_CODE.ms.fd")
+AAVMF_SECURE_VARS = Path("/usr/share/AAVMF/AAVMF_VARS.ms.fd")
+"""The same with Secure Boot on and Microsoft's keys enrolled."""
 
 
 def _no_pxe(*versions: str) -> tuple[str, ...]:
@@ -70,6 +74,7 @@ _EFI: dict[str, tuple[str, Path, Path, tuple[str, ...]]] = {
                     ("-machine", "q35,smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on",
                      *_no_pxe("IPv6"))),
     "arm64": (QEMU_ARM64, AAVMF_CODE, AAVMF_VARS, ("-machine", "virt", "-cpu", "cortex-a57")),
+    "arm64-secure": (QEMU_ARM64, AAVMF_SECURE_CODE, AAVMF_SECURE_VARS, ("-machine", "virt", "-cpu", "cortex-a57")),
 }
 
 _DEFAULT_NIC: dict[str, str] = {"bios": "e1000", **{name: "virtio-net-pci" for name in _EFI}}

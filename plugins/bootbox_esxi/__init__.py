@@ -9,7 +9,10 @@ that the plugin contract is enough for vSphere Auto Deploy's job without vCenter
 * an image profile is a bootbox profile of kind ``esxi``, checked against Image Builder's
   rules (``imageprofile.py``); plugins inject VIBs per host (``hostimage.py``);
 * a host booting one gets an iPXE script chaining mboot (``script.py``) with its own boot.cfg
-  (``bootcfg.py``), modules and a regenerated imgdb.tgz (``imgdb.py``), cacheable by nginx.
+  (``bootcfg.py``), modules and a regenerated imgdb.tgz (``imgdb.py``), cacheable by nginx;
+* stateless hosts call in from a per-host, per-boot boot module (``callin.py``); install-mode
+  hosts get a kickstart rendered from their host profile (``kickstart.py``), with a
+  ``%firstboot`` call-in, through the core's single-use answer URL.
 
 See ``docs/esxi.md``. The entry point registers this module; its hooks are those of one
 :class:`~bootbox_esxi.plugin.EsxiPlugin`, whose state lives from ``bootbox_startup`` to
@@ -33,5 +36,7 @@ bootbox_register_commands = _plugin.bootbox_register_commands
 bootbox_image_packages = _plugin.bootbox_image_packages
 bootbox_boot_script = _plugin.bootbox_boot_script
 bootbox_profile_asset = _plugin.bootbox_profile_asset
+bootbox_register_answer_kinds = _plugin.bootbox_register_answer_kinds
+bootbox_render_answer_file = _plugin.bootbox_render_answer_file
 
 __all__ = ["KIND", "EsxiPlugin", "__version__"]

@@ -17,7 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from bootbox import BootContext, Host, NotFound, ValidationError, normalize_mac
+from bootbox import NotFound, ValidationError, normalize_mac
+from bootbox_esxi.callin import MODULE as CALLIN_MODULE
 from bootbox_esxi import export, imageprofile
 from bootbox_esxi import xmlutil as X
 from bootbox_esxi.catalog import Catalog
@@ -27,18 +28,6 @@ from bootbox_esxi.versions import normalize_level, rank
 
 if TYPE_CHECKING:
     from bootbox_esxi.plugin import EsxiPlugin
-
-
-class _KeepUnknown(dict[str, str]):
-    def __missing__(self, key: str) -> str:
-        return "{" + key + "}"
-
-
-def render_kickstart(template: str, host: Host, boot: BootContext) -> str:
-    """The host's ks.cfg: ``{mac}``, ``{hostname}``, ``{ip}``, ``{callback}``, ``{base_url}`` filled in."""
-    values = _KeepUnknown(mac=host.mac, hostname=host.attrs.get("hostname", ""), ip=host.attrs.get("ipv4", ""),
-                          callback=boot.callback_url, base_url=boot.base_url)
-    return template.format_map(values).rstrip("\n") + "\n"
 
 
 class Views:
@@ -119,7 +108,7 @@ class Views:
                 raise ValidationError("source", f"{source['name']} lists VIBs no imported depot has: "
                                       f"{', '.join(source['missing'][:3])}; import the depot that brings them")
             spec = {key: source[key] for key in imageprofile.FIELDS if key in source}
-            for key in ("mode", "acceptance", "kernelopt", "kickstart", "vendor"):
+            for key in ("mode", "acceptance", "kernelopt", "vendor"):
                 if body.get(key):
                     spec[key] = body[key]
             spec["source"] = f"{source['kind']}:{source['name']}"
@@ -172,8 +161,9 @@ class Views:
 
     # ------------------------------------------------------------------ hosts
 
-    def host_image(self, mac: str, base_url: str) -> dict[str, Any]:
-        """What ``host`` boots: profile VIBs + injected ones (and any left out, with why)."""
+    def host_image(self, mac: str) -> dict[str, Any]:
+        """What ``host`` boots: profile VIBs + injected ones (and any left out, with why), and
+        whether its boot.cfg adds the per-boot call-in module (stateless)."""
         context = self._plugin.state.context
         host = context.host(normalize_mac(mac))
         name = host.profile
@@ -183,10 +173,9 @@ class Views:
         if profile.kind != "esxi":
             raise ValidationError("mac", f"host {host.mac} boots profile {name} of kind {profile.kind}, not ESXi")
         image = self._plugin.image_for(host, profile)
-        mac_key = host.mac.replace(":", "")
         return {**image.to_doc(), "mac": host.mac, "firmware": firmware_of(host),
                 "requested": self._plugin.injected_for(host, profile),
-                "boot_cfg_url": f"{base_url}/boot/esxi/hosts/{mac_key}/boot.cfg"}
+                "callin_module": CALLIN_MODULE if image.mode == "stateless" else None}
 
 
 def _required(body: Mapping[str, Any], key: str) -> str:

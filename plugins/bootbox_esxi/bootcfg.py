@@ -6,7 +6,12 @@ boot.cfg keys (facts §4): ``title``, ``prefix``, ``kernel``, ``kernelopt`` and 
 ``prefix``, module names carry no leading ``/`` so they resolve under it (Foreman PR #1386).
 
 * **stateless** (the default): ``kernelopt`` has no ``runweasel``, so ESXi runs from memory;
-* **install**: ``runweasel ks=<this host's ks.cfg URL>`` starts the scripted installer.
+  ``modules=`` ends with the host's call-in module, an absolute ``http://`` URL of the appliance
+  carrying this boot's key (``callin.py``): boot.cfg's ``prefix`` is prepended only to names
+  that start with neither ``/`` nor ``http://`` (facts §4), and the prefix may be a cache's
+  shared per-image tree, where a per-host file has no place;
+* **install**: ``runweasel ks=<this boot's single-use answer URL>`` starts the scripted
+  installer (no ``ks=`` when the host has no host profile: the installer then asks).
 
 ``updated=0`` and ``bootstate=0``: these matter only for choosing between two bootbanks on disk,
 and a network-booted host has none (the installer writes its own boot.cfg to disk).
@@ -23,15 +28,22 @@ def _clean(value: str) -> str:
 
 
 def kernelopt(image: Image, ks_url: str | None) -> str:
-    parts = ["runweasel", f"ks={ks_url}"] if image.mode == "install" and ks_url else []
+    """``runweasel`` in install mode (with ``ks=`` when the host has a kickstart), then the profile's own."""
+    parts = []
+    if image.mode == "install":
+        parts = ["runweasel", f"ks={ks_url}"] if ks_url else ["runweasel"]
     if image.kernelopt:
         parts.append(image.kernelopt)
     return _clean(" ".join(parts))
 
 
-def render_bootcfg(image: Image, *, mac: str, prefix: str, ks_url: str | None = None) -> str:
-    """The boot.cfg for one host; ``prefix`` is the absolute http URL of its module tree."""
+def render_bootcfg(image: Image, *, mac: str, prefix: str, ks_url: str | None = None,
+                   callin_url: str | None = None) -> str:
+    """The boot.cfg for one host; ``prefix`` is the absolute http URL of its module tree and
+    ``callin_url`` (stateless only) the absolute URL of its call-in module, loaded last."""
     modules = [m.name for m in image.modules] + [IMGDB]
+    if callin_url and image.mode == "stateless":
+        modules.append(callin_url)
     lines = [
         "bootstate=0",
         f"title={_clean(f'bootbox: ESXi image profile {image.profile} ({image.mode}) for {mac}')}",

@@ -330,8 +330,8 @@ def host_image(ctx: typer.Context, mac: Annotated[str, typer.Argument(help="The 
             for v in image["vibs"]])
     for refused in image["refused"]:
         typer.echo(f"left out: {refused['vib']}: {refused['reason']}")
-    typer.echo(f"kernel {image['kernel']}, {len(image['modules'])} modules + imgdb.tgz; boot.cfg: "
-               f"{image['boot_cfg_url']}")
+    callin = f" + {image['callin_module']} (its call-in, made for each boot)" if image.get("callin_module") else ""
+    typer.echo(f"kernel {image['kernel']}, {len(image['modules'])} modules + imgdb.tgz{callin}")
 
 
 def register_commands(register: Callable[..., None]) -> None:

@@ -26,14 +26,17 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from bootbox_esxi.callin import MODULE as CALLIN_MODULE
 from bootbox_esxi.vib import Payload, Vib
 
 TYPE_LETTERS = {"boot": "b", "vgz": "v", "tgz": "t"}
 TYPE_RANK = {"gz": 0, "boot": 1, "vgz": 2, "tgz": 2}
 IMGDB = "imgdb.tgz"
-RESERVED = frozenset({IMGDB, "boot.cfg", "mboot.efi", "mboot.c32", "pxelinux.0", "ldlinux.c32", "ks.cfg",
+RESERVED = frozenset({IMGDB, CALLIN_MODULE, "boot.cfg", "mboot.efi", "mboot.c32", "pxelinux.0", "ldlinux.c32",
                       "pxelinux.cfg"})
-"""Names bootbox itself serves in a host's module tree; no payload may take them."""
+"""Names bootbox itself loads or serves beside the payloads (imgdb.tgz, the stateless call-in
+module, boot.cfg, the loaders); no payload may take them, since ESXi would then see two
+modules of one name."""
 
 
 @dataclass(frozen=True)

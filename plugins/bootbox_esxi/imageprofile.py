@@ -4,10 +4,10 @@ A bootbox profile of kind ``esxi`` *is* an image profile. Its spec (``docs/esxi.
 
     vibs:       VIB IDs (names are accepted on input and resolved to the newest imported version)
     acceptance: the profile's level (default: plugins.esxi.acceptance, else PartnerSupported)
-    mode:       "stateless" (default; ESXi runs from memory) or "install" (runweasel + ks.cfg)
+    mode:       "stateless" (default; ESXi runs from memory) or "install" (runweasel ks=<the
+                host's kickstart, rendered from its host profile of kind kickstart>)
     kernelopt:  extra kernel options for boot.cfg
     vendor:     the image profile's creator (default "bootbox")
-    kickstart:  install mode: the ks.cfg text ({mac}, {hostname}, {callback} are filled in)
     loaders:    per-profile mboot.efi / mboot.c32 / pxelinux.0 / ldlinux.c32 paths (override the config)
     build:      boot.cfg's build= (default: the version of the VIB carrying the kernel)
     source:     where it was cloned from (informational)
@@ -33,7 +33,7 @@ from bootbox_esxi.versions import compare, long_name, normalize_level, rank, sat
 from bootbox_esxi.vib import Relation, Vib
 
 MODES = ("stateless", "install")
-FIELDS = ("vibs", "acceptance", "mode", "kernelopt", "vendor", "kickstart", "loaders", "build", "source")
+FIELDS = ("vibs", "acceptance", "mode", "kernelopt", "vendor", "loaders", "build", "source")
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,11 @@ def _line(field: str, value: Any, default: str = "") -> str:
 
 def normalize_spec(spec: Mapping[str, Any], catalog: Catalog, default_acceptance: str) -> dict[str, Any]:
     """Validate an ``esxi`` spec against the imported depots and return its normal form."""
+    if "kickstart" in spec:
+        raise ValidationError("spec.kickstart", (
+            "an image profile no longer carries the kickstart (anyone who knew a MAC could read it): put the ks.cfg "
+            "in a host profile of kind kickstart (bootbox hostprofile add), give the hosts a rule item "
+            "host_profile=NAME, and remove kickstart from this spec"))
     unknown = sorted(set(spec) - set(FIELDS))
     if unknown:
         raise ValidationError(f"spec.{unknown[0]}", f"unknown field; known: {', '.join(FIELDS)}")
@@ -76,12 +81,6 @@ def normalize_spec(spec: Mapping[str, Any], catalog: Catalog, default_acceptance
     kernelopt = _line("spec.kernelopt", spec.get("kernelopt"))
     if "runweasel" in kernelopt.split():
         raise ValidationError("spec.kernelopt", "runweasel starts the installer; use mode=install instead")
-    kickstart = spec.get("kickstart") or ""
-    if not isinstance(kickstart, str):
-        raise ValidationError("spec.kickstart", "expected the ks.cfg text")
-    if mode == "install" and not kickstart.strip():
-        raise ValidationError("spec.kickstart", "install mode needs a kickstart (the ks.cfg text, at least "
-                              "vmaccepteula, install and rootpw)")
     loaders = spec.get("loaders") or {}
     if not isinstance(loaders, Mapping):
         raise ValidationError("spec.loaders", "expected {efi, c32, pxelinux, ldlinux: absolute paths}")
@@ -98,7 +97,6 @@ def normalize_spec(spec: Mapping[str, Any], catalog: Catalog, default_acceptance
         "mode": mode,
         "kernelopt": kernelopt,
         "vendor": _line("spec.vendor", spec.get("vendor"), "bootbox") or "bootbox",
-        "kickstart": kickstart,
         "loaders": dict(loaders),
         "build": _line("spec.build", spec.get("build")),
         "source": _line("spec.source", spec.get("source")),

@@ -20,16 +20,19 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from bootbox import (
+    AnswerEnv,
     BootContext,
     EventKind,
     Host,
+    HostProfile,
     NotFound,
     PluginContext,
     PluginError,
     Profile,
     hookimpl,
 )
-from bootbox_esxi import hostimage, imgdb, script
+from bootbox_esxi import hostimage, imgdb, kickstart, script
+from bootbox_esxi.callin import CallinKeys
 from bootbox_esxi.catalog import BlobStore, Catalog
 from bootbox_esxi.config import LOADER_NAMES, EsxiConfig, parse_config
 from bootbox_esxi.depot import Importer, Limits, Progress
@@ -55,6 +58,7 @@ class _State:
     by_id: dict[str, Image] = field(default_factory=dict)
     imgdbs: dict[str, str] = field(default_factory=dict)
     rescanned: float = float("-inf")
+    callins: CallinKeys = field(default_factory=CallinKeys)
 
 
 def firmware_of(host: Host, boot: BootContext | None = None) -> str:
@@ -125,6 +129,37 @@ class EsxiPlugin:
 
     def validate_spec(self, spec: Mapping[str, Any]) -> dict[str, Any]:
         return normalize_spec(spec, self.state.catalog, self.config.acceptance)
+
+    # ------------------------------------------------------------------ answer files
+
+    @hookimpl
+    def bootbox_register_answer_kinds(self, register: Callable[..., None]) -> None:
+        register(kickstart.KIND, files=(kickstart.FILE,),
+                 description="ESXi scripted install (ks.cfg), fetched by install-mode hosts through ks=")
+
+    @hookimpl
+    def bootbox_render_answer_file(self, kind: str, host: Host, profile: HostProfile, answers: Mapping[str, Any],
+                                   env: AnswerEnv) -> dict[str, str] | None:
+        """``ks.cfg``, checked (rootpw hashed) and, unless the host boots stateless, with a
+        ``%firstboot`` call-in when it has none (stateless hosts call in from a boot module)."""
+        if kind != kickstart.KIND:
+            return None
+        return kickstart.render(env, add_callin=self.mode_of(host) != "stateless")
+
+    def mode_of(self, host: Host) -> str:
+        """``stateless`` or ``install`` for a host whose image is an ESXi profile, else ``""``.
+
+        A host that has not booted yet has no ``profile``; its ``image`` association (set by the
+        rules) names the same profile, which is what ``bootbox host render`` previews.
+        """
+        name = host.profile or host.associations.get("image", "")
+        if not name or self._state is None:
+            return ""
+        try:
+            profile = self._state.context.profile(name)
+        except NotFound:
+            return ""
+        return str(profile.spec.get("mode") or "stateless") if profile.kind == KIND else ""
 
     # ------------------------------------------------------------------ images
 
@@ -218,6 +253,7 @@ class EsxiPlugin:
     def bootbox_boot_script(self, host: Host, profile: Profile, boot: BootContext) -> str | None:
         if profile.kind != KIND:
             return None
+        self.state.callins.revoke(host.mac)  # a new boot: the last one's call-in module is over
         try:
             image = self.image_for(host, profile)
         except (hostimage.ImageError, ValueError) as exc:
@@ -235,10 +271,27 @@ class EsxiPlugin:
         for ref, reason in image.refused:
             self.state.context.record(host.mac, EventKind.STATE, f"esxi: injected VIB {ref} left out: {reason}",
                                       vib=ref)
-        base = f"{boot.base_url.rstrip('/')}/boot/esxi/hosts/{boot.mac.replace(':', '')}"
+        base = self.boot_files_url(host, profile, image.mode, boot)
         return script.render(boot, script.ScriptInputs(
             profile=profile.name, mode=image.mode, firmware=firmware, bootcfg_url=f"{base}/boot.cfg",
             pxelinux_cfg_url=f"{base}/pxelinux.cfg", cache_urls=self.config.cache_urls, bios=bios))
+
+    def boot_files_url(self, host: Host, profile: Profile, mode: str, boot: BootContext) -> str:
+        """Where this boot's boot.cfg and pxelinux.cfg live: ``…/hosts/<mac>/<call-in key>/<answer token>``.
+
+        Stateless: a new call-in key (``callin.CallinKeys``) stands for the up token, which never
+        appears in a URL; the previous boot's key stops working. Install: the core's single-use
+        answer token, so boot.cfg's ``ks=`` is ``boot.answer_url("ks.cfg")``. ``-`` for neither.
+        """
+        state = self.state
+        key = state.callins.mint(host.mac, boot.up_token) if mode == "stateless" and boot.up_token else ""
+        answer = boot.answer_token if mode == "install" else ""
+        if mode == "install" and not answer:
+            stale = " (spec.kickstart is no longer read)" if profile.spec.get("kickstart") else ""
+            state.context.record(host.mac, EventKind.STATE, (
+                f"esxi: profile {profile.name} installs, but the host has no host profile, so the installer "
+                f"runs without a kickstart{stale}: give it one of kind kickstart (rule item host_profile=NAME)"))
+        return f"{boot.base_url.rstrip('/')}/boot/esxi/hosts/{boot.mac.replace(':', '')}/{key or '-'}/{answer or '-'}"
 
     @hookimpl
     def bootbox_profile_asset(self, host: Host, profile: Profile, name: str) -> Path | None:

@@ -3,11 +3,15 @@
 ``/api/v1/esxi/...`` (JSON; the core's app-wide check makes writes need the API token): depots and
 import jobs, VIBs, depot image profiles, profile views/plans/diffs/bundles, ``hosts/<mac>/image``.
 
-``/boot/esxi/...`` (read-only): per host, ``boot.cfg``, ``pxelinux.cfg`` and ``ks.cfg``, reached
-only through the host's own MAC and only for an ``esxi`` profile it was given; per image, the
-module tree behind the caches (``images/<image id>/<module>``, immutable per URL, so caches may
-keep it); and ``health``, which caches pass through uncached so the boot script can tell a live
-cache from a dead one.
+``/boot/esxi/...`` (read-only): per host and boot, ``hosts/<mac>/<call-in key>/<answer token>/``
+``boot.cfg`` and ``pxelinux.cfg``, reached only through the host's own MAC and only for an
+``esxi`` profile it was given (they echo what their URL carries and reveal nothing else), and
+``hosts/<mac>/<call-in key>/bbcallin.tgz``, the stateless call-in module, served only with the
+key of the host's current boot (403 and an ``audit`` event otherwise: it carries the host's up
+token). The kickstart is not here: install-mode hosts fetch it from the core's single-use
+answer URL. Per image, the module tree behind the caches (``images/<image id>/<module>``,
+immutable per URL, so caches may keep it); and ``health``, which caches pass through uncached so
+the boot script can tell a live cache from a dead one.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Blueprint, Response, jsonify, request, send_file
 
 from bootbox import BootContext, EventKind, Forbidden, NotFound, Profile, ValidationError, normalize_mac
-from bootbox_esxi import api_views, bootcfg
+from bootbox_esxi import api_views, bootcfg, callin
 from bootbox_esxi.config import LOADER_NAMES
 from bootbox_esxi.plugin import KIND
 
@@ -98,7 +102,7 @@ def _api(plugin: "EsxiPlugin") -> Blueprint:
 
     @bp.get("/hosts/<mac>/image")
     def host_image(mac: str) -> Response:
-        return jsonify(views.host_image(mac, _base_url(plugin)))
+        return jsonify(views.host_image(mac))
 
     return bp
 
@@ -130,39 +134,63 @@ def _boot(plugin: "EsxiPlugin") -> Blueprint:
             raise ValidationError("via", "not one of the configured cache URLs")
         return plugin.config.cache_urls[int(raw)]
 
-    def urls(mac: str) -> tuple[BootContext, str]:
-        boot = BootContext(base_url=_base_url(plugin), mac=normalize_mac(mac))
-        return boot, f"{boot.base_url}/boot/esxi/hosts/{boot.mac.replace(':', '')}"
+    def boot_of(mac: str, key: str, answer: str) -> tuple[BootContext, str, str]:
+        """This boot's URLs, with the core's answer token from the URL (``-``: none), the
+        call-in key, and the base of this boot's own files."""
+        for part, value in (("key", key), ("answer", answer)):
+            if value != "-" and not callin.KEY.fullmatch(value):
+                raise NotFound(f"{part} in the URL is not one bootbox made; the host fetches its script again")
+        boot = BootContext(base_url=_base_url(plugin), mac=normalize_mac(mac),
+                           answer_token="" if answer == "-" else answer)
+        files = f"{boot.base_url}/boot/esxi/hosts/{boot.mac.replace(':', '')}/{key}"
+        return boot, "" if key == "-" else key, files
 
-    @bp.get("/hosts/<mac>/boot.cfg")
-    def boot_cfg(mac: str) -> Response:
+    @bp.get("/hosts/<mac>/<key>/<answer>/boot.cfg")
+    def boot_cfg(mac: str, key: str, answer: str) -> Response:
         host, profile = _host_profile(plugin, mac)
         image = plugin.image_for(host, profile)
-        boot, base = urls(host.mac)
+        boot, callin_key, files = boot_of(host.mac, key, answer)
         cache = via()
         prefix = f"{cache}/boot/esxi/images/{image.id}" if cache else boot.asset_url("").rstrip("/")
         plugin.state.context.record(host.mac, EventKind.HTTP_FILE,
                                     f"esxi boot.cfg of image {image.id[:12]} ({profile.name}, {image.mode})",
                                     file="boot.cfg", image=image.id, prefix=prefix)
-        return _text(bootcfg.render_bootcfg(image, mac=host.mac, prefix=prefix, ks_url=f"{base}/ks.cfg"))
+        return _text(bootcfg.render_bootcfg(
+            image, mac=host.mac, prefix=prefix, ks_url=boot.answer_url("ks.cfg") or None,
+            callin_url=f"{files}/{callin.MODULE}" if callin_key else None))
 
-    @bp.get("/hosts/<mac>/pxelinux.cfg")
-    def pxelinux_cfg(mac: str) -> Response:
+    @bp.get("/hosts/<mac>/<key>/<answer>/pxelinux.cfg")
+    def pxelinux_cfg(mac: str, key: str, answer: str) -> Response:
         host, profile = _host_profile(plugin, mac)
-        boot, base = urls(host.mac)
+        boot, _, files = boot_of(host.mac, key, answer)
         suffix = f"?via={request.args['via']}" if via() else ""
         plugin.state.context.record(host.mac, EventKind.HTTP_FILE, f"esxi pxelinux.cfg ({profile.name})",
                                     file="pxelinux.cfg")
         return _text(bootcfg.render_pxelinux_cfg(mboot_c32_url=boot.asset_url("mboot.c32"),
-                                                 bootcfg_url=f"{base}/boot.cfg{suffix}"))
+                                                 bootcfg_url=f"{files}/{answer}/boot.cfg{suffix}"))
 
-    @bp.get("/hosts/<mac>/ks.cfg")
-    def kickstart(mac: str) -> Response:
-        host, profile = _host_profile(plugin, mac)
-        if profile.spec.get("mode") != "install":
-            raise NotFound(f"profile {profile.name} boots stateless; it has no kickstart")
-        boot, _ = urls(host.mac)
-        return _text(api_views.render_kickstart(profile.spec.get("kickstart", ""), host, boot))
+    @bp.get(f"/hosts/<mac>/<key>/{callin.MODULE}")
+    def callin_module(mac: str, key: str) -> Response:
+        """The host's call-in module, for the key of its current boot only (it holds the up token)."""
+        context = plugin.state.context
+        try:
+            host_mac = normalize_mac(mac)
+        except ValidationError:
+            raise Forbidden("malformed host in the call-in module URL") from None
+        try:
+            up_token = plugin.state.callins.up_token(host_mac, key)
+        except Forbidden as exc:
+            client = request.remote_addr or ""
+            context.record(host_mac, EventKind.AUDIT, f"refused {callin.MODULE} to {client}: {exc}",
+                           file=callin.MODULE, ip=client, reason=str(exc))
+            raise
+        boot = BootContext(base_url=_base_url(plugin), mac=host_mac, up_token=up_token)
+        data = callin.build_module(boot.up_url)
+        context.record(host_mac, EventKind.HTTP_FILE, f"esxi {callin.MODULE} (call-in) served to {request.remote_addr}",
+                       file=callin.MODULE, ip=request.remote_addr or "")
+        response = Response(data, mimetype="application/octet-stream")
+        response.headers["Cache-Control"] = "no-store"
+        return response
 
     @bp.get("/images/<image_id>/<name>")
     def image_file(image_id: str, name: str) -> Response:
