@@ -1,8 +1,9 @@
 """In-memory host index: what the boot path reads instead of the store.
 
 DHCP packets and boot requests look hosts up here (a dict read under a short lock) and record
-changes here; a write-behind thread (:class:`HostPersister`) copies changed hosts to the store
-in batches, so no boot step ever waits for TinyDB to rewrite its file.
+changes here; a write-behind thread (:class:`HostPersister`) copies changed hosts to disk
+in batches, to the append-only host log (``bootbox.hostlog``): no boot step ever waits for a
+write, and a round of writes costs in proportion to the hosts that changed.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ import threading
 from typing import Callable, Iterable
 
 from bootbox.model import Host
-from bootbox.store import Store
+from bootbox.hostlog import HostLog
 
 log = logging.getLogger("bootbox.index")
 
-HOSTS_TABLE = "hosts"
+HOST_LOG = "hosts.jsonl"
 _IP_ATTRS = ("ipv4", "ipv6")
 
 
@@ -93,12 +94,13 @@ class HostIndex:
 
 
 class HostPersister:
-    """Copies changed hosts from the index to the store, off the boot path, in one write each round."""
+    """Copies changed hosts from the index to the host log, off the boot path, each round."""
 
-    def __init__(self, index: HostIndex, store: Store, interval: float = 0.5) -> None:
+    def __init__(self, index: HostIndex, hostlog: HostLog, interval: float = 0.5) -> None:
         self._index = index
-        self._store = store
+        self._log = hostlog
         self._interval = interval
+        self._write_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bootbox-host-persister", daemon=True)
 
@@ -106,25 +108,38 @@ class HostPersister:
         self._thread.start()
 
     def flush(self) -> None:
-        """Write every dirty host now (on shutdown and before API reads that need durability)."""
-        dirty = self._index.take_dirty()
-        if not dirty:
-            return
-        try:
-            self._store.put_many(HOSTS_TABLE, {mac.replace(":", ""): host.to_dict() for mac, host in dirty.items()})
-        except Exception:
-            self._index.mark_dirty(dirty)
-            raise
+        """Write every dirty host now (on shutdown and before answers that promise durability)."""
+        with self._write_lock:
+            dirty = self._index.take_dirty()
+            if not dirty:
+                return
+            try:
+                self._log.append({host_key(mac): host.to_dict() for mac, host in dirty.items()})
+            except Exception:
+                self._index.mark_dirty(dirty)
+                raise
+            if self._log.wants_compaction(len(self._index)):
+                self._log.compact({host_key(h.mac): h.to_dict() for h in self._index.all()})
+
+    def forget(self, mac: str) -> None:
+        """Record a removed host durably (an operator's delete is acknowledged only after this)."""
+        with self._write_lock:
+            self._log.append({host_key(mac): None})
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
             try:
                 self.flush()
             except Exception:
-                log.exception("could not save hosts to the store; will retry")
+                log.exception("could not save hosts to the host log; will retry")
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
         self.flush()
+
+
+def host_key(mac: str) -> str:
+    """A host's key on disk: its MAC as 12 hex digits."""
+    return mac.replace(":", "")

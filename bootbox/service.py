@@ -29,7 +29,8 @@ from bootbox.errors import BootboxError, Conflict, NotFound, PluginError, Valida
 from bootbox.firmware import FirmwareBoot
 from bootbox.grubcfg import waiting_config as grub_waiting_config
 from bootbox.hostconfig import HostConfig
-from bootbox.index import HOSTS_TABLE, HostIndex, HostPersister
+from bootbox.hostlog import HostLog
+from bootbox.index import HostIndex, HostPersister
 from bootbox.journal import Journal
 from bootbox.model import (
     BootContext,
@@ -92,13 +93,22 @@ class ProfileKind:
 class BootService:
     """The boot appliance's core: decisions, host records, events, profiles, plugin calls."""
 
-    def __init__(self, settings: Settings, store: Store, journal: Journal, pm: pluggy.PluginManager) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        journal: Journal,
+        pm: pluggy.PluginManager,
+        *,
+        host_log: HostLog | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.journal = journal
         self.pm = pm
-        self.hosts = HostIndex(Host.from_dict(doc) for doc in store.all(HOSTS_TABLE).values())
-        self._persister = HostPersister(self.hosts, store)
+        self.host_log = host_log or HostLog(None)
+        self.hosts = HostIndex(Host.from_dict(doc) for doc in self.host_log.load().values())
+        self._persister = HostPersister(self.hosts, self.host_log)
         self._profiles_lock = threading.Lock()
         self._profiles: dict[str, Profile] = {
             doc["name"]: Profile.from_dict(doc) for doc in store.all(PROFILES_TABLE).values()
@@ -447,9 +457,7 @@ class BootService:
         mac = normalize_mac(mac)
         if not self.hosts.remove(mac):
             raise NotFound(f"host {mac} is not known to bootbox")
-        key = mac.replace(":", "")
-        if self.store.has(HOSTS_TABLE, key):
-            self.store.delete(HOSTS_TABLE, key)
+        self._persister.forget(mac)
 
     # ---------------------------------------------------------------- profiles (API)
 

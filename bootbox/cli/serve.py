@@ -54,7 +54,10 @@ def serve(
     from bootbox.appliance import Appliance, configure_logging  # servers load only when serving
 
     settings = state(ctx).settings(**overrides)
-    configure_logging(settings.log_level)
-    appliance = Appliance(settings)
-    appliance.start()
-    appliance.serve_forever()
+    listener = configure_logging(settings.log_level)
+    try:
+        appliance = Appliance(settings)
+        appliance.start()
+        appliance.serve_forever()
+    finally:
+        listener.stop()
