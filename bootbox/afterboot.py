@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from bootbox.errors import BootboxError, Conflict, NotFound, Unauthorized
 from bootbox.model import REPORTED_STATES, BootEvent, EventKind, Host, HostState, normalize_mac
-from bootbox.pushes import PushJob, PushOutcome, PushPolicy, PushPool
+from bootbox.pushes import PushJob, PushOutcome, PushPool
 
 if TYPE_CHECKING:
     from bootbox.service import BootService
@@ -67,14 +67,7 @@ class AfterBoot:
         self.pool = PushPool(
             service.record,
             workers=push.workers,
-            policy=PushPolicy(
-                attempts=push.attempts,
-                timeout=push.timeout,
-                first_delay=push.first_delay,
-                step_min=push.step_min,
-                step_max=push.step_max,
-                max_delay=push.max_delay,
-            ),
+            policy=push,  # PushSettings is a PushPolicy
         )
         self._lock = threading.Lock()
         self._rounds: dict[str, _Round] = {}

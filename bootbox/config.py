@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from bootbox.errors import ConfigError
+from bootbox.pushes import PushPolicy
 
 DEFAULT_CONFIG_PATH = Path("/etc/bootbox/bootbox.toml")
 
@@ -125,15 +126,9 @@ class DnsSettings:
 
 
 @dataclass(frozen=True)
-class PushSettings:
-    """How hard after-boot pushes are tried (the ESXi waiter's own backoff by default)."""
+class PushSettings(PushPolicy):
+    """How hard after-boot pushes are tried (the policy's fields) and how many run at once."""
 
-    attempts: int = 5
-    timeout: float = 30.0
-    first_delay: float = 10.0
-    step_min: float = 8.0
-    step_max: float = 12.0
-    max_delay: float = 300.0
     workers: int = 4
 
 
