@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from bootbox import demo
+from tests.lab_fixtures import lab_unavailable
 from bootbox.demo import (
     MARKER_FAIL,
     MARKER_OK,
@@ -62,7 +63,7 @@ def _sample_entries() -> list[CpioEntry]:
 
 def test_cpio_is_read_back_by_the_cpio_tool(tmp_path: Path) -> None:
     if shutil.which("cpio") is None:
-        pytest.skip("needs the cpio tool")
+        lab_unavailable("needs the cpio tool")
     archive = io.BytesIO()
     write_cpio(_sample_entries(), archive)
     data = archive.getvalue()
@@ -206,7 +207,7 @@ def test_synthesized_dependencies_match_depmod_on_a_real_kernel() -> None:
         if (p.parent / "kernel").is_dir()
     )
     if not trees:
-        pytest.skip("no installed kernel modules with a modules.dep to compare with")
+        lab_unavailable("no installed kernel modules with a modules.dep to compare with")
     tree = trees[-1]
     ours = module_load_order(synthesize_modules_dep(tree, demo.MODULES), demo.MODULES)
     depmod = module_load_order((tree / "modules.dep").read_text(), demo.MODULES)
@@ -221,7 +222,7 @@ def test_synthesized_dependencies_match_depmod_on_a_real_kernel() -> None:
 def _busybox() -> str:
     path = shutil.which("busybox")
     if path is None:
-        pytest.skip("needs busybox")
+        lab_unavailable("needs busybox")
     return path
 
 
@@ -349,7 +350,7 @@ def test_missing_packaging_tools_give_a_clear_error(
 
 def _initrd_listing(assets: DemoAssets) -> list[str]:
     if shutil.which("cpio") is None:
-        pytest.skip("needs the cpio tool")
+        lab_unavailable("needs the cpio tool")
     raw = gzip.decompress(assets.initrd.read_bytes())
     return (
         subprocess.run(["cpio", "-it", "--quiet"], input=raw, capture_output=True, check=True)

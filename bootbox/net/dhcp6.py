@@ -25,10 +25,8 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import logging
-import selectors
 import socket
 import struct
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -46,6 +44,7 @@ from bootbox.net.dhcp6_packet import (
     parse,
     to_machine,
 )
+from bootbox.net.selectorloop import SelectorLoop
 
 __all__ = [
     "Dhcp6Packet", "Dhcp6Server", "MalformedPacket6", "Msg", "Opt6", "Reply6", "assigned_address", "boot_url",
@@ -193,10 +192,7 @@ class Dhcp6Server:
         self._pool = ipaddress.IPv6Network(address_pool) if address_pool else None
         self._port, self._client_port = port, client_port
         self._sock: socket.socket | None = None
-        self._wake_r: socket.socket | None = None
-        self._wake_w: socket.socket | None = None
-        self._thread: threading.Thread | None = None
-        self._stopping = threading.Event()
+        self._loop = SelectorLoop("bootbox-dhcp6", self._readable)
         self._duid = b""
         self.stats = dict.fromkeys(("received", "answered", "ignored", "errors"), 0)
 
@@ -238,39 +234,22 @@ class Dhcp6Server:
         sock.setblocking(False)
         self._port = sock.getsockname()[1]
         self._sock = sock
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._stopping.clear()
-        self._thread = threading.Thread(target=self._run, name="bootbox-dhcp6", daemon=True)
-        self._thread.start()
+        self._loop.start({"dhcp6": sock})
         log.info("DHCPv6 listening on %s udp/%d; boot URLs name [%s]%s", self.interface, self._port, address,
                  f", addresses from {self._pool}" if self._pool else ", no addresses (boot options only)")
 
     def stop(self) -> None:
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            self._stopping.set()
-            if self._wake_w is not None:
-                self._wake_w.send(b"\0")
-            thread.join(timeout=2.0)
-        for sock in (self._sock, self._wake_r, self._wake_w):
-            if sock is not None:
-                sock.close()
-        self._sock = self._wake_r = self._wake_w = None
+        self._loop.stop()
+        if self._sock is not None:
+            self._sock.close()
+        self._sock = None
 
-    def _run(self) -> None:
-        assert self._sock is not None and self._wake_r is not None
-        with selectors.DefaultSelector() as sel:
-            sel.register(self._sock, selectors.EVENT_READ, "dhcp6")
-            sel.register(self._wake_r, selectors.EVENT_READ, None)
-            while not self._stopping.is_set():
-                for key, _ in sel.select(timeout=1.0):
-                    if key.data is None:
-                        continue
-                    try:
-                        self._receive()
-                    except Exception:  # one packet must never stop the service
-                        self.stats["errors"] += 1
-                        log.exception("DHCPv6: unexpected error handling a packet")
+    def _readable(self, sock: socket.socket, key: object) -> None:
+        try:
+            self._receive()
+        except Exception:  # one packet must never stop the service
+            self.stats["errors"] += 1
+            log.exception("DHCPv6: unexpected error handling a packet")
 
     def _receive(self) -> None:
         assert self._sock is not None

@@ -115,7 +115,8 @@ def _length_prefixed(data: bytes) -> list[bytes]:
 # --------------------------------------------------------------------------- client identity
 def client_mac(pkt: Dhcp6Packet, source: str) -> str | None:
     """The client's MAC: from a DUID-LLT/LL with hardware type Ethernet, else from an EUI-64
-    link-local source address (``fe80::XXXX:XXff:feXX:XXXX``, U/L bit flipped back)."""
+    link-local source address (``fe80::5054:ff:fe12:3456`` → ``52:54:00:12:34:56``: the ``ff:fe``
+    in the middle dropped, the U/L bit flipped back)."""
     duid = pkt.get(Opt6.CLIENTID) or b""
     if len(duid) >= 4:
         kind, hwtype = struct.unpack_from("!HH", duid)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import fcntl
 import ipaddress
 import logging
-import selectors
 import socket
 import struct
 import threading
@@ -34,6 +33,7 @@ from bootbox.net.dhcpanswer import Answer, FullDhcpOptions, LeaseChange, answer,
 from bootbox.net.dhcpprobe import HeardServer, probe
 from bootbox.net.leases import Lease, LeasePool
 from bootbox.net.proxydhcp import Failed, Ignored, Role, respond
+from bootbox.net.selectorloop import SelectorLoop
 
 __all__ = ["DhcpServer", "OtherDhcpServer", "interface_ipv4"]
 
@@ -111,10 +111,7 @@ class DhcpServer:
         self._clock = clock
         self._lock = threading.Lock()
         self._socks: dict[Role, socket.socket] = {}
-        self._thread: threading.Thread | None = None
-        self._stopping = threading.Event()
-        self._wake_r: socket.socket | None = None
-        self._wake_w: socket.socket | None = None
+        self._loop = SelectorLoop("bootbox-dhcp-full", self._drain, idle=self._expire)
         self.pool: LeasePool | None = None
         self.options: FullDhcpOptions | None = None
         self.heard: list[HeardServer] = []
@@ -147,7 +144,7 @@ class DhcpServer:
         :raises BootboxError: the interface has no address, the range is outside its subnet,
             another DHCP server answered (:class:`OtherDhcpServer`), or a port cannot be bound.
         """
-        if self._thread is not None:
+        if self._loop.running:
             raise RuntimeError("DhcpServer is already started")
         self.options, self.pool = self._make_pool()
         if not self._ignore_others:
@@ -163,21 +160,13 @@ class DhcpServer:
             raise BootboxError(f"full DHCP on {self.interface}: {exc}") from exc
         for role, sock in self._socks.items():
             self._ports[role] = sock.getsockname()[1]
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._stopping.clear()
-        self._thread = threading.Thread(target=self._run, name="bootbox-dhcp-full", daemon=True)
-        self._thread.start()
+        self._loop.start(self._socks)
         log.info("full DHCP on %s (%s): leasing %s-%s, udp/%d and udp/%d", self.interface,
                  self.options.server_ip, *self._range, self.port, self.boot_server_port)  # fmt: skip
 
     def stop(self) -> None:
         """Stop the thread, save the leases one last time, close the sockets. Idempotent."""
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            self._stopping.set()
-            if self._wake_w is not None:
-                self._wake_w.send(b"\0")
-            thread.join(timeout=2.0)
+        if self._loop.stop():
             self._persist()
         self._close_sockets()
 
@@ -237,25 +226,11 @@ class DhcpServer:
         return sock
 
     def _close_sockets(self) -> None:
-        for sock in (*self._socks.values(), self._wake_r, self._wake_w):
-            if sock is not None:
-                sock.close()
+        for sock in self._socks.values():
+            sock.close()
         self._socks.clear()
-        self._wake_r = self._wake_w = None
 
     # ------------------------------------------------------------------ loop
-    def _run(self) -> None:
-        with selectors.DefaultSelector() as sel:
-            for role, sock in self._socks.items():
-                sel.register(sock, selectors.EVENT_READ, role)
-            assert self._wake_r is not None
-            sel.register(self._wake_r, selectors.EVENT_READ, None)
-            while not self._stopping.is_set():
-                for key, _ in sel.select(timeout=1.0):
-                    if key.data is not None:
-                        self._drain(key.fileobj, key.data)  # type: ignore[arg-type]
-                self._expire()
-
     def _expire(self) -> None:
         with self._lock:
             assert self.pool is not None
@@ -266,7 +241,7 @@ class DhcpServer:
             self._persist()
 
     def _drain(self, sock: socket.socket, role: Role) -> None:
-        while not self._stopping.is_set():
+        while not self._loop.stopping.is_set():
             try:
                 data, ancdata, _, source = sock.recvmsg(65535, socket.CMSG_SPACE(_PKTINFO.size))
             except (BlockingIOError, InterruptedError):

@@ -23,10 +23,8 @@ from __future__ import annotations
 import errno
 import fcntl
 import logging
-import selectors
 import socket
 import struct
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,6 +47,7 @@ from bootbox.net.dhcp_packet import (
     to_machine,
     vendor_class,
 )
+from bootbox.net.selectorloop import SelectorLoop
 
 __all__ = [
     "Admission",
@@ -373,10 +372,7 @@ class ProxyDhcpServer:
         self._client_port = client_port
         self._log = logger or log
         self._socks: dict[Role, socket.socket] = {}
-        self._thread: threading.Thread | None = None
-        self._stopping = threading.Event()
-        self._wake_r: socket.socket | None = None
-        self._wake_w: socket.socket | None = None
+        self._loop = SelectorLoop("bootbox-proxydhcp", self._drain)
         self._fallback_ip = ZERO
         self._stats = dict.fromkeys(("received", "answered", "ignored", "malformed", "errors"), 0)
         self._limiter = ClientRateLimiter(rate_limit, rate_burst)
@@ -408,7 +404,7 @@ class ProxyDhcpServer:
 
         Raises ``OSError`` naming the port and the fix when a bind fails.
         """
-        if self._thread is not None:
+        if self._loop.running:
             raise RuntimeError("ProxyDhcpServer is already started")
         try:
             for role in Role:
@@ -419,10 +415,7 @@ class ProxyDhcpServer:
         for role, sock in self._socks.items():  # the real numbers when 0 (ephemeral) was asked
             self._ports[role] = sock.getsockname()[1]
         self._fallback_ip = self._local_fallback_ip()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._stopping.clear()
-        self._thread = threading.Thread(target=self._run, name="bootbox-proxydhcp", daemon=True)
-        self._thread.start()
+        self._loop.start(self._socks)
         self._log.info(
             "proxyDHCP listening on %s udp/%d and udp/%d%s",
             self._bind_address, self.port, self.boot_server_port,
@@ -431,12 +424,7 @@ class ProxyDhcpServer:
 
     def stop(self) -> None:
         """Stop the thread (it wakes at once) and close the sockets. Safe to call twice."""
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            self._stopping.set()
-            if self._wake_w is not None:
-                self._wake_w.send(b"\0")
-            thread.join(timeout=2.0)
+        self._loop.stop()
         self._close_sockets()
 
     # ---------------------------------------------------------------- sockets
@@ -466,27 +454,14 @@ class ProxyDhcpServer:
         return ZERO
 
     def _close_sockets(self) -> None:
-        for sock in (*self._socks.values(), self._wake_r, self._wake_w):
-            if sock is not None:
-                sock.close()
+        for sock in self._socks.values():
+            sock.close()
         self._socks.clear()
-        self._wake_r = self._wake_w = None
 
     # ---------------------------------------------------------------- loop
-    def _run(self) -> None:
-        with selectors.DefaultSelector() as sel:
-            for role, sock in self._socks.items():
-                sel.register(sock, selectors.EVENT_READ, role)
-            assert self._wake_r is not None
-            sel.register(self._wake_r, selectors.EVENT_READ, None)
-            while not self._stopping.is_set():
-                for key, _ in sel.select(timeout=1.0):
-                    if key.data is not None:
-                        self._drain(key.fileobj, key.data)  # type: ignore[arg-type]
-
     def _drain(self, sock: socket.socket, role: Role) -> None:
         """Handle every datagram already queued, so a storm empties the buffer quickly."""
-        while not self._stopping.is_set():
+        while not self._loop.stopping.is_set():
             try:
                 data, ancdata, _, source = sock.recvmsg(65535, socket.CMSG_SPACE(_PKTINFO.size))
             except (BlockingIOError, InterruptedError):
