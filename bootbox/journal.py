@@ -37,6 +37,10 @@ log = logging.getLogger("bootbox.journal")
 _BAD_LINE_ERRORS = (ValueError, KeyError, TypeError, AttributeError)
 
 
+GATHER_SECONDS = 0.05
+"""How long the writer lets events gather before writing them (a flush does not wait)."""
+
+
 class Journal:
     """Boot events per host (the last ``per_host``) and overall (the last ``recent``), in memory,
     mirrored to an append-only JSON-lines file unless ``path`` is ``None``.
@@ -71,6 +75,7 @@ class Journal:
         self.path = Path(path) if path is not None else None
         self.per_host, self.max_bytes, self.backups = per_host, max_bytes, backups
         self.max_hosts, self.queue_size, self.load_bytes = max_hosts, queue_size, load_bytes
+        self.gather_seconds = GATHER_SECONDS
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._by_mac: OrderedDict[str, deque[BootEvent]] = OrderedDict()
@@ -169,7 +174,8 @@ class Journal:
                 return
             self._pending.append(event)
             self._queued += 1
-            self._changed.notify()
+            if len(self._pending) == 1:  # the writer waits for the first; it gathers the rest itself
+                self._changed.notify_all()
 
     # -- reading (memory only) -------------------------------------------------------------
 
@@ -292,6 +298,9 @@ class Journal:
         """Wait for work, write one batch, fsync if asked; return False once closed and drained."""
         with self._changed:
             self._changed.wait_for(lambda: self._pending or self._sync_wanted or self._closed)
+            # Let a burst gather (a boot storm appends thousands a second) so the writer takes
+            # the interpreter lock once per batch, not once per event, unless a flush is waiting.
+            self._changed.wait_for(lambda: self._sync_wanted or self._closed, self.gather_seconds)
             batch = list(self._pending)
             self._pending.clear()
             upto, closing = self._queued, self._closed

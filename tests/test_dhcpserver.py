@@ -72,19 +72,24 @@ def lease_of(server: DhcpServer, mac: str) -> Lease | None:
 
 
 def hook(path: Path, log: Path, configure: str) -> Path:
-    path.write_text(f"#!/bin/sh\n{{ echo \"$1 $reason\"; env | sort; echo; }} >> {log}\n{configure}\nexit 0\n")
+    path.write_text(f"#!/bin/sh\n{{ echo \"$1 $reason\"; env | sort; echo {_END}; echo; }} >> {log}\n{configure}\nexit 0\n")
     path.chmod(0o755)
     return path
 
 
+_END = "--end-of-call--"
+
+
 def records(log: Path) -> list[dict[str, str]]:
-    """The hook's calls: one dict of environment variables per call, with 'event'."""
+    """The hook's calls: one dict of environment variables per call, with 'event'. A call the
+    hook is still writing (no end marker yet) is left out: the log is read while udhcpc runs."""
     if not log.exists():
         return []
     out = []
     for block in log.read_text().split("\n\n"):
         lines = [line for line in block.splitlines() if line]
-        if lines:
+        if lines and lines[-1] == _END:
+            lines.pop()
             env = dict(line.split("=", 1) for line in lines[1:] if "=" in line)
             env["event"] = lines[0].strip()
             out.append(env)

@@ -138,7 +138,7 @@ def test_live_proxy_survives_fuzz_and_still_answers() -> None:
         client.sendto(build(pkt), ("127.0.0.1", server.port))
         reply = parse(client.recv(4096))
         assert (reply.xid, reply.options[53], reply.options[67]) == (0xFEED, b"\x02", b"undionly.kpxe")
-        assert server._thread is not None and server._thread.is_alive()
+        assert server.alive
     finally:
         server.stop()
         client.close()

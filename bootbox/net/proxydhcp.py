@@ -390,6 +390,11 @@ class ProxyDhcpServer:
         return self._ports[Role.BOOT_SERVER]
 
     @property
+    def alive(self) -> bool:
+        """The packet loop is running (a health check: a dead loop answers nobody)."""
+        return self._loop.alive
+
+    @property
     def stats(self) -> dict[str, int]:
         """A snapshot of the counters: received, answered, ignored, malformed, errors."""
         return dict(self._stats)
@@ -543,7 +548,9 @@ class ProxyDhcpServer:
             return
         self._stats["answered"] += 1
         kind = "OFFER" if reply.packet.options[Opt.MESSAGE_TYPE][0] == MessageType.OFFER else "ACK"
-        self._log.info(
+        # With an on_answer callback the service records (and logs) the step: one line, not two.
+        self._log.log(
+            logging.DEBUG if self._on_answer is not None else logging.INFO,
             "mac %s: %s %s (next-server %s) to %s:%d%s", mac, kind, reply.spec.boot_file,
             reply.packet.siaddr, *reply.address, f" [{reply.spec.reason}]" if reply.spec.reason else "",
         )  # fmt: skip

@@ -40,7 +40,13 @@ class SelectorLoop:
 
     @property
     def running(self) -> bool:
+        """Started and not yet stopped."""
         return self._thread is not None
+
+    @property
+    def alive(self) -> bool:
+        """The loop thread is running right now (False if it died of a bug or was stopped)."""
+        return self._thread is not None and self._thread.is_alive()
 
     def start(self, sockets: Mapping[Any, socket.socket]) -> None:
         if self._thread is not None:

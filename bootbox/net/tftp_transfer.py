@@ -16,8 +16,12 @@ Protocol references:
 
 Nothing here owns a selector, a thread or the clock: the server in :mod:`bootbox.net.tftp`
 feeds the client's packets and the time in, a :class:`Transfer` writes DATA and OACK packets
-to its own socket and says when and how it ended (:class:`Ending`). Packets are encoded and
-decoded with tftpy's packet classes, except ERROR (see :func:`decode_error`).
+to its own socket and says when and how it ended (:class:`Ending`). Requests, OACKs and
+errors go through tftpy's packet classes (ERROR decoding: see :func:`decode_error`). The two
+packets a transfer repeats per block do not: a DATA block is a 4-byte header written in front of
+the file bytes ``os.preadv`` puts straight into a reused buffer, and an ACK is read as two
+integers. Allocating tftpy's packet objects, building a struct format per block and copying the
+payload twice cost about a third of the per-block time, which in lock-step mode is the throughput.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Mapping, Sequence
 
 from tftpy.TftpPacketFactory import TftpPacketFactory
-from tftpy.TftpPacketTypes import TftpPacketACK, TftpPacketDAT, TftpPacketERR, TftpPacketOACK
+from tftpy.TftpPacketTypes import TftpPacketERR, TftpPacketOACK
 
 OP_RRQ, OP_WRQ, OP_DATA, OP_ACK, OP_ERROR, OP_OACK = 1, 2, 3, 4, 5, 6
 
@@ -67,6 +71,7 @@ _SIOCGIFMTU = 0x8921
 _ERROR_OPCODE = OP_ERROR.to_bytes(2, "big")
 _ACK_OPCODE = OP_ACK.to_bytes(2, "big")
 _FACTORY = TftpPacketFactory()  # stateless: a table of packet classes
+_DATA_HEADER = struct.Struct("!HH")
 
 
 class OptionError(ValueError):
@@ -283,6 +288,23 @@ class BlockSource:
             got += len(chunk)
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
+    def read_into(self, offset: int, buffer: memoryview) -> int:
+        """Fill ``buffer`` from ``offset``; return the bytes read (fewer only at end of file).
+
+        A real file is read with ``os.preadv`` straight into ``buffer``: no intermediate bytes.
+        """
+        if self._fd is None:
+            data = self.read_at(offset, len(buffer))
+            buffer[: len(data)] = data
+            return len(data)
+        got = 0
+        while got < len(buffer):
+            n = os.preadv(self._fd, [buffer[got:]], offset + got)
+            if n == 0:
+                break
+            got += n
+        return got
+
     def close(self) -> None:
         self._stream.close()
 
@@ -329,7 +351,8 @@ class Transfer:
         self.started = now
         self.last_block = source.size // self.blksize + 1
         self._oack = encode_oack(negotiated.oack) if negotiated.oack else None
-        self._data_packet = TftpPacketDAT()  # reused: one encoder per transfer, not per block
+        self._block_buffer = bytearray(_DATA_HEADER.size + self.blksize)  # reused for every DATA packet
+        self._block_view = memoryview(self._block_buffer)
         self._retries = retries
         self._retries_left = retries
         self._resent_on_duplicate = False
@@ -357,7 +380,12 @@ class Transfer:
 
         :raises MalformedPacket: the packet cannot be decoded (the transfer goes on).
         """
-        if data[:2] == _ERROR_OPCODE:
+        opcode = data[:2]
+        if opcode == _ACK_OPCODE:  # nearly every packet: two integers, no packet object
+            if len(data) < _DATA_HEADER.size:
+                raise MalformedPacket(f"undecodable packet (short ACK, {len(data)} bytes)")
+            return COMPLETE if self.on_ack(int.from_bytes(data[2:4], "big"), now) else None
+        if opcode == _ERROR_OPCODE:
             try:
                 code, message = decode_error(data)
             except ValueError as exc:
@@ -365,11 +393,8 @@ class Transfer:
             if code == ERR_OPTIONS and self.awaiting_oack_ack:
                 return Ending(ok=False, error=CLIENT_ABORTED_OPTIONS, aborted=True)
             return Ending(ok=False, error=f"client error {code}: {message[:80]}")
-        packet = _decode_client_packet(data)
-        if not isinstance(packet, TftpPacketACK):
-            unexpected = type(packet).__name__.removeprefix("TftpPacket")
-            return Ending(ok=False, error=f"client sent {unexpected}", reply=(ERR_ILLEGAL, "expected ACK"))
-        return COMPLETE if self.on_ack(packet.blocknumber, now) else None
+        unexpected = type(_decode_client_packet(data)).__name__.removeprefix("TftpPacket")
+        return Ending(ok=False, error=f"client sent {unexpected}", reply=(ERR_ILLEGAL, "expected ACK"))
 
     def on_ack(self, wire_block: int, now: float) -> bool:
         """Handle an ACK; return True when it acknowledges the last block.
@@ -439,31 +464,27 @@ class Transfer:
             return 0
         return min(first + self.windowsize - 1, self.last_block)
 
-    def _packet(self, block: int) -> bytes:
+    def _packet(self, block: int) -> bytes | memoryview:
+        """The OACK, or DATA ``block`` in the transfer's reused buffer (valid until the next call:
+        ``sendto`` copies it into the kernel before returning)."""
         if block == 0:
             assert self._oack is not None
             return self._oack
         offset = (block - 1) * self.blksize
         length = min(self.blksize, self.source.size - offset)
-        data = self.source.read_at(offset, length)
-        if len(data) != length:
+        header = _DATA_HEADER.size
+        if self.source.read_into(offset, self._block_view[header : header + length]) != length:
             raise SourceChanged(f"file shrank while being sent (block {block})")
-        self._data_packet.blocknumber = block & 0xFFFF
-        self._data_packet.data = data
-        return bytes(self._data_packet.encode().buffer)
+        _DATA_HEADER.pack_into(self._block_buffer, 0, OP_DATA, block & 0xFFFF)
+        return self._block_view[: header + length]
 
 
 def _decode_client_packet(data: bytes) -> object:
-    """Decode a packet with tftpy's classes. ACKs, nearly every packet a transfer sees, skip
-    ``TftpPacketFactory.parse``, which formats two debug strings per call even with debug off.
+    """Decode a packet other than an ACK (see :meth:`Transfer.receive`) with tftpy's classes.
 
     :raises MalformedPacket: tftpy could not decode it.
     """
     try:
-        if data[:2] == _ACK_OPCODE:
-            packet = TftpPacketACK()
-            packet.buffer = data
-            return packet.decode()
         return _FACTORY.parse(data)
     except Exception as exc:  # tftpy raises TftpException, struct.error, UnicodeDecodeError...
         raise MalformedPacket(f"undecodable packet ({type(exc).__name__}, {len(data)} bytes)") from None
