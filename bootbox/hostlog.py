@@ -65,11 +65,13 @@ class HostLog:
 
     def append(self, changes: Mapping[str, dict[str, Any] | None]) -> None:
         """Write one line per changed host (``None``: removed) and fsync; durable on return."""
-        if not changes or self.path is None:
+        if changes:
+            self.append_lines(encode_lines(changes), len(changes))
+
+    def append_lines(self, data: bytes, count: int) -> None:
+        """Append ``count`` lines made by :func:`encode_lines` and fsync; durable on return."""
+        if not data or self.path is None:
             return
-        data = b"".join(
-            json.dumps({"key": key, "host": doc}, separators=(",", ":")).encode() + b"\n" for key, doc in changes.items()
-        )
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
@@ -80,7 +82,7 @@ class HostLog:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            self._lines += len(changes)
+            self._lines += count
 
     def wants_compaction(self, live_hosts: int) -> bool:
         self._live = live_hosts
@@ -88,15 +90,23 @@ class HostLog:
 
     def compact(self, hosts: Mapping[str, dict[str, Any]]) -> None:
         """Rewrite the log as one line per live host, atomically."""
+        self.replace_lines(encode_lines(hosts), len(hosts))
+
+    def replace_lines(self, data: bytes, count: int) -> None:
+        """Replace the whole log with ``count`` lines made by :func:`encode_lines`, atomically."""
         if self.path is None:
             return
-        data = b"".join(
-            json.dumps({"key": key, "host": doc}, separators=(",", ":")).encode() + b"\n" for key, doc in hosts.items()
-        )
         with self._lock:
             atomic_write_bytes(self.path, data)
-            self._lines = len(hosts)
-        log.info("compacted the host log to %d hosts", len(hosts))
+            self._lines = count
+        log.info("compacted the host log to %d hosts", count)
+
+
+def encode_lines(changes: Mapping[str, dict[str, Any] | None]) -> bytes:
+    """The log lines for ``changes`` (key → host document, ``None`` for a removed host)."""
+    return b"".join(
+        json.dumps({"key": key, "host": doc}, separators=(",", ":")).encode() + b"\n" for key, doc in changes.items()
+    )
 
 
 def _ends_torn(fd: int) -> bool:

@@ -31,6 +31,7 @@ from typing import BinaryIO, Iterator
 
 from bootbox.errors import BootboxError, ValidationError
 from bootbox.model import BootEvent
+from bootbox.pacing import PAUSE, lower_priority, sliced
 
 log = logging.getLogger("bootbox.journal")
 
@@ -283,6 +284,7 @@ class Journal:
 
     def _run(self) -> None:
         """Write queued events until closed, fsyncing when a flush asks and at the end."""
+        lower_priority()
         try:
             while self._write_round():
                 pass
@@ -306,7 +308,9 @@ class Journal:
             upto, closing = self._queued, self._closed
             sync = self._sync_wanted or closing
             self._sync_wanted = False
-        ok = self._write_batch(batch) if batch else True
+        # Nobody waits on a plain round: encode it in slices (bootbox.pacing) so a boot storm's
+        # DHCP thread is not kept waiting; a flush or close is written at once.
+        ok = self._write_batch(batch, 0.0 if sync else PAUSE) if batch else True
         if sync:
             ok = self._fsync() and ok
         with self._changed:
@@ -317,15 +321,16 @@ class Journal:
             self._changed.notify_all()
         return not closing
 
-    def _write_batch(self, batch: list[BootEvent]) -> bool:
+    def _write_batch(self, batch: list[BootEvent], pause: float = 0.0) -> bool:
         """Append ``batch`` to the file, rotating as needed; on failure count it dropped."""
         written = size = 0
         try:
-            for event in batch:
-                line = _encode(event)
-                self._handle_for(len(line)).write(line)
-                self._size += len(line)
-                written, size = written + 1, size + len(line)
+            for part in sliced(batch, pause=pause):
+                for event in part:
+                    line = _encode(event)
+                    self._handle_for(len(line)).write(line)
+                    self._size += len(line)
+                    written, size = written + 1, size + len(line)
             if self._file is not None:
                 self._file.flush()
         except OSError as err:

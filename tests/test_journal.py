@@ -51,10 +51,10 @@ class Gate:
         self.opened = threading.Event()
         write = journal._write_batch
 
-        def gated(batch: list[BootEvent]) -> bool:
+        def gated(batch: list[BootEvent], pause: float = 0.0) -> bool:
             self.entered.set()
             assert self.opened.wait(WAIT)
-            return write(batch)
+            return write(batch, pause)
 
         journal._write_batch = gated  # type: ignore[method-assign]
 
