@@ -117,6 +117,8 @@ def full_dhcp_server(settings: Settings, service: BootService, store: Store) -> 
         dns_self=dns_running,
         domain=dhcp.domain or (str(getattr(dns, "domain", "") or "") if dns_running else ""),
         lease_seconds=dhcp.lease_seconds,
+        rate_limit=dhcp.rate_limit,
+        rate_burst=dhcp.rate_burst,
         reservations=dhcp.reservations,
         server_port=dhcp.port,
         boot_server_port=dhcp.boot_server_port,
@@ -211,6 +213,8 @@ class Appliance:
                         server_port=settings.dhcp.port,
                         boot_server_port=settings.dhcp.boot_server_port,
                         client_port=settings.dhcp.client_port,
+                        rate_limit=settings.dhcp.rate_limit,
+                        rate_burst=settings.dhcp.rate_burst,
                     ),
                 )
             if settings.dns.enabled:

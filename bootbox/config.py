@@ -62,6 +62,8 @@ class DhcpSettings:
     port: int = 67
     boot_server_port: int = 4011
     client_port: int = 68
+    rate_limit: float = 2.0  # packets per second per client MAC once its burst is spent; 0: no limit
+    rate_burst: int = 12
     loaders: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_LOADERS))
     grub_loaders: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_GRUB_LOADERS))
     secure_boot_loaders: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_SECURE_BOOT_LOADERS))
@@ -317,6 +319,10 @@ def _validate(settings: Settings) -> None:
             raise ConfigError("server_address", f"{settings.server_address!r} is not an IPv4 address") from None
     if settings.dhcp.mode not in DHCP_MODES:
         raise ConfigError("dhcp.mode", f"{settings.dhcp.mode!r} is not a mode; use \"proxy\" or \"full\"")
+    if settings.dhcp.rate_limit < 0:
+        raise ConfigError("dhcp.rate_limit", "use 0 (no limit) or a positive number of packets per second")
+    if settings.dhcp.rate_burst < 0:
+        raise ConfigError("dhcp.rate_burst", "use 0 (no limit) or a positive number of packets")
     _validate_full_dhcp(settings.dhcp)
     for table in ("loaders", "grub_loaders", "secure_boot_loaders"):
         for code in getattr(settings.dhcp, table):

@@ -38,6 +38,8 @@ log = logging.getLogger("bootbox.journal")
 _BAD_LINE_ERRORS = (ValueError, KeyError, TypeError, AttributeError)
 
 
+MAX_EVENTS = 300_000
+"""Events kept in memory across all hosts (about 150 MB); older ones stay only in the files."""
 GATHER_SECONDS = 0.05
 """How long the writer lets events gather before writing them (a flush does not wait)."""
 
@@ -47,8 +49,9 @@ class Journal:
     mirrored to an append-only JSON-lines file unless ``path`` is ``None``.
 
     ``max_hosts`` bounds memory when a network sprays random MACs: the host whose last event is
-    oldest is forgotten first (its events stay in the file). Thread-safe; the methods that read
-    never touch the disk.
+    oldest is forgotten first (its events stay in the file). ``max_events`` bounds the events held
+    across all hosts (100,000 hosts × ``per_host`` would not fit): past it, the least recently
+    active host loses its oldest event. Thread-safe; the methods that read never touch the disk.
     """
 
     def __init__(
@@ -60,6 +63,7 @@ class Journal:
         max_bytes: int = 64 * 2**20,
         backups: int = 3,
         max_hosts: int = 100_000,
+        max_events: int = MAX_EVENTS,
         queue_size: int = 100_000,
         load_bytes: int = 16 * 2**20,
     ) -> None:
@@ -68,6 +72,7 @@ class Journal:
             recent=recent,
             max_bytes=max_bytes,
             max_hosts=max_hosts,
+            max_events=max_events,
             queue_size=queue_size,
             load_bytes=load_bytes,
         )
@@ -76,6 +81,8 @@ class Journal:
         self.path = Path(path) if path is not None else None
         self.per_host, self.max_bytes, self.backups = per_host, max_bytes, backups
         self.max_hosts, self.queue_size, self.load_bytes = max_hosts, queue_size, load_bytes
+        self.max_events = max_events
+        self._held = 0  # events in the per-host rings
         self.gather_seconds = GATHER_SECONDS
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -220,11 +227,19 @@ class Journal:
         if ring is None:
             ring = self._by_mac[event.mac] = deque(maxlen=self.per_host)
             if len(self._by_mac) > self.max_hosts:
-                self._by_mac.popitem(last=False)
+                self._held -= len(self._by_mac.popitem(last=False)[1])
         else:
             self._by_mac.move_to_end(event.mac)
+        if len(ring) < self.per_host:
+            self._held += 1
         ring.append(event)
         self._recent.append(event)
+        while self._held > self.max_events:  # the least recently active host gives up its oldest
+            mac, oldest = next(iter(self._by_mac.items()))
+            oldest.popleft()
+            self._held -= 1
+            if not oldest:
+                del self._by_mac[mac]
 
     def _raise_if_lost(self, target: int) -> None:
         """Report (once) events up to ``target`` the writer failed to write. Caller holds the lock."""

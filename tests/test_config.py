@@ -39,6 +39,8 @@ def test_file_then_env_then_overrides(tmp_path: Path) -> None:
         ("log_level = \"loud\"\n", {}, "log_level"),
         ("", {"BOOTBOX_NOPE": "1"}, "BOOTBOX_NOPE"),
         ("[demo]\nenabled = \"maybe\"\n", {}, "demo.enabled"),
+        ("", {"BOOTBOX_DHCP_RATE_LIMIT": "-1"}, "dhcp.rate_limit"),
+        ("[dhcp]\nrate_burst = -3\n", {}, "dhcp.rate_burst"),
     ],
 )
 def test_errors_name_the_key(tmp_path: Path, text: str, env: dict[str, str], field: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 
 from bootbox.leasestore import LEASES_KEY, LEASES_TABLE, lease_callables
 from bootbox.model import BootSpec, Machine
+from bootbox.net.dhcp_packet import DhcpPacket, build, parse
 from bootbox.net.dhcpserver import DhcpServer, OtherDhcpServer, interface_ipv4
 from bootbox.net.leases import Lease, LeaseState
 from bootbox.store.memory import MemoryStore
@@ -200,3 +202,38 @@ def test_refuses_to_start_beside_another_dhcp_server(lab: LabSegment) -> None:
     # Told to ignore it, it serves (an operator's explicit choice).
     server = start_server(lab, MemoryStore(), ignore_other_servers=True)
     assert server.heard == [] and server.port == 67
+
+
+def test_full_mode_rate_limits_a_flooding_mac_without_hurting_others(lab: LabSegment) -> None:
+    """The per-MAC flood limit guards full mode as it does the proxy: a client stuck sending
+    DISCOVERs gets its burst answered and is then dropped (counted, warned once); another
+    client on the same segment still gets its OFFER."""
+    server = start_server(lab, MemoryStore(), rate_limit=1.0, rate_burst=4)
+    flooder, other = bytes.fromhex("02bb00f10000"), bytes.fromhex("02bb00f10001")
+
+    def storm() -> list[int]:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("0.0.0.0", 68))
+            sock.settimeout(2)
+            for xid in range(1, 101):
+                sock.sendto(discover_from(flooder, xid), ("255.255.255.255", 67))
+            sock.sendto(discover_from(other, 0xAAAA), ("255.255.255.255", 67))
+            xids = []
+            while True:
+                try:
+                    xids.append(parse(sock.recv(4096)).xid)
+                except TimeoutError:
+                    return xids
+
+    answered = lab.net.call(lab.client, storm)
+    assert 0xAAAA in answered
+    assert len([x for x in answered if x != 0xAAAA]) <= 4 + 2  # the burst, plus what refilled meanwhile
+    assert server.stats["rate_limited"] >= 100 - 6
+    assert server.stats["errors"] == 0
+
+
+def discover_from(mac: bytes, xid: int) -> bytes:
+    """A plain DHCPDISCOVER from ``mac`` with the broadcast flag (answers come to 255.255.255.255)."""
+    return build(DhcpPacket(op=1, xid=xid, chaddr=mac, flags=0x8000, options={53: b"\x01"}))

@@ -369,3 +369,24 @@ def test_many_threads_appending_lose_and_reorder_nothing(path: Path) -> None:
         assert numbers(journal.events(mac)) == list(range(1000))
     stats = journal.stats
     assert (stats["appended"], stats["written"], stats["dropped"]) == (8000, 8000, 0)
+
+
+def test_memory_holds_at_most_max_events_taking_from_the_least_active_host() -> None:
+    journal = Journal(None, per_host=10, max_events=25)
+    for n in range(10):
+        journal.append(BootEvent(mac="aa:00:00:00:00:01", kind="dhcp_offer", message="old", data={"n": n}))
+    for host in (2, 3):
+        for n in range(10):
+            journal.append(BootEvent(mac=f"aa:00:00:00:00:0{host}", kind="dhcp_offer", message="new", data={"n": n}))
+    # 30 appended, 25 kept: the five oldest of the least recently active host went
+    assert numbers(journal.events("aa:00:00:00:00:01")) == list(range(5, 10))
+    assert numbers(journal.events("aa:00:00:00:00:03")) == list(range(10))
+    for n in range(10, 20):  # a full ring only rotates: nobody else loses anything
+        journal.append(BootEvent(mac="aa:00:00:00:00:03", kind="dhcp_offer", message="new", data={"n": n}))
+    assert numbers(journal.events("aa:00:00:00:00:01")) == list(range(5, 10))
+    for n in range(10):  # a fourth host: host 1 empties and is forgotten, then host 2 gives
+        journal.append(BootEvent(mac="aa:00:00:00:00:04", kind="dhcp_offer", message="new", data={"n": n}))
+    assert journal.events("aa:00:00:00:00:01") == []
+    assert "aa:00:00:00:00:01" not in journal.macs()
+    assert numbers(journal.events("aa:00:00:00:00:02")) == list(range(5, 10))
+    assert numbers(journal.events("aa:00:00:00:00:03")) == list(range(10, 20))

@@ -370,7 +370,7 @@ def test_server_answers_discover_and_4011_over_real_sockets(served, client: Clie
     ]
     assert [port for _, _, port in answers] == [server.port, server.boot_server_port]
     assert decide.machines[0].server_ip == "127.0.0.1"
-    assert server.stats == {"received": 2, "answered": 2, "ignored": 0, "malformed": 0, "errors": 0}
+    assert server.stats == {"received": 2, "answered": 2, "ignored": 0, "malformed": 0, "errors": 0, "rate_limited": 0}
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the test client needs SO_RCVBUFFORCE to hold 1,000 replies")
@@ -386,7 +386,7 @@ def test_a_1000_client_storm_is_answered_without_loss(served, client: Client) ->
     answered = {parse(client.sock.recv(2048)).xid for _ in range(1000)}
     assert answered == set(range(1000))
     server.stop()
-    assert server.stats == {"received": 1000, "answered": 1000, "ignored": 0, "malformed": 0, "errors": 0}
+    assert server.stats == {"received": 1000, "answered": 1000, "ignored": 0, "malformed": 0, "errors": 0, "rate_limited": 0}
 
 
 def test_server_survives_garbage_and_counts_it(served, client: Client, caplog) -> None:
@@ -400,7 +400,7 @@ def test_server_survives_garbage_and_counts_it(served, client: Client, caplog) -
     reply, _ = client.exchange((DATA / "ovmf-edk2-request-4011.bin").read_bytes(), server.boot_server_port)
     assert reply.options[53] == b"\x05"
     server.stop()
-    assert server.stats == {"received": 4, "answered": 2, "ignored": 0, "malformed": 2, "errors": 0}
+    assert server.stats == {"received": 4, "answered": 2, "ignored": 0, "malformed": 2, "errors": 0, "rate_limited": 0}
     assert any("malformed" in r.getMessage() for r in caplog.records)
 
 
@@ -576,7 +576,7 @@ def test_multihomed_server_broadcasts_out_of_the_arrival_interface_with_its_addr
         finally:
             server.stop()
         assert [m.server_ip for m in decide.machines] == ["198.18.2.1", "198.18.1.1", "198.18.1.1"]
-        assert server.stats == {"received": 3, "answered": 3, "ignored": 0, "malformed": 0, "errors": 0}
+        assert server.stats == {"received": 3, "answered": 3, "ignored": 0, "malformed": 0, "errors": 0, "rate_limited": 0}
 
 
 @needs_root_netns

@@ -32,7 +32,7 @@ from bootbox.net.dhcp_packet import DhcpPacket, MalformedPacket, MessageType, bu
 from bootbox.net.dhcpanswer import Answer, FullDhcpOptions, LeaseChange, answer, dns_list
 from bootbox.net.dhcpprobe import HeardServer, probe
 from bootbox.net.leases import Lease, LeasePool
-from bootbox.net.proxydhcp import Failed, Ignored, Role, respond
+from bootbox.net.proxydhcp import RATE_BURST, RATE_PER_SECOND, ClientRateLimiter, Failed, Ignored, Role, respond
 from bootbox.net.selectorloop import SelectorLoop
 
 __all__ = ["DhcpServer", "OtherDhcpServer", "interface_ipv4"]
@@ -94,6 +94,8 @@ class DhcpServer:
         client_port: int = 68,
         ignore_other_servers: bool = False,
         probe_seconds: float = 2.0,
+        rate_limit: float = RATE_PER_SECOND,
+        rate_burst: int = RATE_BURST,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._decide, self._on_answer, self._on_event = decide, on_answer, on_event
@@ -109,6 +111,7 @@ class DhcpServer:
         self._client_port = client_port
         self._ignore_others, self._probe_seconds = ignore_other_servers, probe_seconds
         self._clock = clock
+        self._limiter = ClientRateLimiter(rate_limit, rate_burst)
         self._lock = threading.Lock()
         self._socks: dict[Role, socket.socket] = {}
         self._loop = SelectorLoop("bootbox-dhcp-full", self._drain, idle=self._expire)
@@ -131,7 +134,7 @@ class DhcpServer:
     def stats(self) -> dict[str, int]:
         with self._lock:
             active = self.pool.active_count() if self.pool is not None else 0
-        return {**self._stats, "leases": active}
+        return {**self._stats, "leases": active, "rate_limited": self._limiter.dropped}
 
     def leases(self) -> list[Lease]:
         """A snapshot of every lease record, by address."""
@@ -250,6 +253,9 @@ class DhcpServer:
                 log.debug("dhcp recv on udp/%d: %s", self._ports[role], exc)
                 return
             self._stats["received"] += 1
+            if not self._limiter.check(data, source, log):
+                self._stats["ignored"] += 1
+                continue
             try:
                 pkt = parse(data)
             except MalformedPacket as exc:

@@ -168,6 +168,8 @@ class ClientRateLimiter:
         self._clock = clock
         # key -> [tokens, time of the last refill, 1.0 while dropping]; ordered oldest use first
         self._buckets: dict[bytes, list[float]] = {}
+        self.dropped = 0
+        """Packets :meth:`check` refused."""
 
     @property
     def enabled(self) -> bool:
@@ -196,6 +198,23 @@ class ClientRateLimiter:
             return Admission.ALLOW
         first, bucket[2] = not bucket[2], 1.0
         return Admission.DROP_FIRST if first else Admission.DROP
+
+    def check(self, data: bytes, source: tuple[str, int], log: logging.Logger) -> bool:
+        """A DHCP server's gate: admit the raw packet ``data`` from ``source``, keyed on its
+        ``chaddr`` (before any parse), or count it dropped — warning once each time a MAC starts
+        being dropped."""
+        if len(data) < _CHADDR.stop:
+            return True  # too short to be DHCP: parse() rejects it at no cost
+        admission = self.admit(data[_CHADDR][: min(data[2], 16)])
+        if admission is Admission.ALLOW:
+            return True
+        self.dropped += 1
+        if admission is Admission.DROP_FIRST:
+            log.warning(
+                "mac %s: more than %d packets at once from %s:%d; dropping this client's packets "
+                "beyond %g per second until it slows down", _peek_mac(data), self.burst, *source, self.rate,
+            )  # fmt: skip
+        return False
 
     def _evict(self, now: float) -> None:
         """Forget buckets that are full again (they behave as absent ones), then, while still
@@ -376,7 +395,6 @@ class ProxyDhcpServer:
         self._fallback_ip = ZERO
         self._stats = dict.fromkeys(("received", "answered", "ignored", "malformed", "errors"), 0)
         self._limiter = ClientRateLimiter(rate_limit, rate_burst)
-        self._rate_limited = 0
 
     # ---------------------------------------------------------------- public surface
     @property
@@ -396,13 +414,14 @@ class ProxyDhcpServer:
 
     @property
     def stats(self) -> dict[str, int]:
-        """A snapshot of the counters: received, answered, ignored, malformed, errors."""
-        return dict(self._stats)
+        """A snapshot of the counters: received, answered, ignored (of which rate_limited),
+        malformed, errors."""
+        return {**self._stats, "rate_limited": self._limiter.dropped}
 
     @property
     def rate_limited(self) -> int:
         """Packets dropped by the per-MAC rate limit (also counted in ``ignored``)."""
-        return self._rate_limited
+        return self._limiter.dropped
 
     def start(self) -> None:
         """Bind both sockets and start the service thread.
@@ -515,20 +534,9 @@ class ProxyDhcpServer:
             self._send(sock, outcome, ifindex, server_ip)
 
     def _admit(self, data: bytes, source: tuple[str, int]) -> bool:
-        """Apply the per-MAC rate limit; warn once each time a MAC starts being dropped."""
-        if len(data) < _CHADDR.stop:
-            return True  # too short to be DHCP: parse() rejects it at no cost
-        admission = self._limiter.admit(data[_CHADDR][: min(data[2], 16)])
-        if admission is Admission.ALLOW:
+        if self._limiter.check(data, source, self._log):
             return True
         self._stats["ignored"] += 1
-        self._rate_limited += 1
-        if admission is Admission.DROP_FIRST:
-            self._log.warning(
-                "mac %s: more than %d packets at once from %s:%d; dropping this client's packets "
-                "beyond %g per second until it slows down", _peek_mac(data), self._limiter.burst, *source,
-                self._limiter.rate,
-            )  # fmt: skip
         return False
 
     def _send(self, sock: socket.socket, reply: Reply, ifindex: int | None, server_ip: str) -> None:
