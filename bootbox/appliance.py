@@ -14,6 +14,7 @@ import queue
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,7 +24,7 @@ from bootbox.dnsindex import ZoneView
 from bootbox.hostlog import HostLog
 from bootbox.index import HOST_LOG
 from bootbox.journal import Journal
-from bootbox.pacing import lower_priority
+from bootbox.pacing import BOOT_PATH, lower_priority
 from bootbox.model import Profile
 from bootbox.leasestore import lease_callables
 from bootbox.net.dhcp6 import Dhcp6Server
@@ -313,6 +314,12 @@ class _BackgroundListener(logging.handlers.QueueListener):
     def _monitor(self) -> None:
         lower_priority()
         super()._monitor()
+
+    def handle(self, record: logging.LogRecord) -> None:
+        # Defer to a DHCP storm like the other writers (bootbox.pacing), counted from the
+        # moment the line was logged, so no line waits longer than MAX_DEFER.
+        BOOT_PATH.defer(time.monotonic() - max(0.0, time.time() - record.created))
+        super().handle(record)
 
 
 def configure_logging(level: str) -> logging.handlers.QueueListener:

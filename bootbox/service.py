@@ -31,6 +31,7 @@ from bootbox.grubcfg import waiting_config as grub_waiting_config
 from bootbox.hostconfig import HostConfig
 from bootbox.hostlog import HostLog
 from bootbox.index import HostIndex, HostPersister
+from bootbox.pacing import BOOT_PATH
 from bootbox.journal import Journal
 from bootbox.model import (
     BootContext,
@@ -236,6 +237,7 @@ class BootService:
     def decide(self, machine: Machine) -> BootSpec | None:
         """Answer a PXE client's DHCP request (called on the DHCP thread; memory only): the
         loader its architecture, group and rule items call for (bootbox.firmware)."""
+        BOOT_PATH.touch()  # background writers hold back while packets keep coming (bootbox.pacing)
         return self.firmware.decide(machine)
 
     def dhcp_answered(self, machine: Machine, spec: BootSpec, port: int) -> None:

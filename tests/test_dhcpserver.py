@@ -215,6 +215,8 @@ def test_full_mode_rate_limits_a_flooding_mac_without_hurting_others(lab: LabSeg
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # The client has no address yet: the broadcast leaves by the device, not a route.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"eth0")
             sock.bind(("0.0.0.0", 68))
             sock.settimeout(2)
             for xid in range(1, 101):

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from bootbox.pacing import lower_priority, sliced
+from bootbox.pacing import BootPathActivity, lower_priority, sliced
 
 
 def test_slices_keep_every_item_in_order() -> None:
