@@ -290,22 +290,36 @@ class Appliance:
         self._stopped.set()
 
     def serve_forever(self) -> None:
-        """Run until SIGINT or SIGTERM, then stop cleanly."""
+        """Start, run until SIGINT or SIGTERM, then stop cleanly (``bootbox serve``).
+
+        The handlers go in before the start, so a signal while starting stops it cleanly too;
+        once stopped, the process ignores both signals (``bootbox serve`` exits next): a second
+        signal — ``timeout`` and process-group kills deliver two, an operator presses Ctrl-C
+        twice — must not hit the default action and kill the process before hosts, events and
+        the last log lines are written.
+        """
         stop = threading.Event()
 
         def on_signal(signum: int, frame: object) -> None:
+            if stop.is_set():
+                log.info("received %s, already stopping", signal.Signals(signum).name)
+                return
             log.info("received %s, stopping", signal.Signals(signum).name)
             stop.set()
 
-        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, on_signal)
         try:
+            self.start()
             while not stop.wait(1.0):
                 pass
         finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
             self.stop()
             log.info("bootbox stopped (pid %d)", os.getpid())
+            # Python resets its own handlers to the default while the interpreter shuts down;
+            # an ignored signal stays ignored, so a late one cannot cut the last log lines off.
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_IGN)
 
 
 class _BackgroundListener(logging.handlers.QueueListener):

@@ -141,6 +141,27 @@ def test_serve_stops_cleanly_on_sigterm_and_the_cli_talks_to_it(tmp_path: Path) 
         appliance.stop()
 
 
+def test_repeated_signals_during_the_stop_do_not_kill_it(tmp_path: Path) -> None:
+    """``timeout``, process-group kills and impatient operators deliver a second SIGTERM or
+    SIGINT while bootbox is stopping: it must still finish flushing and exit 0."""
+    settings = test_settings(tmp_path)
+    env = {**os.environ, "BOOTBOX_DEMO_ENABLED": "false", "BOOTBOX_CONFIG": str(_write_config(tmp_path, settings))}
+    proc = subprocess.Popen([sys.executable, "-m", "bootbox", "serve"], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(f"http://127.0.0.1:{settings.http.port}/api/v1/status")
+        for signum in [signal.SIGTERM, signal.SIGINT] * 25:
+            if proc.poll() is not None:
+                break
+            proc.send_signal(signum)
+            time.sleep(0.01)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "bootbox stopped" in proc.stderr.read()  # type: ignore[union-attr]
+
+
 def test_cli_without_a_token_cannot_write(running: tuple[Appliance, Settings], tmp_path: Path) -> None:
     _, settings = running
     env = {k: v for k, v in os.environ.items() if k != "BOOTBOX_TOKEN"}

@@ -792,3 +792,45 @@ def test_transfer_ignores_an_ack_for_a_block_not_yet_sent() -> None:
     assert sock.take() == ["OACK", 1, 2]
     transfer.on_ack(4, 0.0)  # blocks 3 and 4 are still waiting for buffer space
     assert transfer.base == 1 and transfer.bytes_acked == 0
+
+
+def test_a_lone_lock_step_transfer_to_a_slow_client_completes(servers: Servers, root: Path) -> None:
+    """A lone lock-step transfer polls for its next ACK; a client slower than the poll window
+    switches that off for the transfer, which still completes block for block."""
+    server, records = servers.start()
+    with RawClient(server.port) as client:
+        client.send(rrq("sub/nested.bin"))  # no options: no OACK, DATA 1 comes first
+        blocks, expected = [], 1
+        while True:
+            kind, number, payload = client.recv()
+            assert (kind, number) == ("DATA", expected)
+            blocks.append(payload)
+            time.sleep(0.003)  # far slower than the server polls for
+            client.ack(number)
+            if len(payload) < 512:
+                break
+            expected += 1
+    assert b"".join(blocks) == (root / "sub" / "nested.bin").read_bytes()
+    wait_for(lambda: len(records) == 1)
+    assert records[0].ok
+
+
+def test_new_requests_are_served_while_a_lone_transfer_runs(servers: Servers, root: Path) -> None:
+    """The poll for a lone transfer's ACKs is bounded: a request arriving meanwhile is answered."""
+    server, records = servers.start()
+    results: dict[str, bytes] = {}
+
+    def long_download() -> None:
+        with RawClient(server.port) as client:
+            results["long"] = client.download("data.bin", blksize=512)[0]
+
+    thread = threading.Thread(target=long_download)
+    thread.start()
+    wait_for(lambda: server.stats["active"] == 1)
+    with RawClient(server.port) as client:
+        results["short"] = client.download("small.txt")[0]
+    thread.join(30)
+    assert results["short"] == (root / "small.txt").read_bytes()
+    assert results["long"] == (root / "data.bin").read_bytes()
+    wait_for(lambda: len(records) == 2)
+    assert all(record.ok for record in records)

@@ -56,8 +56,6 @@ def serve(
     settings = state(ctx).settings(**overrides)
     listener = configure_logging(settings.log_level)
     try:
-        appliance = Appliance(settings)
-        appliance.start()
-        appliance.serve_forever()
+        Appliance(settings).serve_forever()
     finally:
         listener.stop()

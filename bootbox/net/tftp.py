@@ -63,6 +63,9 @@ _MAX_DATAGRAM = 65535
 _MAX_CLIENT_PACKET = 1500  # ACKs and ERRORs; anything longer is cut short, then rejected
 _DRAIN = 64  # requests read per readiness event of port 69, so a flood cannot starve transfers
 _JOIN_SECONDS = 2.0
+_SPIN = 0.0002  # seconds a lone lock-step transfer polls for its next ACK before sleeping
+_SPIN_BLOCKS = 64  # blocks served that way before the loop looks at its other sockets again
+_SLOW_ACKS = 8  # consecutive ACKs slower than _SPIN after which a transfer is no longer polled
 _READABLE = select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP
 _STAT_KEYS = ("requests", "completed", "failed", "aborted", "malformed", "refused_writes", "active")
 
@@ -254,6 +257,8 @@ class TftpServer:
                 # One packet per event: epoll is level-triggered and reports the socket again
                 # if more is queued, while a second recvfrom in lock-step mode only fails.
                 self._on_transfer_readable(data, limit=1)
+                if len(self._by_client) == 1:
+                    self._spin(data)
             if mask & select.EPOLLOUT and not data.done:
                 self._step(data, data.pump, time.monotonic())
         elif data == "listen":
@@ -414,6 +419,37 @@ class TftpServer:
             except OSError as exc:
                 self._log.debug("%s receive failed: %s", _peer(transfer.client), exc)
                 return
+            if sender == transfer.client:
+                self._step(transfer, transfer.receive, data, time.monotonic())
+            else:
+                self._stranger(transfer, data, sender)
+
+    def _spin(self, transfer: Transfer) -> None:
+        """With a single lock-step transfer running, wait for its next ACK by polling the socket
+        for up to ``_SPIN`` seconds instead of sleeping in epoll: a near client answers within
+        tens of microseconds, and waking a sleeping thread costs about as much again, per block
+        (measured: 1.6-1.9x tftpd-hpa with a lone curl instead of 0.74-0.88x). ``_SLOW_ACKS``
+        ACKs in a row that take longer turn it off for that transfer, so a far or slow client (a
+        firmware under emulation, a routed path) costs next to no CPU. Bounded to ``_SPIN_BLOCKS`` blocks at a
+        time so new requests and ``stop`` are seen soon."""
+        if transfer.windowsize != 1 or transfer.slow_acks >= _SLOW_ACKS:
+            return
+        sock = transfer.sock
+        for _ in range(_SPIN_BLOCKS):
+            deadline = time.perf_counter() + _SPIN
+            while True:
+                if transfer.done or transfer.want_write or self._stopping:
+                    return
+                try:
+                    data, sender = sock.recvfrom(_MAX_CLIENT_PACKET)
+                    transfer.slow_acks = 0
+                    break
+                except (BlockingIOError, InterruptedError):
+                    if time.perf_counter() > deadline:
+                        transfer.slow_acks += 1  # a few in a row: a slow client or a long path
+                        return
+                except OSError:
+                    return  # the epoll loop reads it again and logs it
             if sender == transfer.client:
                 self._step(transfer, transfer.receive, data, time.monotonic())
             else:

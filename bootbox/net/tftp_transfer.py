@@ -364,6 +364,8 @@ class Transfer:
         self.want_write = False
         self.write_registered = False
         self.done = False
+        self.slow_acks = 0
+        """ACKs in a row too slow for the server to poll for (bootbox.net.tftp)."""
 
     @property
     def awaiting_oack_ack(self) -> bool:
