@@ -494,14 +494,20 @@ def test_duplicate_rrq_starts_one_transfer(servers: Servers, root: Path) -> None
     assert records[0].ok and server.stats["requests"] == 2 and server.stats["completed"] == 1
 
 
-def test_wrong_tid_gets_error_5_and_the_transfer_goes_on(servers: Servers, root: Path) -> None:
+def test_a_wrong_tid_is_refused_by_the_kernel_and_the_transfer_goes_on(servers: Servers, root: Path) -> None:
+    """The transfer's socket is connected to the client (as tftpd-hpa's is): another port's
+    packet never reaches the transfer, and its sender learns so from ICMP port unreachable
+    instead of TFTP error 5 (RFC 1350 §4's "should")."""
     server, records = servers.start()
     with RawClient(server.port) as client, RawClient(server.port) as stranger:
         client.send(rrq("sub/nested.bin"))
         first = client.recv()
         assert first[:2] == ("DATA", 1)
-        stranger.send(struct.pack("!HH", 4, 1), to=client.peer)
-        assert stranger.recv() == ("ERROR", 5, "unknown transfer ID")
+        assert client.peer is not None
+        stranger.sock.connect(client.peer)  # so that the kernel reports the ICMP error to it
+        stranger.sock.send(struct.pack("!HH", 4, 1))
+        with pytest.raises(ConnectionRefusedError):
+            stranger.sock.recv(100)
         chunks = [first[2]]
         client.ack(1)
         for block in range(2, 11):  # 5000 bytes: nine full blocks and a short tenth
@@ -707,16 +713,20 @@ def test_blksize_is_capped_at_the_receiving_interface_mtu(servers: Servers) -> N
 # ---------------------------------------------------------------------- Transfer, without sockets
 
 class FakeSocket:
-    """Records what a Transfer sends; raises EAGAIN once ``room`` packets are queued."""
+    """Records what a Transfer sends on its connected socket; raises EAGAIN once ``room``
+    packets are queued, or ECONNREFUSED once ``refused`` is set."""
 
     def __init__(self, room: int | None = None) -> None:
         self.sent: list[Packet] = []
         self.room = room
+        self.refused = False
 
-    def sendto(self, data: bytes, address: tuple[str, int]) -> int:
+    def send(self, data: bytes | memoryview) -> int:
+        if self.refused:
+            raise ConnectionRefusedError
         if self.room is not None and len(self.sent) >= self.room:
             raise BlockingIOError
-        self.sent.append(parse(data))
+        self.sent.append(parse(bytes(data)))  # a copy: the transfer reuses its buffer
         return len(data)
 
     def take(self) -> list[object]:
@@ -758,6 +768,48 @@ def test_transfer_waits_for_a_full_socket_buffer_to_drain() -> None:
     sock.room = None
     transfer.pump(0.2)  # what the server does when the socket is writable again
     assert sock.take() == [3, 4] and not transfer.want_write
+
+
+def test_transfer_reads_ahead_in_windows_and_rewinds_across_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks come from a read-ahead window of whole blocks (24 bytes: three of 8 here); a
+    resend from before the window reads that part again, and every block carries its bytes."""
+    monkeypatch.setattr(tt, "READ_AHEAD", 24)
+    content = os.urandom(100)
+    sock = FakeSocket()
+    negotiated = tt.Negotiated(blksize=8, windowsize=4, timeout=1.0, oack={"windowsize": "4"})
+    transfer = tt.Transfer(sock=sock, client=("192.0.2.9", 1234), filename="f", request=b"",  # type: ignore[arg-type]
+                           source=tt.BlockSource(io.BytesIO(content)), negotiated=negotiated, retries=2, now=0.0)
+    transfer.pump(0.0)
+    transfer.on_ack(0, 0.0)
+    transfer.on_ack(4, 0.0)  # blocks 1-4 arrived; 5-8 are sent
+    assert transfer.on_timeout(1.0) is None  # 5-8 again, after the window moved on to 7-9
+    transfer.on_ack(2, 1.0)  # a delayed ACK from before: ignored (only ACKs 4..8 count)
+    sent = [p for p in sock.sent if p[0] == "DATA"]
+    assert [p[1] for p in sent] == [1, 2, 3, 4, 5, 6, 7, 8, 5, 6, 7, 8]
+    for _, block, payload in sent:
+        assert payload == content[(block - 1) * 8 : block * 8]
+
+
+def test_transfer_ends_when_the_client_port_is_closed() -> None:
+    sock = FakeSocket()
+    transfer = make_transfer(sock)
+    transfer.pump(0.0)
+    sock.refused = True  # the kernel got ICMP port unreachable for what we sent before
+    with pytest.raises(tt.ClientGone):
+        transfer.on_ack(0, 0.1)
+
+
+def test_a_client_that_closed_its_port_ends_its_transfer_at_the_first_resend(servers: Servers) -> None:
+    """Connected transfer sockets learn of a closed client port from ICMP: the transfer ends at
+    the first retransmission instead of after every retry."""
+    server, records = servers.start(timeout=0.3, retries=5)
+    with RawClient(server.port) as client:
+        client.send(rrq("sub/nested.bin"))
+        assert client.recv()[:2] == ("DATA", 1)
+    wait_for(lambda: len(records) == 1, timeout=5.0)
+    assert not records[0].ok and records[0].error == tt.CLIENT_GONE.error
+    assert records[0].duration < 0.3 * 5, records[0]
+    assert server.stats["failed"] == 1 and server.stats["active"] == 0
 
 
 def test_transfer_ends_after_its_retries_and_counts_only_acknowledged_bytes() -> None:

@@ -5,7 +5,8 @@ descriptor ≥ 1024 (``select()``), accepts uploads by default, crashes when han
 and has no windowsize (``facts/libraries.md`` §1). We keep tftpy's packet codecs and own the
 rest: one thread runs one epoll loop (no descriptor limit, unlike ``select()``); every
 transfer gets its own UDP socket bound to the local address the request arrived on (read with
-``IP_PKTINFO``), so replies leave from the address the client talked to on a multi-homed box;
+``IP_PKTINFO``), so replies leave from the address the client talked to on a multi-homed box,
+and connected to the client, so the kernel drops every other sender's packets;
 retransmission deadlines sit in one heap, touched about once per timeout period per transfer
 rather than once per packet. The per-transfer protocol lives in :mod:`bootbox.net.tftp_transfer`.
 
@@ -235,7 +236,13 @@ class TftpServer:
                 wait = max(0.0, timers[0][0] - time.monotonic()) if timers else -1
                 for fd, mask in poll(wait):
                     target = targets.get(fd)
-                    if target is not None:
+                    if mask == select.EPOLLIN and type(target) is Transfer:  # an ACK, nearly always
+                        # One packet per event: epoll is level-triggered and reports the socket
+                        # again if more is queued, while a second recv in lock-step mode only fails.
+                        self._read_one(target)
+                        if len(self._by_client) == 1:
+                            self._spin(target)
+                    elif target is not None:
                         self._dispatch(target, mask)
                 self._expire(time.monotonic())
         except Exception:  # a bug in the loop itself: log it, and still release everything
@@ -254,11 +261,7 @@ class TftpServer:
     def _dispatch(self, data: Transfer | str, mask: int) -> None:
         if isinstance(data, Transfer):
             if mask & _READABLE:
-                # One packet per event: epoll is level-triggered and reports the socket again
-                # if more is queued, while a second recvfrom in lock-step mode only fails.
-                self._on_transfer_readable(data, limit=1)
-                if len(self._by_client) == 1:
-                    self._spin(data)
+                self._read_one(data)  # an error or a hang-up: recv says which
             if mask & select.EPOLLOUT and not data.done:
                 self._step(data, data.pump, time.monotonic())
         elif data == "listen":
@@ -354,7 +357,7 @@ class TftpServer:
                                                  ipv6=":" in client[0])
             negotiated = tt.negotiate(requested, size=source.size, max_blksize=max_blksize,
                                       default_timeout=self._timeout)
-            sock = tt.open_transfer_socket(local.addresses)
+            sock = tt.open_transfer_socket(local.addresses, client)
         except Exception as exc:
             _close_quietly(stream, self._log, client)
             self._log.exception("%s cannot start sending %r", _peer(client), filename)
@@ -408,21 +411,26 @@ class TftpServer:
 
     # ------------------------------------------------------------------ transfers
 
-    def _on_transfer_readable(self, transfer: Transfer, limit: int = _DRAIN) -> None:
-        for _ in range(limit):
-            if transfer.done:
+    def _on_transfer_readable(self, transfer: Transfer) -> None:
+        """Act on everything the transfer's socket holds (at most ``_DRAIN`` packets)."""
+        for _ in range(_DRAIN):
+            if transfer.done or not self._read_one(transfer):
                 return
-            try:
-                data, sender = transfer.sock.recvfrom(_MAX_CLIENT_PACKET)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                self._log.debug("%s receive failed: %s", _peer(transfer.client), exc)
-                return
-            if sender == transfer.client:
-                self._step(transfer, transfer.receive, data, time.monotonic())
-            else:
-                self._stranger(transfer, data, sender)
+
+    def _read_one(self, transfer: Transfer) -> bool:
+        """Read one packet from the client and act on it; False when none was waiting."""
+        try:
+            data = transfer.sock.recv(_MAX_CLIENT_PACKET)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except ConnectionRefusedError:
+            self._finish(transfer, tt.CLIENT_GONE)
+            return False
+        except OSError as exc:
+            self._log.debug("%s receive failed: %s", _peer(transfer.client), exc)
+            return False
+        self._step(transfer, transfer.receive, data, time.monotonic())
+        return True
 
     def _spin(self, transfer: Transfer) -> None:
         """With a single lock-step transfer running, wait for its next ACK by polling the socket
@@ -434,14 +442,14 @@ class TftpServer:
         time so new requests and ``stop`` are seen soon."""
         if transfer.windowsize != 1 or transfer.slow_acks >= _SLOW_ACKS:
             return
-        sock = transfer.sock
+        receive = transfer.sock.recv
         for _ in range(_SPIN_BLOCKS):
             deadline = time.perf_counter() + _SPIN
             while True:
                 if transfer.done or transfer.want_write or self._stopping:
                     return
                 try:
-                    data, sender = sock.recvfrom(_MAX_CLIENT_PACKET)
+                    data = receive(_MAX_CLIENT_PACKET)
                     transfer.slow_acks = 0
                     break
                 except (BlockingIOError, InterruptedError):
@@ -449,21 +457,8 @@ class TftpServer:
                         transfer.slow_acks += 1  # a few in a row: a slow client or a long path
                         return
                 except OSError:
-                    return  # the epoll loop reads it again and logs it
-            if sender == transfer.client:
-                self._step(transfer, transfer.receive, data, time.monotonic())
-            else:
-                self._stranger(transfer, data, sender)
-
-    def _stranger(self, transfer: Transfer, data: bytes, sender: Client) -> None:
-        """RFC 1350 §4: a packet from the wrong TID gets error 5; the transfer goes on."""
-        self._log.debug("%s packet from %s: unknown transfer ID", _peer(transfer.client), _peer(sender))
-        if data[:2] == tt.OP_ERROR.to_bytes(2, "big"):
-            return  # never answer an error with an error
-        try:
-            transfer.sock.sendto(tt.encode_error(tt.ERR_UNKNOWN_TID, "unknown transfer ID"), sender)
-        except OSError:
-            pass
+                    return  # the epoll loop reads it again and ends or logs it
+            self._step(transfer, transfer.receive, data, time.monotonic())
 
     def _step(self, transfer: Transfer, action: Callable[..., Ending | None], *args: Any) -> None:
         """Run ``action(*args)``, one step of a transfer, and apply its outcome. A packet that
@@ -474,6 +469,8 @@ class TftpServer:
         except tt.MalformedPacket as exc:
             self._malformed(transfer.client, str(exc))
             return
+        except tt.ClientGone:
+            ending = tt.CLIENT_GONE
         except Exception as exc:
             self._log.exception("%s transfer of %r failed", _peer(transfer.client), transfer.filename)
             ending = Ending(ok=False, error=f"internal error: {exc}", reply=(tt.ERR_UNDEFINED, "internal error"))
@@ -505,7 +502,7 @@ class TftpServer:
         transfer.done = True
         if ending.reply is not None:
             try:
-                transfer.sock.sendto(tt.encode_error(*ending.reply), transfer.client)
+                transfer.sock.send(tt.encode_error(*ending.reply))
             except OSError:
                 pass
         if self._targets.pop(transfer.sock.fileno(), None) is not None:
