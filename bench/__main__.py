@@ -33,10 +33,12 @@ def _boot_path(quick: bool, runs: int | None) -> list[Table]:
     from bench import boot_path
 
     size, count = (2, runs or 1) if quick else (16, runs or 3)
-    rows, cpu = boot_path.measure(size, count)
+    rows, cpu, peak = boot_path.measure(size, count)
     return [Table("boot_path", f"Boot path: TFTP and HTTP throughput, {size} MiB file, median of {count} run(s) "
-                               "(loopback, curl)", rows, meta={"size_mib": size, "runs": count, "cpu_seconds": cpu},
-                  notes=["CPU seconds over the whole run: " + ", ".join(f"{k} {v}" for k, v in cpu.items())])]  # fmt: skip
+                               "(loopback, curl)", rows,
+                  meta={"size_mib": size, "runs": count, "cpu_seconds": cpu, "peak_pss_mib": peak},
+                  notes=["CPU seconds over the whole run: " + ", ".join(f"{k} {v}" for k, v in cpu.items()),
+                         "Peak memory (PSS of each process tree): " + ", ".join(f"{k} {v} MiB" for k, v in peak.items())])]  # fmt: skip
 
 
 def _boot_path_requirements() -> str | None:

@@ -5,7 +5,8 @@
 TFTP: one file fetched by curl at blksize 512 and 1468, by 1 client and by 20 at once. HTTP: the
 same file fetched by 8 clients at once from bootbox's loader route (``send_file``, the same code
 path as kernels and initrds) and from nginx with sendfile. Each figure is the median of
-``--runs`` runs, in MB/s (10^6 bytes), with the CPU seconds each server spent. Targets (issue 2):
+``--runs`` runs, in MB/s (10^6 bytes), with the CPU seconds each server spent and the peak
+memory of each server's process tree (:class:`bench.common.PeakMemory`). Targets (issue 2):
 parity with tftpd-hpa, at least 0.7x nginx.
 """
 
@@ -20,6 +21,7 @@ from typing import Callable
 
 from bench.common import (
     Row,
+    PeakMemory,
     Server,
     cpu_seconds,
     free_port,
@@ -40,7 +42,7 @@ def _throughput(size: int, clients: int, run: Callable[[], float]) -> float:
     return size * clients / run() / 1e6
 
 
-def measure(size_mib: int, runs: int) -> tuple[list[Row], dict[str, float]]:
+def measure(size_mib: int, runs: int) -> tuple[list[Row], dict[str, float], dict[str, float]]:
     size = size_mib * 2**20
     with contextlib.ExitStack() as stack:
         work = stack.enter_context(scratch_dir("bootbox-bench-"))
@@ -57,6 +59,7 @@ def measure(size_mib: int, runs: int) -> tuple[list[Row], dict[str, float]]:
         servers.append(start_nginx(work, root, ports["nginx"]))
         bootbox, hpa, nginx = servers
         cpu_before = {s.name: cpu_seconds(s.pid) for s in servers}
+        memory = stack.enter_context(PeakMemory(servers))
         out = work / "out"
         rows: list[Row] = []
         for blksize in (512, 1468):
@@ -79,7 +82,8 @@ def measure(size_mib: int, runs: int) -> tuple[list[Row], dict[str, float]]:
         ref = median_of(runs, lambda: _throughput(size, http_clients, http(f"http://127.0.0.1:{ports['nginx']}/{FILE_NAME}")))
         rows.append(Row(f"HTTP, {http_clients} parallel clients", "MB/s", ours, ref, "nginx", target=">= 0.7x"))
         cpu = {s.name: round(cpu_seconds(s.pid) - cpu_before[s.name], 2) for s in servers}
-        return rows, cpu
+        memory.stop()
+        return rows, cpu, {name: round(peak, 1) for name, peak in memory.peaks.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,10 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     for tool in ("curl", "in.tftpd", "nginx"):
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
             parser.error(f"{tool} is needed: apt-get install curl tftpd-hpa nginx-light")
-    rows, cpu = measure(args.size_mib, args.runs)
+    rows, cpu, peak = measure(args.size_mib, args.runs)
     print_table(f"boot path, {args.size_mib} MiB file, median of {args.runs} runs (loopback)", rows)
     print("\nCPU seconds over the whole run: " + ", ".join(f"{k} {v}" for k, v in cpu.items()))
-    write_json(args.json, "boot_path", rows, {"size_mib": args.size_mib, "runs": args.runs, "cpu_seconds": cpu})
+    print("Peak memory (PSS of the process tree): " + ", ".join(f"{k} {v} MiB" for k, v in peak.items()))
+    write_json(args.json, "boot_path", rows, {"size_mib": args.size_mib, "runs": args.runs, "cpu_seconds": cpu,
+                                              "peak_pss_mib": peak})
     return 0
 
 

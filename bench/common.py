@@ -18,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -45,9 +46,8 @@ def _stat(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time of a server: the process, its live descendants (nginx workers, tftpd-hpa's
-    per-transfer children) and the descendants it has already reaped."""
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants (nginx workers, tftpd-hpa's per-transfer children)."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -55,16 +55,136 @@ def cpu_seconds(pid: int) -> float:
                 children.setdefault(int(_stat(int(entry.name))[1]), []).append(int(entry.name))
             except (OSError, IndexError):
                 continue
-    total, todo = 0, [pid]
+    tree, todo = [], [pid]
     while todo:
         current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, []))
+    return tree
+
+
+_CGROUPS: dict[int, Path] = {}
+"""Server PID → the cgroup v2 directory :class:`Server` put it in (see :func:`cpu_seconds`)."""
+
+
+def _cgroup2_root() -> Path | None:
+    """Where the cgroup v2 hierarchy is mounted: /sys/fs/cgroup (unified, Debian 12's default),
+    /sys/fs/cgroup/unified (hybrid), or None."""
+    for root in (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified")):
+        if (root / "cgroup.procs").exists() and (root / "cgroup.controllers").exists():
+            return root
+    return None
+
+
+def _enter_cgroup(pid: int, name: str) -> None:
+    """Move a just-started server into a cgroup of its own, so :func:`cpu_seconds` counts the
+    children it forks later even after they exit without being waited for (tftpd-hpa's
+    per-transfer processes: /proc loses their CPU time with them). Without cgroup v2 or the
+    right to create one, nothing happens and /proc accounting is used."""
+    root = _cgroup2_root()
+    if root is None:
+        return
+    group = root / f"bootbox-bench-{name}-{pid}"
+    try:
+        group.mkdir()
+        (group / "cgroup.procs").write_text(str(pid))
+    except OSError:
+        with contextlib.suppress(OSError):
+            group.rmdir()
+        return
+    _CGROUPS[pid] = group
+    _adopt(pid, group)
+
+
+def _adopt(pid: int, group: Path) -> None:
+    """Move descendants forked before their parent entered ``group`` (nginx's workers can be)."""
+    inside = set((group / "cgroup.procs").read_text().split())
+    for member in process_tree(pid):
+        if str(member) not in inside:
+            with contextlib.suppress(OSError):  # it ended meanwhile
+                (group / "cgroup.procs").write_text(str(member))
+
+
+def _leave_cgroup(pid: int) -> None:
+    """Remove a stopped server's cgroup; processes still in it go back to the parent group."""
+    group = _CGROUPS.pop(pid, None)
+    if group is None:
+        return
+    with contextlib.suppress(OSError):
+        for left in (group / "cgroup.procs").read_text().split():
+            with contextlib.suppress(OSError):
+                (group.parent / "cgroup.procs").write_text(left)
+        group.rmdir()
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of a server: its whole cgroup (every process it ever forked) when
+    :class:`Server` gave it one, else the process, its live descendants and the descendants it
+    has already reaped."""
+    group = _CGROUPS.get(pid)
+    if group is not None:
+        with contextlib.suppress(OSError, StopIteration, ValueError):
+            _adopt(pid, group)
+            text = (group / "cpu.stat").read_text()
+            return next(int(line.split()[1]) for line in text.splitlines() if line.startswith("usage_usec ")) / 1e6
+    total = 0
+    for current in process_tree(pid):
         try:
             fields = _stat(current)
         except OSError:
             continue
         total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
-        todo.extend(children.get(current, []))
     return total / CLK_TCK
+
+
+def pss_mib(pid: int) -> float:
+    """Memory of a server's whole process tree now: the sum of each process's proportional set
+    size (shared pages split between the processes sharing them, so nginx's workers and
+    tftpd-hpa's forks are not counted once per process), MiB."""
+    total = 0
+    for current in process_tree(pid):
+        try:
+            text = Path(f"/proc/{current}/smaps_rollup").read_text()
+        except OSError:
+            continue  # ended meanwhile
+        total += next((int(line.split()[1]) for line in text.splitlines() if line.startswith("Pss:")), 0)
+    return total / 1024
+
+
+class PeakMemory:
+    """The peak of :func:`pss_mib` for each server while the block runs, sampled every 0.1 s
+    by a thread: tftpd-hpa's per-transfer processes are gone by the end of a run, so reading
+    VmHWM afterwards would miss them. ``peaks`` maps server names to MiB."""
+
+    def __init__(self, servers: Sequence[Server], interval: float = 0.1) -> None:
+        self._servers = list(servers)
+        self._interval = interval
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="bench-peak-memory", daemon=True)
+        self.peaks: dict[str, float] = {server.name: 0.0 for server in self._servers}
+
+    def __enter__(self) -> "PeakMemory":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """End sampling (again: harmless); ``peaks`` then holds the final figures."""
+        self._done.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _sample(self) -> None:
+        while True:
+            for server in self._servers:
+                self.peaks[server.name] = max(self.peaks[server.name], pss_mib(server.pid))
+            if self._done.wait(self._interval):
+                return
+
+    def summary(self) -> str:
+        return ", ".join(f"{name} {peak:.1f} MiB" for name, peak in self.peaks.items())
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -104,10 +224,14 @@ def percentile(values: Sequence[float], fraction: float) -> float:
 
 @dataclass
 class Server:
-    """A server process started by a benchmark and stopped by it (by PID)."""
+    """A server process started by a benchmark and stopped by it (by PID), in a cgroup of its
+    own where the machine allows (:func:`cpu_seconds`)."""
 
     name: str
     proc: subprocess.Popen[bytes]
+
+    def __post_init__(self) -> None:
+        _enter_cgroup(self.proc.pid, self.name)
 
     @property
     def pid(self) -> int:
@@ -121,6 +245,7 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        _leave_cgroup(self.proc.pid)
 
 
 def wait_until(check: Callable[[], bool], timeout: float = 30.0, what: str = "server") -> None:

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.common import (
+    PeakMemory,
     Row,
     Server,
     Table,
@@ -69,6 +70,7 @@ def measure(size_mib: float, runs: int, windows: tuple[int, ...], rtt_ms: float)
         servers.append(start_bootbox(work, tftp_root=root, http_port=ports["bb_http"], tftp_port=ports["bb_tftp"]))
         servers.append(start_tftpd_hpa(root, ports["hpa"]))
         cpu = {s.name: cpu_seconds(s.pid) for s in servers}
+        memory = stack.enter_context(PeakMemory(servers))
 
         def fetcher(port: int, windowsize: int | None, delay: float) -> Callable[[], bytes]:
             return lambda: tftp_fetch(("127.0.0.1", port), FILE_NAME, blksize=BLKSIZE, windowsize=windowsize,
@@ -95,9 +97,12 @@ def measure(size_mib: float, runs: int, windows: tuple[int, ...], rtt_ms: float)
                        "windowsize, so it is compared in lock-step only"],
             ))  # fmt: skip
         spent = {s.name: round(cpu_seconds(s.pid) - cpu[s.name], 2) for s in servers}
+        memory.stop()
         for table in tables:
             table.meta["cpu_seconds_whole_run"] = spent
+            table.meta["peak_pss_mib"] = {name: round(peak, 1) for name, peak in memory.peaks.items()}
         tables[-1].notes.append("CPU seconds over both series: " + ", ".join(f"{k} {v}" for k, v in spent.items()))
+        tables[-1].notes.append("Peak memory (PSS of each process tree): " + memory.summary())
         return tables
 
 

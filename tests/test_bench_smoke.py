@@ -61,6 +61,13 @@ def check_boot_path(tables: dict[str, dict[str, Any]]) -> None:
     table = tables["boot_path"]
     _all_measured(table)
     assert all(row["bootbox"] > 0 and row["reference"] > 0 for row in table["rows"])  # every transfer completed
+    _memory_measured(table, {"bootbox", "tftpd-hpa", "nginx"})
+
+
+def _memory_measured(table: dict[str, Any], servers: set[str]) -> None:
+    """Each server's peak memory was sampled (every run reports CPU and memory, issue 6)."""
+    peaks = table["meta"]["peak_pss_mib"]
+    assert set(peaks) == servers and all(peak > 0 for peak in peaks.values()), peaks
 
 
 def check_tftp_windowsize(tables: dict[str, dict[str, Any]]) -> None:
@@ -68,6 +75,7 @@ def check_tftp_windowsize(tables: dict[str, dict[str, Any]]) -> None:
     for table in tables.values():
         _all_measured(table)
         assert any(row["figure"].startswith("windowsize 8") for row in table["rows"])
+        _memory_measured(table, {"bootbox", "tftpd-hpa"})
 
 
 def check_dhcp_storm(tables: dict[str, dict[str, Any]]) -> None:
