@@ -23,6 +23,7 @@ from bench.common import (
     Row,
     PeakMemory,
     Server,
+    counts_exited_children,
     cpu_seconds,
     free_port,
     median_of,
@@ -72,6 +73,10 @@ def measure(size_mib: int, runs: int) -> tuple[list[Row], dict[str, float], dict
                 ref = median_of(runs, lambda: _throughput(size, clients, tftp(ports["hpa"])))
                 rows.append(Row(f"TFTP blksize {blksize}, {clients} client{'s' * (clients > 1)}", "MB/s",
                                 ours, ref, "tftpd-hpa", target=">= 1.0x"))
+        cpu_after_tftp = {s.name: cpu_seconds(s.pid) for s in servers}
+        hpa_name = "tftpd-hpa" if counts_exited_children(hpa.pid) else "tftpd-hpa, forks uncounted (no cgroup)"
+        rows.append(Row("TFTP: server CPU for the rows above", "s", cpu_after_tftp["bootbox"] - cpu_before["bootbox"],
+                        cpu_after_tftp["tftpd-hpa"] - cpu_before["tftpd-hpa"], hpa_name, higher_is_better=False))
         http_clients = 8
 
         def http(url: str) -> Callable[[], float]:
@@ -81,6 +86,9 @@ def measure(size_mib: int, runs: int) -> tuple[list[Row], dict[str, float], dict
                                                    http(f"http://127.0.0.1:{ports['bb_http']}/boot/loaders/{FILE_NAME}")))
         ref = median_of(runs, lambda: _throughput(size, http_clients, http(f"http://127.0.0.1:{ports['nginx']}/{FILE_NAME}")))
         rows.append(Row(f"HTTP, {http_clients} parallel clients", "MB/s", ours, ref, "nginx", target=">= 0.7x"))
+        cpu_after_http = {s.name: cpu_seconds(s.pid) for s in servers}
+        rows.append(Row("HTTP: server CPU for the row above", "s", cpu_after_http["bootbox"] - cpu_after_tftp["bootbox"],
+                        cpu_after_http["nginx"] - cpu_after_tftp["nginx"], "nginx", higher_is_better=False))
         cpu = {s.name: round(cpu_seconds(s.pid) - cpu_before[s.name], 2) for s in servers}
         memory.stop()
         return rows, cpu, {name: round(peak, 1) for name, peak in memory.peaks.items()}

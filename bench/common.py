@@ -67,12 +67,18 @@ _CGROUPS: dict[int, Path] = {}
 """Server PID → the cgroup v2 directory :class:`Server` put it in (see :func:`cpu_seconds`)."""
 
 
-def _cgroup2_root() -> Path | None:
-    """Where the cgroup v2 hierarchy is mounted: /sys/fs/cgroup (unified, Debian 12's default),
-    /sys/fs/cgroup/unified (hybrid), or None."""
-    for root in (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified")):
-        if (root / "cgroup.procs").exists() and (root / "cgroup.controllers").exists():
-            return root
+def _own_cgroup() -> Path | None:
+    """This process's cgroup v2 directory (mounted at /sys/fs/cgroup, Debian 12's default, or
+    /sys/fs/cgroup/unified on a hybrid host), or None. Servers' groups go under it, so whatever
+    ends this benchmark's group (a CI job's timeout) ends them too."""
+    try:
+        line = next(line for line in Path("/proc/self/cgroup").read_text().splitlines() if line.startswith("0::"))
+    except (OSError, StopIteration):
+        return None
+    for mount in (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified")):
+        if (mount / "cgroup.controllers").exists():
+            group = mount / line[3:].lstrip("/")
+            return group if (group / "cgroup.procs").exists() else None
     return None
 
 
@@ -81,9 +87,12 @@ def _enter_cgroup(pid: int, name: str) -> None:
     children it forks later even after they exit without being waited for (tftpd-hpa's
     per-transfer processes: /proc loses their CPU time with them). Without cgroup v2 or the
     right to create one, nothing happens and /proc accounting is used."""
-    root = _cgroup2_root()
+    root = _own_cgroup()
     if root is None:
         return
+    for stale in root.glob("bootbox-bench-*"):  # from a run that was killed: empty ones go
+        with contextlib.suppress(OSError):
+            stale.rmdir()
     group = root / f"bootbox-bench-{name}-{pid}"
     try:
         group.mkdir()
@@ -115,6 +124,12 @@ def _leave_cgroup(pid: int) -> None:
             with contextlib.suppress(OSError):
                 (group.parent / "cgroup.procs").write_text(left)
         group.rmdir()
+
+
+def counts_exited_children(pid: int) -> bool:
+    """True when :func:`cpu_seconds` of this server includes children that ended unwaited for
+    (it has a cgroup); else their CPU time is lost with them (tftpd-hpa's transfers)."""
+    return pid in _CGROUPS
 
 
 def cpu_seconds(pid: int) -> float:
@@ -152,11 +167,11 @@ def pss_mib(pid: int) -> float:
 
 
 class PeakMemory:
-    """The peak of :func:`pss_mib` for each server while the block runs, sampled every 0.1 s
-    by a thread: tftpd-hpa's per-transfer processes are gone by the end of a run, so reading
+    """The peak of :func:`pss_mib` for each server while the block runs, sampled every 0.25 s
+    by a thread (each sample reads /proc, so not more often on a 2-core machine): tftpd-hpa's per-transfer processes are gone by the end of a run, so reading
     VmHWM afterwards would miss them. ``peaks`` maps server names to MiB."""
 
-    def __init__(self, servers: Sequence[Server], interval: float = 0.1) -> None:
+    def __init__(self, servers: Sequence[Server], interval: float = 0.25) -> None:
         self._servers = list(servers)
         self._interval = interval
         self._done = threading.Event()

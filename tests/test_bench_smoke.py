@@ -60,7 +60,10 @@ def _all_measured(table: dict[str, Any]) -> None:
 def check_boot_path(tables: dict[str, dict[str, Any]]) -> None:
     table = tables["boot_path"]
     _all_measured(table)
-    assert all(row["bootbox"] > 0 and row["reference"] > 0 for row in table["rows"])  # every transfer completed
+    rates = [row for row in table["rows"] if row["unit"] == "MB/s"]
+    assert len(rates) == 5 and all(row["bootbox"] > 0 and row["reference"] > 0 for row in rates)  # all completed
+    cpu = {row["figure"].split(":")[0]: row for row in table["rows"] if row["unit"] == "s"}
+    assert set(cpu) == {"TFTP", "HTTP"} and cpu["TFTP"]["bootbox"] > 0, cpu  # tftpd-hpa's needs a cgroup
     _memory_measured(table, {"bootbox", "tftpd-hpa", "nginx"})
 
 

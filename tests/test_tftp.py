@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import resource
+import select
 import shutil
 import socket
 import struct
@@ -810,6 +811,52 @@ def test_a_client_that_closed_its_port_ends_its_transfer_at_the_first_resend(ser
     assert not records[0].ok and records[0].error == tt.CLIENT_GONE.error
     assert records[0].duration < 0.3 * 5, records[0]
     assert server.stats["failed"] == 1 and server.stats["active"] == 0
+
+
+def test_transfer_notices_a_file_that_shrank_when_it_reads_ahead(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(tt, "READ_AHEAD", 16)  # two blocks of 8 per read
+    path = tmp_path / "shrinks.bin"
+    path.write_bytes(os.urandom(100))
+    sock = FakeSocket()
+    negotiated = tt.Negotiated(blksize=8, windowsize=1, timeout=1.0)
+    with path.open("rb") as stream:
+        transfer = tt.Transfer(sock=sock, client=("192.0.2.9", 1234), filename="f", request=b"",  # type: ignore[arg-type]
+                               source=tt.BlockSource(stream), negotiated=negotiated, retries=2, now=0.0)
+        transfer.pump(0.0)
+        transfer.on_ack(1, 0.0)  # block 2 comes from the same read
+        with path.open("r+b") as writer:
+            writer.truncate(20)  # blocks 3 and 4 would start the next read, which now comes up short
+        with pytest.raises(tt.SourceChanged):
+            transfer.on_ack(2, 0.0)
+    assert sock.take() == [1, 2]
+
+
+def test_a_last_ack_queued_behind_port_unreachable_still_completes(root: Path) -> None:
+    """The kernel reports ICMP port unreachable before datagrams already queued: a client's last
+    ACK that crossed our resend, then its closed port, must end the transfer as complete."""
+    records: list[TransferRecord] = []
+    server = TftpServer(open_file=open_under(root), on_transfer=records.append, bind_address="127.0.0.1", port=0)
+    server._epoll = select.epoll()  # the loop is not started: this test plays its part, step by step
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.bind(("127.0.0.1", 0))
+    source = tt.BlockSource((root / "small.txt").open("rb"))  # one block
+    negotiated = tt.Negotiated()
+    transfer = tt.Transfer(sock=tt.open_transfer_socket(["127.0.0.1"], client.getsockname()),
+                           client=client.getsockname(), filename="small.txt", request=b"", source=source,
+                           negotiated=negotiated, retries=3, now=time.monotonic())  # fmt: skip
+    try:
+        server._begin(transfer, negotiated)
+        assert parse(client.recv(1000))[:2] == ("DATA", 1)
+        client.sendto(struct.pack("!HH", 4, 1), transfer.sock.getsockname())  # the last ACK...
+        client.close()  # ...and the client is gone
+        transfer.on_timeout(time.monotonic())  # our resend crosses it: ICMP port unreachable
+        time.sleep(0.05)
+        server._read_one(transfer)
+        assert len(records) == 1 and records[0].ok, records
+        assert server.stats["completed"] == 1 and server.stats["failed"] == 0
+    finally:
+        server._finish(transfer, tt.CLIENT_GONE)  # no-op once finished
+        server._epoll.close()
 
 
 def test_transfer_ends_after_its_retries_and_counts_only_acknowledged_bytes() -> None:

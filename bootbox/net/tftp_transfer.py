@@ -72,9 +72,12 @@ _ERROR_OPCODE = OP_ERROR.to_bytes(2, "big")
 _ACK_OPCODE = OP_ACK.to_bytes(2, "big")
 _FACTORY = TftpPacketFactory()  # stateless: a table of packet classes
 _DATA_HEADER = struct.Struct("!HH")
+_RETRY_LATER = frozenset({errno.ENOBUFS, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN,
+                          errno.ENETDOWN, errno.EMSGSIZE})
 READ_AHEAD = 64 * 1024
-"""Bytes a transfer reads from its file at a time (rounded down to whole blocks, at least one):
-128 blocks of 512 per system call. 512 transfers at once hold 32 MiB this way."""
+"""Bytes a transfer reads from its file at a time (rounded down to whole blocks, at least one,
+never more than the file): 128 blocks of 512 per system call. 512 transfers of large files at
+once hold 32 MiB this way; a 70 KB undionly.kpxe needs 70 KB."""
 
 
 class OptionError(ValueError):
@@ -370,7 +373,8 @@ class Transfer:
         self._oack = encode_oack(negotiated.oack) if negotiated.oack else None
         self._block_buffer = bytearray(_DATA_HEADER.size + self.blksize)  # reused for every DATA packet
         self._block_view = memoryview(self._block_buffer)
-        self._ahead = memoryview(bytearray(max(self.blksize, READ_AHEAD - READ_AHEAD % self.blksize)))
+        whole_file = -(-source.size // self.blksize) * self.blksize  # rounded up to whole blocks
+        self._ahead = memoryview(bytearray(max(self.blksize, min(READ_AHEAD - READ_AHEAD % self.blksize, whole_file))))
         self._ahead_start = 0  # file offset of self._ahead[0]
         self._ahead_length = 0  # valid bytes in self._ahead
         self._retries = retries
@@ -459,7 +463,9 @@ class Transfer:
         """Send the rest of the current window; stop early when the socket buffer is full.
 
         A full buffer (EAGAIN) sets :attr:`want_write` so the server waits for the socket to
-        drain instead of spinning; ENOBUFS is treated as a lost packet for the timer to repair.
+        drain instead of spinning. ENOBUFS, and the ICMP errors a connected socket reports for an
+        earlier packet (host or network unreachable: a powered-off client's ARP failed; message
+        too big: a smaller path MTU), are treated as a lost packet for the timer to repair.
 
         :raises ClientGone: the client's port is closed.
         """
@@ -474,7 +480,7 @@ class Transfer:
             except ConnectionRefusedError:
                 raise ClientGone() from None
             except OSError as exc:
-                if exc.errno == errno.ENOBUFS:
+                if exc.errno in _RETRY_LATER:
                     break
                 raise
             self.next_block += 1

@@ -9,7 +9,7 @@ Connections are :class:`BoundedSendChannel`: waitress reads a file response in p
 of the socket's send buffer, which Linux reports as 4 MiB on loopback and fast links. Pieces
 that large pushed glibc's malloc into keeping them in per-thread arenas: resident memory grew
 by ~60 MiB with every 8 parallel 16 MiB downloads (53 → 173 MiB after six rounds); with 256 KiB
-pieces it stays at ~53 MiB (``python -m bench.boot_path`` reports the peak).
+pieces it stays at ~60 MiB (``python -m bench.boot_path`` reports the peak).
 """
 
 from __future__ import annotations
