@@ -24,7 +24,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.common import Row, Table
+from bench.common import Row, Table, positive_int
 
 Runner = Callable[[bool, "int | None"], list[Table]]
 
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="small sizes, one run each: a smoke test")
-    parser.add_argument("--runs", type=int, help="runs per figure (default 3, 1 with --quick)")
+    parser.add_argument("--runs", type=positive_int, help="runs per figure (default 3, 1 with --quick)")
     parser.add_argument("--json", type=Path, metavar="DIR", help="write DIR/<table>.json for every table")
     parser.add_argument("--only", help=f"comma-separated subset of: {', '.join(BENCHMARKS)}")
     parser.add_argument("--skip", default="", help="comma-separated benchmarks to leave out")

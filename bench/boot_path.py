@@ -27,6 +27,7 @@ from bench.common import (
     cpu_seconds,
     free_port,
     median_of,
+    positive_int,
     parallel_curl,
     print_table,
     scratch_dir,
@@ -96,8 +97,8 @@ def measure(size_mib: int, runs: int) -> tuple[list[Row], dict[str, float], dict
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size-mib", type=int, default=16)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--size-mib", type=positive_int, default=16)
+    parser.add_argument("--runs", type=positive_int, default=3)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     for tool in ("curl", "in.tftpd", "nginx"):

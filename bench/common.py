@@ -8,6 +8,7 @@ steadier than wall time.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import math
@@ -26,6 +27,17 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def positive_int(text: str) -> int:
+    """argparse type for counts and sizes: a whole number of at least 1, or a clear error."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def free_port() -> int:

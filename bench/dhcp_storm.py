@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.common import Row, Server, Table, cpu_seconds, launch_bootbox, peak_rss_mib, percentile
+from bench.common import Row, Server, Table, cpu_seconds, launch_bootbox, peak_rss_mib, percentile, positive_int
 from bench.pxeclient import (
     PxeClient,
     Reply,
@@ -321,9 +321,9 @@ def tables(quick: bool = False, runs: int | None = None) -> list[Table]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clients", type=int, default=1000)
+    parser.add_argument("--clients", type=positive_int, default=1000)
     parser.add_argument("--rate", type=float, default=None, help="DISCOVERs per second (default: clients, i.e. 1 s)")
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=positive_int, default=3)
     parser.add_argument("--no-burst", action="store_true", help="skip the back-to-back burst")
     parser.add_argument("--quick", action="store_true", help="100 clients, 1 run, no burst")
     parser.add_argument("--json", type=Path, help="directory for the JSON results")

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import (
+    positive_int,
     Row,
     Server,
     Table,
@@ -289,9 +290,9 @@ def tables(quick: bool = False, runs: int | None = None) -> list[Table]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.esxi", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=int, default=400, help="bundle size in MB (default 400)")
-    parser.add_argument("--clients", type=int, default=32, help="concurrent hosts (default 32)")
-    parser.add_argument("--runs", type=int, default=1, help="serving runs; the median is reported")
+    parser.add_argument("--size", type=positive_int, default=400, help="bundle size in MB (default 400)")
+    parser.add_argument("--clients", type=positive_int, default=32, help="concurrent hosts (default 32)")
+    parser.add_argument("--runs", type=positive_int, default=1, help="serving runs; the median is reported")
     parser.add_argument("--json", type=Path, help="write the table as JSON")
     args = parser.parse_args(argv)
     if args.size < 5 or args.clients < 1 or args.runs < 1:

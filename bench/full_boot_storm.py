@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import Row, Server, Table, cpu_seconds, launch_bootbox, peak_rss_mib, percentile, start_nginx
+from bench.common import Row, Server, Table, cpu_seconds, launch_bootbox, peak_rss_mib, percentile, start_nginx, positive_int
 from bench.pxeclient import (
     BootFailure,
     PxeClient,
@@ -484,8 +484,8 @@ def tables(quick: bool = False, runs: int | None = None) -> list[Table]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--hosts", type=int, default=50)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--hosts", type=positive_int, default=50)
+    parser.add_argument("--runs", type=positive_int, default=3)
     parser.add_argument("--kernel-mib", type=float, default=8)
     parser.add_argument("--initrd-mib", type=float, default=16)
     parser.add_argument("--quick", action="store_true", help="4 hosts, 1 run, small files")

@@ -28,6 +28,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+from bench.common import positive_int
 from bootbox.rules import Rule, RuleSet, compile_ruleset, compliance, evaluate, make_rule
 
 VENDORS = ("Dell Inc.", "HPE", "Supermicro", "Lenovo", "Cisco Systems Inc", "Fujitsu", "Intel Corporation", "QEMU")
@@ -229,9 +230,9 @@ def format_table(figures: Sequence[Figure]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.rules", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rules", type=int, default=10_000, help="rules in the set (default 10000)")
-    parser.add_argument("--hosts", type=int, default=100_000, help="hosts for compliance (default 100000)")
-    parser.add_argument("--sample", type=int, default=20_000, help="timed single decisions (default 20000)")
+    parser.add_argument("--rules", type=positive_int, default=10_000, help="rules in the set (default 10000)")
+    parser.add_argument("--hosts", type=positive_int, default=100_000, help="hosts for compliance (default 100000)")
+    parser.add_argument("--sample", type=positive_int, default=20_000, help="timed single decisions (default 20000)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     parser.add_argument("--strict", action="store_true", help="exit 1 if a target is missed")

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.common import (
+    positive_int,
     Row,
     Server,
     Table,
@@ -313,9 +314,9 @@ def tables(quick: bool = False, runs: int | None = None) -> list[Table]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--boots", type=int, default=10_000)
-    parser.add_argument("--hosts", type=int, default=40)
-    parser.add_argument("--workers", type=int, default=6)
+    parser.add_argument("--boots", type=positive_int, default=10_000)
+    parser.add_argument("--hosts", type=positive_int, default=40)
+    parser.add_argument("--workers", type=positive_int, default=6)
     parser.add_argument("--quick", action="store_true", help="200 boots of 50 hosts")
     parser.add_argument("--json", type=Path, help="directory for the JSON results")
     args = parser.parse_args(argv)

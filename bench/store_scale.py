@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import (
+    positive_int,
     Row,
     Table,
     cpu_seconds,
@@ -267,11 +268,11 @@ def tables(quick: bool = False, runs: int | None = None) -> list[Table]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--hosts", type=int, default=100_000)
-    parser.add_argument("--small", type=int, default=1000)
+    parser.add_argument("--hosts", type=positive_int, default=100_000)
+    parser.add_argument("--small", type=positive_int, default=1000)
     parser.add_argument("--events-per-host", type=int, default=8, choices=range(0, len(EVENT_KINDS) + 1))
-    parser.add_argument("--samples", type=int, default=2000, help="report-ins to time")
-    parser.add_argument("--writes", type=int, default=5, help="API profile writes to time")
+    parser.add_argument("--samples", type=positive_int, default=2000, help="report-ins to time")
+    parser.add_argument("--writes", type=positive_int, default=5, help="API profile writes to time")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", type=Path, help="directory for the JSON results")
     args = parser.parse_args(argv)

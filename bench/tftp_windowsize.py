@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.common import (
+    positive_int,
     PeakMemory,
     Row,
     Server,
@@ -121,7 +122,7 @@ def tables(quick: bool = False, runs: int | None = None) -> list[Table]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mib", type=float, default=16)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=positive_int, default=3)
     parser.add_argument("--windows", default="1,4,8,16,64", help="comma-separated window sizes")
     parser.add_argument("--rtt-ms", type=float, default=0.3, help="emulated round trip for the second series")
     parser.add_argument("--quick", action="store_true")

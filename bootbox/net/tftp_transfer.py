@@ -98,7 +98,6 @@ class ClientGone(ConnectionError):
     to it (the client gave up, or crashed). Nobody is left to retransmit to."""
 
 
-
 @dataclass(frozen=True)
 class Ending:
     """How a transfer ended: ``reply`` is an error (code, message) to send the client first;
@@ -381,7 +380,6 @@ class Transfer:
         self._retries_left = retries
         self._resent_on_duplicate = False
         first = 0 if self._oack is not None else 1
-        self.window_end = self.base = self.next_block = 0
         self._rewind(first)
         self.deadline = now + self.timeout
         self.want_write = False
