@@ -125,6 +125,8 @@ def choice_from(associations: Mapping[str, str], groups: Mapping[str, Mapping[st
     A ``secure_boot`` item that is not a yes/no word (``on``, ``off``, ``true``, …) counts as
     unsaid.
     """
+    if not ("loader" in associations or "secure_boot" in associations or associations.get("group")):
+        return _NO_CHOICE  # most hosts: architecture defaults (every DISCOVER comes through here)
     own_secure: bool | None = None
     if "secure_boot" in associations:
         try:
@@ -139,6 +141,9 @@ def choice_from(associations: Mapping[str, str], groups: Mapping[str, Mapping[st
     secure = table.get("secure_boot")
     return merge_choices(own, BootChoice(str(table.get("loader", "")), None if secure is None else bool(secure),
                                          f"group {group}"))
+
+
+_NO_CHOICE = BootChoice()
 
 
 def http_base_url(machine: Machine, *, server_address: str, http_port: int, public_url: str = "") -> str:

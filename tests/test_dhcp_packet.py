@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import struct
+import uuid
 from pathlib import Path
 
 import pytest
@@ -159,6 +160,12 @@ def test_arch_takes_the_first_of_several_codes() -> None:
 )
 def test_unusable_uuids_are_absent(value: bytes) -> None:
     assert client_uuid(parse(packet(opt(97, value)))) is None
+
+
+@given(st.binary(min_size=16, max_size=16).filter(lambda raw: raw not in (bytes(16), b"\xff" * 16)))
+def test_uuid_text_is_what_the_uuid_module_gives_for_smbios_byte_order(raw: bytes) -> None:
+    """client_uuid formats by hand for speed; it must agree with uuid.UUID(bytes_le=...)."""
+    assert client_uuid(parse(packet(opt(97, b"\x00" + raw)))) == str(uuid.UUID(bytes_le=raw))
 
 
 def test_pxe_suboptions_and_boot_item() -> None:

@@ -330,12 +330,15 @@ def build_reply(req: DhcpPacket, spec: BootSpec, *, role: Role, server_ip: str) 
 
 
 def _pxe_vendor_options(req: DhcpPacket, role: Role) -> bytes:
-    sub: dict[int, bytes] = {PxeOpt.DISCOVERY_CONTROL: bytes((USE_THIS_BOOT_FILE,))}
     if role is Role.BOOT_SERVER:
         item = pxe_boot_item(req)
         if item is not None:
-            sub[PxeOpt.BOOT_ITEM] = item
-    return build_suboptions(sub)
+            return build_suboptions({PxeOpt.DISCOVERY_CONTROL: bytes((USE_THIS_BOOT_FILE,)), PxeOpt.BOOT_ITEM: item})
+    return _BOOT_THIS_FILE
+
+
+_BOOT_THIS_FILE = build_suboptions({PxeOpt.DISCOVERY_CONTROL: bytes((USE_THIS_BOOT_FILE,))})
+"""Option 43 of every OFFER to a PXE ROM (encoded once: the same bytes each time)."""
 
 
 def reply_address(pkt: DhcpPacket, role: Role, source: tuple[str, int], client_port: int = 68) -> tuple[str, int]:

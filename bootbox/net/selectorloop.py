@@ -4,6 +4,8 @@ Every UDP server here (proxyDHCP, full DHCP, DHCPv6) needs the same loop: epoll 
 (never ``select()``, which dies once a descriptor passes 1024), a wake-up socket pair so ``stop``
 takes effect immediately instead of at the next timeout, and an optional periodic task (lease
 expiry). The servers keep their sockets and their packet handling; this owns the thread.
+Once a wake-up's packets are answered, young garbage that is nearly due is collected
+(:mod:`bootbox.idlegc`), so the collector runs between packets rather than in the middle of one.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import selectors
 import socket
 import threading
 from typing import Any, Callable, Mapping
+
+from bootbox.idlegc import collect_if_due
 
 _WAKE = object()
 
@@ -85,3 +89,4 @@ class SelectorLoop:
                         self._handle(key.fileobj, key.data)  # type: ignore[arg-type]
                 if self._idle is not None and not self.stopping.is_set():
                     self._idle()
+                collect_if_due()
