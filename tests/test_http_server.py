@@ -4,6 +4,8 @@ pieces (bootbox.web.server)."""
 
 from __future__ import annotations
 
+import errno
+import gzip
 import hashlib
 import http.client
 import io
@@ -27,12 +29,17 @@ def served(tmp_path: Path) -> Iterator[tuple[HttpServer, bytes, list[object]]]:
     content = os.urandom(SIZE)
     path = tmp_path / "big.bin"
     path.write_bytes(content)
+    path.with_suffix(".gz").write_bytes(gzip.compress(content, compresslevel=1))
     app = Flask("test-http-server")
     channels: list[object] = []
 
     @app.get("/big.bin")
     def big() -> object:
         return send_file(path, conditional=True, mimetype="application/octet-stream")
+
+    @app.get("/gzip.bin")
+    def gzipped() -> object:  # its descriptor holds compressed bytes: must not be sendfile'd
+        return send_file(gzip.open(path.with_suffix(".gz")), mimetype="application/octet-stream")
 
     @app.get("/memory.bin")
     def memory() -> object:  # not a file on disk: waitress reads it, in bounded pieces
@@ -120,6 +127,27 @@ def test_a_response_from_memory_is_read_in_bounded_pieces(served: tuple[HttpServ
     assert status == 200 and body == content
     assert sendfile_bytes == []
     assert all(0 < channel.sendbuf_len <= SEND_PIECE for channel in channels)  # type: ignore[attr-defined]
+
+
+def test_a_compressed_file_object_is_read_not_spliced(served: tuple[HttpServer, bytes, list[object]],
+                                                     sendfile_bytes: list[int]) -> None:  # fmt: skip
+    server, content, _ = served
+    status, body = _get(server.port, path="/gzip.bin")
+    assert status == 200 and body == content and sendfile_bytes == []
+
+
+def test_where_the_kernel_cannot_splice_the_file_is_copied(served: tuple[HttpServer, bytes, list[object]],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    refused: list[int] = []
+
+    def no_sendfile(out_fd: int, in_fd: int, offset: int | None, count: int) -> int:
+        refused.append(count)
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(web_server.os, "sendfile", no_sendfile)
+    server, content, _ = served
+    status, body = _get(server.port)
+    assert status == 200 and body == content and refused
 
 
 def test_a_range_is_not_sent_with_sendfile_and_is_exact(served: tuple[HttpServer, bytes, list[object]],

@@ -23,6 +23,7 @@ a file (``send_file`` of a path hands waitress its ``wsgi.file_wrapper``):
 from __future__ import annotations
 
 import errno
+import io
 import logging
 import os
 import stat
@@ -42,6 +43,8 @@ SEND_PIECE = 256 * 1024
 SENDFILE_PIECE = 4 * 2**20
 """Most bytes of a file handed to one ``os.sendfile`` call (no memory is involved)."""
 _WOULD_BLOCK = frozenset({errno.EAGAIN, errno.EWOULDBLOCK})
+_NO_SENDFILE = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP})
+"""What os.sendfile raises where the kernel cannot splice this file to this socket."""
 _DISCONNECTED = frozenset({errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN, errno.ECONNABORTED, errno.EPIPE,
                            errno.EBADF})  # fmt: skip
 
@@ -66,13 +69,18 @@ class SendfileBuffer(ReadOnlyFileBasedBuffer):  # type: ignore[misc]
 
     @classmethod
     def adopt(cls, buffer: ReadOnlyFileBasedBuffer) -> "SendfileBuffer | None":
-        """The same response as a :class:`SendfileBuffer`, or None when its file is not a
-        regular file with a descriptor (a BytesIO, a pipe)."""
+        """The same response as a :class:`SendfileBuffer`, or None unless its file is a plain
+        open file of a regular file: a BytesIO or pipe has no usable descriptor, and a
+        ``gzip``/``bz2``/``lzma`` file's descriptor holds other bytes than it reads."""
+        file = buffer.file
+        raw = getattr(file, "raw", file) if isinstance(file, (io.BufferedReader, io.BufferedRandom)) else file
+        if not isinstance(raw, io.FileIO):
+            return None
         try:
-            fd = buffer.file.fileno()
+            fd = file.fileno()
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 return None
-        except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+        except (OSError, ValueError):  # closed, or not a file after all
             return None
         adopted = cls(buffer.file, buffer.block_size)
         adopted.remain = buffer.remain
@@ -110,13 +118,17 @@ class BoundedSendChannel(HTTPChannel):  # type: ignore[misc]  # waitress has no 
                 if do_close:
                     self.handle_close()
                 return 0
-            raise
-        if sent == 0 and data.count:
+            if exc.errno not in _NO_SENDFILE:
+                raise
+            # This file system or socket cannot splice: send this piece the copying way.
+            return int(super().send(os.pread(data.fd, min(data.count, SEND_PIECE), data.offset), do_close=do_close))
+        if sent == 0 and data.count and do_close:
             # The file ended before Content-Length: it shrank after the response began. The
             # client cannot get the bytes it was promised; close rather than stall until timeout.
-            log.warning("%s: a file being sent shrank by %d bytes; closing the connection", self.addr, data.count)
-            if do_close:
-                self.handle_close()
+            # (A task thread's flush, do_close False, leaves this to the loop thread's next one.)
+            log.warning("%s: a file being sent ended before its Content-Length; closing the connection",
+                        self.addr)  # fmt: skip
+            self.handle_close()
         return sent
 
 
