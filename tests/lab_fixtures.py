@@ -27,7 +27,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import pytest
 
@@ -60,7 +60,7 @@ BOOT_TIMEOUT = 240.0
 """Seconds a TCG guest gets from start to report-in; generous for a loaded 2-core CI host."""
 
 
-def lab_unavailable(reason: str) -> None:
+def lab_unavailable(reason: str) -> NoReturn:
     """Skip the calling test, or fail it when ``BOOTBOX_LAB_REQUIRED=1``.
 
     A developer without root or QEMU still gets a green run, while CI, which sets the variable,

@@ -30,6 +30,7 @@ from bootbox.net.dhcp6 import (
     respond,
     to_machine,
 )
+from tests.lab_fixtures import lab_unavailable
 
 MAC = "02:42:cb:d9:be:0f"
 LINK_LOCAL = "fe80::42:cbff:fed9:be0f"
@@ -190,7 +191,7 @@ def test_server_answers_on_loopback() -> None:
         server.start()
     except OSError as exc:
         client.close()
-        pytest.skip(f"cannot bind DHCPv6 on lo here (SO_BINDTODEVICE needs CAP_NET_RAW): {exc}")
+        lab_unavailable(f"cannot bind DHCPv6 on lo here (SO_BINDTODEVICE needs CAP_NET_RAW): {exc}")
     try:
         with client:
             client.sendto(build(_client(Msg.SOLICIT)), ("::1", server.port))

@@ -27,6 +27,7 @@ from bootbox.dnszone import Zone, ZoneAnswer, build_zone
 from bootbox.net.dns import DnsServer, Drop, Forward, Reply, bind_advice, parse_upstream, respond
 
 from .conftest import free_port
+from tests.lab_fixtures import lab_unavailable
 
 DIG = shutil.which("dig")
 pytestmark = pytest.mark.skipif(DIG is None, reason="dig (dnsutils) is not installed")
@@ -530,7 +531,7 @@ def test_stop_ends_the_thread_and_frees_the_port(holder: ZoneHolder) -> None:
 
 def test_ipv6_loopback(holder: ZoneHolder) -> None:
     if not socket.has_ipv6:
-        pytest.skip("no IPv6")
+        lab_unavailable("no IPv6")
     with DnsServer(lookup=holder.lookup, bind_address="::1", port=0) as srv:
         assert dig(srv.port, "esx01.lab.example", "AAAA", server="::1").data("AAAA") == ["2001:db8::11"]
         assert dig(srv.port, "+tcp", "esx01.lab.example", server="::1").data("A") == ["198.18.0.11"]

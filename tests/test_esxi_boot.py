@@ -34,6 +34,7 @@ from bootbox_esxi.bootcfg import render_bootcfg
 from bootbox_esxi.hostimage import resolve
 from tests.conftest import test_settings
 from tests.esxi_builder import depot_files, driver, esx_base, write_bundle
+from tests.lab_fixtures import lab_unavailable
 
 TOKEN = "t0ken"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -140,7 +141,7 @@ def _vibs(real: bool = True) -> list[str]:
 
 def _needs_real() -> None:
     if not REAL_VIB.is_file():
-        pytest.skip("the shared real VIB is not present")
+        lab_unavailable("the shared real VIB is not present")
 
 
 # ------------------------------------------------------------------------------- goldens

@@ -137,6 +137,37 @@ def test_corrupt_vib_is_refused_by_name_and_nothing_is_kept(catalog: Catalog, tm
     assert _blobs(catalog) == set()  # the blobs of the VIBs that did verify were rolled back too
 
 
+def _set_compression(bundle: Path, member: str, method: int) -> None:
+    """Rewrite ``member``'s compression method in its local header and central directory entry,
+    as a bundle made by a zip tool with a method Python's zipfile cannot read would have it."""
+    data = bytearray(bundle.read_bytes())
+    with zipfile.ZipFile(bundle) as zf:
+        local = zf.getinfo(member).header_offset
+    data[local + 8 : local + 10] = method.to_bytes(2, "little")  # local file header: method at 8
+    central = data.find(b"PK\x01\x02")  # central directory entries
+    while central != -1:
+        name_length = int.from_bytes(data[central + 28 : central + 30], "little")
+        if data[central + 46 : central + 46 + name_length] == member.encode():
+            data[central + 10 : central + 12] = method.to_bytes(2, "little")  # central entry: method at 10
+            break
+        central = data.find(b"PK\x01\x02", central + 4)
+    bundle.write_bytes(bytes(data))
+
+
+def test_a_member_in_an_unsupported_compression_is_refused_clearly(catalog: Catalog, tmp_path: Path) -> None:
+    """zipfile raises NotImplementedError for methods it lacks (PPMd, 98, here): that must be a
+    DepotError naming the member, not a crash of the import."""
+    vib = driver("net-a")
+    bundle = write_bundle(tmp_path / "ppmd.zip", depot_files([esx_base(), vib]))
+    member = f"vib20/net-a/{vib.id}.vib"
+    _set_compression(bundle, member, 98)
+    with zipfile.ZipFile(bundle) as zf, pytest.raises(NotImplementedError):
+        zf.open(member)  # the premise: Python's zipfile cannot read it
+    with pytest.raises(DepotError, match=f"cannot read {member} from the zip"):
+        _run(catalog, bundle)
+    assert catalog.vibs() == [] and _blobs(catalog) == set()
+
+
 def test_metadata_checksum_mismatch_is_refused(catalog: Catalog, tmp_path: Path) -> None:
     vib = driver("net-a")
     bundle = write_bundle(tmp_path / "b.zip", depot_files([esx_base(), vib], sha_override={vib.id: "ab" * 32}))

@@ -110,7 +110,9 @@ class _Guarded:
 def open_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, what: str) -> _Guarded:
     try:
         return _Guarded(zf.open(info), what)
-    except (zipfile.BadZipFile, NotImplementedError, RuntimeError, OSError) as exc:
+    # RuntimeError: an encrypted member, or (its subclass NotImplementedError) a compression
+    # method zipfile cannot read, such as PPMd or AES.
+    except (zipfile.BadZipFile, RuntimeError, OSError) as exc:
         raise DepotError(f"{what}: cannot read {info.filename} from the zip: {exc}") from None
 
 
