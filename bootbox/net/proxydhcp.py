@@ -333,11 +333,12 @@ def _pxe_vendor_options(req: DhcpPacket, role: Role) -> bytes:
     if role is Role.BOOT_SERVER:
         item = pxe_boot_item(req)
         if item is not None:
-            return build_suboptions({PxeOpt.DISCOVERY_CONTROL: bytes((USE_THIS_BOOT_FILE,)), PxeOpt.BOOT_ITEM: item})
+            return build_suboptions({**_DISCOVERY_CONTROL, PxeOpt.BOOT_ITEM: item})
     return _BOOT_THIS_FILE
 
 
-_BOOT_THIS_FILE = build_suboptions({PxeOpt.DISCOVERY_CONTROL: bytes((USE_THIS_BOOT_FILE,))})
+_DISCOVERY_CONTROL = {PxeOpt.DISCOVERY_CONTROL: bytes((USE_THIS_BOOT_FILE,))}
+_BOOT_THIS_FILE = build_suboptions(_DISCOVERY_CONTROL)
 """Option 43 of every OFFER to a PXE ROM (encoded once: the same bytes each time)."""
 
 

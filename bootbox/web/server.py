@@ -35,6 +35,7 @@ from flask import Flask
 from waitress.buffers import ReadOnlyFileBasedBuffer
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer
+from waitress.wasyncore import _DISCONNECTED  # the errors waitress's own send() takes for a gone client
 
 log = logging.getLogger("bootbox.http")
 
@@ -42,11 +43,8 @@ SEND_PIECE = 256 * 1024
 """Most bytes of a response read and sent in one go (see the module docstring)."""
 SENDFILE_PIECE = 4 * 2**20
 """Most bytes of a file handed to one ``os.sendfile`` call (no memory is involved)."""
-_WOULD_BLOCK = frozenset({errno.EAGAIN, errno.EWOULDBLOCK})
 _NO_SENDFILE = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP})
 """What os.sendfile raises where the kernel cannot splice this file to this socket."""
-_DISCONNECTED = frozenset({errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN, errno.ECONNABORTED, errno.EPIPE,
-                           errno.EBADF})  # fmt: skip
 
 
 class FileSlice(NamedTuple):
@@ -73,7 +71,7 @@ class SendfileBuffer(ReadOnlyFileBasedBuffer):  # type: ignore[misc]
         open file of a regular file: a BytesIO or pipe has no usable descriptor, and a
         ``gzip``/``bz2``/``lzma`` file's descriptor holds other bytes than it reads."""
         file = buffer.file
-        raw = getattr(file, "raw", file) if isinstance(file, (io.BufferedReader, io.BufferedRandom)) else file
+        raw = file.raw if isinstance(file, (io.BufferedReader, io.BufferedRandom)) else file
         if not isinstance(raw, io.FileIO):
             return None
         try:
@@ -90,7 +88,7 @@ class SendfileBuffer(ReadOnlyFileBasedBuffer):  # type: ignore[misc]
     def get(self, numbytes: int = -1, skip: bool = False) -> Any:
         if skip:  # waitress itself never asks for this; keep the copying contract for anyone who does
             return super().get(numbytes, skip)
-        return FileSlice(self.fd, self.file.tell(), min(max(numbytes, SENDFILE_PIECE), self.remain))
+        return FileSlice(self.fd, self.file.tell(), min(SENDFILE_PIECE, self.remain))  # not n: no memory is used
 
 
 class BoundedSendChannel(HTTPChannel):  # type: ignore[misc]  # waitress has no type hints
@@ -111,9 +109,9 @@ class BoundedSendChannel(HTTPChannel):  # type: ignore[misc]  # waitress has no 
             return int(super().send(data, do_close=do_close))
         try:
             sent = os.sendfile(self.socket.fileno(), data.fd, data.offset, data.count)
+        except BlockingIOError:  # the socket buffer is full: waitress tries again when writable
+            return 0
         except OSError as exc:
-            if exc.errno in _WOULD_BLOCK:
-                return 0
             if exc.errno in _DISCONNECTED:
                 if do_close:
                     self.handle_close()
