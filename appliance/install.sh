@@ -69,9 +69,20 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
+# gcc, libc6-dev, python3-dev build the TFTP server's compiled block engine (bootbox/net/_tftpengine.c).
+# Best effort: without them bootbox still installs, serves TFTP from Python, and `bootbox doctor` says so.
+build=()
+for pkg in gcc libc6-dev python3-dev; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || build+=("$pkg")
+done
+if [ ${#build[@]} -gt 0 ]; then
+  { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${build[@]}" \
+    || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${build[@]}"; }; } \
+    || echo "install.sh: could not install ${build[*]}: TFTP blocks will be served by Python (slower with many clients)" >&2
+fi
 
 # The program: a venv under $PREFIX, rebuilt only when this checkout differs from what is there.
-stamp="$(cd "$REPO" && find pyproject.toml bootbox plugins -type f ! -name '*.pyc' -print0 | sort -z \
+stamp="$(cd "$REPO" && find pyproject.toml setup.py bootbox plugins -type f ! -name '*.pyc' -print0 | sort -z \
          | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)"
 if [ ! -x "$PREFIX/bin/bootbox" ] || [ "$(cat "$PREFIX/.installed-from" 2>/dev/null)" != "$stamp" ]; then
   python3 -m venv "$PREFIX"

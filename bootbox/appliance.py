@@ -199,6 +199,7 @@ class Appliance:
                         port=settings.tftp.port,
                         timeout=settings.tftp.timeout,
                         retries=settings.tftp.retries,
+                        engine=settings.tftp.engine,
                     ),
                 )
             if settings.dhcp.enabled and settings.dhcp.mode == "full":
@@ -240,7 +241,8 @@ class Appliance:
         if settings.tftp.enabled:
             self._start_server("tftp6", TftpServer(open_file=service.open_tftp, on_transfer=service.tftp_done,
                                                    bind_address="::", port=settings.tftp.port,
-                                                   timeout=settings.tftp.timeout, retries=settings.tftp.retries))
+                                                   timeout=settings.tftp.timeout, retries=settings.tftp.retries,
+                                                   engine=settings.tftp.engine))
         self._start_server("dhcp6", Dhcp6Server(decide=service.decide, on_answer=service.dhcp_answered,
                                                 interface=dhcp6.interface, server_address=dhcp6.server_address,
                                                 address_pool=dhcp6.address_pool, port=dhcp6.port,

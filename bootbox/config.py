@@ -88,6 +88,7 @@ class TftpSettings:
     root: str = "/usr/lib/ipxe"
     timeout: float = 1.0
     retries: int = 5
+    engine: bool = True  # the compiled block engine, when built (bootbox.net.tftp_engine)
 
 
 @dataclass(frozen=True)

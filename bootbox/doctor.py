@@ -241,6 +241,21 @@ def check_store(settings: Settings, ours: int | None) -> Check:
     return Check("store", Status.OK, f"readable and not locked{stale}")
 
 
+def check_tftp_engine(settings: Settings, available: bool | None = None) -> Check:
+    """Whether TFTP blocks are served by the compiled engine (bootbox.net.tftp_engine) or by the
+    Python loop: the latter works, but many clients at once get less throughput."""
+    if not settings.tftp.enabled:
+        return Check("tftp engine", Status.SKIP, "TFTP is off (tftp.enabled = false)")
+    if available is None:
+        from bootbox.net.tftp_engine import AVAILABLE as available  # noqa: N811 (a module constant)
+    if available:
+        return Check("tftp engine", Status.OK, "compiled block engine built: transfers run in parallel on every core")
+    return Check("tftp engine", Status.WARN,
+                 "compiled block engine not built: every TFTP block is served by one Python thread "
+                 "(fine for loaders; slower with many clients at once)",
+                 "install gcc, libc6-dev and python3-dev, then reinstall bootbox (appliance/install.sh)")
+
+
 def run_checks(settings: Settings, *, network: bool = True, probe_seconds: float = 2.0,
                prober: Callable[..., list[HeardServer]] = probe) -> list[Check]:  # fmt: skip
     """Every check, in the order an operator would fix things."""
@@ -248,7 +263,7 @@ def run_checks(settings: Settings, *, network: bool = True, probe_seconds: float
     addresses = hostinfo.interface_addresses()
     local = {str(a.ip) for items in addresses.values() for a in items}
     checks = [check_ports(settings, ours), check_capabilities(settings, ours), check_loaders(settings),
-              check_addresses(settings, addresses), check_store(settings, ours)]  # fmt: skip
+              check_addresses(settings, addresses), check_store(settings, ours), check_tftp_engine(settings)]  # fmt: skip
     interface = probe_interface(settings, addresses)
     heard: list[HeardServer] | None = None
     if not network:

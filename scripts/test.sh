@@ -21,6 +21,7 @@ if ! dpkg --print-foreign-architectures | grep -qx arm64; then
 fi
 apt_packages=(
   python3 python3-venv python3-pip       # the project's venv
+  gcc libc6-dev python3-dev              # builds bootbox.net._tftpengine (the TFTP block engine)
   ipxe ipxe-qemu qemu-system-x86 ovmf    # loaders, firmware and the emulator that PXE-boots
   dnsmasq-base                           # plays the site's own DHCP server in the e2e tests
   curl dnsutils tcpdump iproute2         # real clients (curl tftp:// and http://, dig) and the lab

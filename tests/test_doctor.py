@@ -24,6 +24,7 @@ from bootbox.doctor import (
     check_ports,
     check_secure_boot,
     check_store,
+    check_tftp_engine,
     run_checks,
 )
 from bootbox.net.dhcpprobe import HeardServer
@@ -164,6 +165,17 @@ def test_store_states(tmp_path: Path) -> None:
     (state / "bootbox.json").write_text("{not json")
     broken = check_store(settings, None)
     assert broken.status is Status.FAIL and ".bak" in broken.fix
+
+
+def test_tftp_engine_states(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    assert check_tftp_engine(settings, available=True).status is Status.OK
+    missing = check_tftp_engine(settings, available=False)
+    assert missing.status is Status.WARN and "python3-dev" in missing.fix
+    from bootbox.net.tftp_engine import AVAILABLE
+    assert check_tftp_engine(settings).status is (Status.OK if AVAILABLE else Status.WARN)
+    off = test_settings(tmp_path, tftp={"enabled": False})
+    assert check_tftp_engine(off, available=False).status is Status.SKIP
 
 
 def test_store_locked_by_a_dead_process_through_an_inherited_descriptor(tmp_path: Path) -> None:

@@ -30,6 +30,8 @@ import pytest
 from bootbox.errors import Forbidden, NotFound
 from bootbox.net import tftp_transfer as tt
 from bootbox.net.tftp import TftpServer, TransferRecord, open_under
+from bootbox.net.tftp_engine import AVAILABLE as ENGINE_AVAILABLE
+from tests.lab_fixtures import lab_unavailable
 
 CURL = shutil.which("curl")
 needs_curl = pytest.mark.skipif(CURL is None, reason="curl is not installed")
@@ -150,10 +152,12 @@ def root(tmp_path: Path) -> Path:
 
 
 class Servers:
-    """Starts servers for a test and stops every one of them afterwards."""
+    """Starts servers for a test and stops every one of them afterwards, with the compiled
+    engine serving blocks (bootbox.net.tftp_engine) or with every block served by the loop."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, engine: bool) -> None:
         self.root = root
+        self.engine = engine
         self.started: list[TftpServer] = []
 
     def start(self, **kwargs: object) -> tuple[TftpServer, list[TransferRecord]]:
@@ -162,15 +166,19 @@ class Servers:
         kwargs.setdefault("on_transfer", records.append)
         kwargs.setdefault("bind_address", "127.0.0.1")
         kwargs.setdefault("port", 0)
+        kwargs.setdefault("engine", self.engine)
         server = TftpServer(**kwargs)  # type: ignore[arg-type]
         server.start()
         self.started.append(server)
         return server, records
 
 
-@pytest.fixture
-def servers(root: Path) -> Iterator[Servers]:
-    pool = Servers(root)
+@pytest.fixture(params=[True, False], ids=["engine", "loop"])
+def servers(root: Path, request: pytest.FixtureRequest) -> Iterator[Servers]:
+    """Every test that starts servers runs twice: blocks served by the engine, and by the loop."""
+    if request.param and not ENGINE_AVAILABLE:
+        lab_unavailable("bootbox.net._tftpengine is not built (needs gcc, libc6-dev, python3-dev at install)")
+    pool = Servers(root, engine=request.param)
     yield pool
     for server in pool.started:
         server.stop()

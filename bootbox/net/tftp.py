@@ -46,6 +46,8 @@ from tftpy.TftpPacketFactory import TftpPacketFactory
 
 from bootbox.errors import Forbidden, NotFound
 from bootbox.net import tftp_transfer as tt
+from bootbox.net.tftp_engine import AVAILABLE as ENGINE_AVAILABLE
+from bootbox.net.tftp_engine import MAX_STRAYS, Engine, EngineResult
 from bootbox.net.tftp_transfer import BlockSource, Ending, Negotiated, RequestedOptions, Transfer
 from bootbox.safepath import open_regular_under
 
@@ -67,6 +69,7 @@ _JOIN_SECONDS = 2.0
 _SPIN = 0.0002  # seconds a lone lock-step transfer polls for its next ACK before sleeping
 _SPIN_BLOCKS = 64  # blocks served that way before the loop looks at its other sockets again
 _SLOW_ACKS = 8  # consecutive ACKs slower than _SPIN after which a transfer is no longer polled
+_ENGINE_THREADS = 256  # transfers served by engine threads at once; more are served by the loop
 _READABLE = select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP
 _STAT_KEYS = ("requests", "completed", "failed", "aborted", "malformed", "refused_writes", "active")
 
@@ -119,6 +122,8 @@ class TftpServer:
         for another value with the RFC 2349 timeout option.
     :param retries: resends of one window before the transfer is abandoned.
     :param max_transfers: concurrent transfers; requests beyond it get error 0 "server busy".
+    :param engine: serve real files' blocks with the compiled engine on worker threads
+        (:mod:`bootbox.net.tftp_engine`) when it is built; False keeps every transfer in the loop.
     """
 
     _epoll: select.epoll  # created by start()
@@ -133,6 +138,7 @@ class TftpServer:
         timeout: float = 1.0,
         retries: int = 5,
         max_transfers: int = 512,
+        engine: bool = True,
         logger: logging.Logger | None = None,
     ) -> None:
         if timeout <= 0 or retries < 0 or max_transfers < 1:
@@ -156,6 +162,9 @@ class TftpServer:
         self._wake_w: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._use_engine = engine and ENGINE_AVAILABLE
+        self._engine: Engine | None = None  # created by start()
+        self._steady: list[Transfer] = []  # to hand to the engine at the end of this batch of events
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -201,11 +210,18 @@ class TftpServer:
         self._epoll = select.epoll()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
         self._watch(sock, "listen")
         self._watch(self._wake_r, "wake")
+        if self._use_engine:
+            self._engine = Engine(limit=min(self._max_transfers, _ENGINE_THREADS), wake=self._wake,
+                                  spin=_SPIN, slow_ack_limit=_SLOW_ACKS, thread_name=f"bootbox-tftp-engine:{self._port}")
         self._thread = threading.Thread(target=self._run, name=f"bootbox-tftp:{self._port}", daemon=True)
         self._thread.start()
-        self._log.info("tftp listening on %s:%d", self._bind_address, self._port)
+        self._log.info("tftp listening on %s:%d; blocks served by %s", self._bind_address, self._port,
+                       "the compiled engine" if self._engine is not None else
+                       "the loop (engine off in the configuration)" if ENGINE_AVAILABLE else
+                       "the loop (bootbox.net._tftpengine not built: see bootbox doctor)")
 
     def stop(self) -> None:
         """End every transfer, close every socket and wait (up to 2 s) for the thread to end."""
@@ -213,15 +229,20 @@ class TftpServer:
         if thread is None or self._stopping:
             return
         self._stopping = True
-        try:
-            assert self._wake_w is not None
-            self._wake_w.send(b"x")
-        except OSError:
-            pass  # the thread already ended and closed it
+        self._wake()
         if thread is not threading.current_thread():
             thread.join(_JOIN_SECONDS)
             if thread.is_alive():
                 self._log.warning("tftp thread on port %d did not stop in %.0f s", self._port, _JOIN_SECONDS)
+
+    def _wake(self) -> None:
+        """Wake the loop thread (from any thread)."""
+        if self._wake_w is None:
+            return
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass  # full (a wake-up is pending anyway), or the loop already ended and closed it
 
     def _watch(self, sock: socket.socket, target: Transfer | str) -> None:
         self._targets[sock.fileno()] = target
@@ -245,9 +266,14 @@ class TftpServer:
                     elif target is not None:
                         self._dispatch(target, mask)
                 self._expire(time.monotonic())
+                if self._steady:
+                    self._hand_over_steady()
         except Exception:  # a bug in the loop itself: log it, and still release everything
             self._log.exception("tftp loop on port %d failed", self._port)
         finally:
+            if self._engine is not None:
+                for transfer in self._engine.out():
+                    self._take_back(transfer, self._engine.recall(transfer))
             for transfer in list(self._by_client.values()):
                 self._finish(transfer, Ending(ok=False, error="server stopped",
                                               reply=(tt.ERR_UNDEFINED, "server shutting down")))
@@ -267,7 +293,14 @@ class TftpServer:
         elif data == "listen":
             self._on_listen_readable()
         elif self._wake_r is not None:
-            self._wake_r.recv(64)
+            try:
+                while self._wake_r.recv(4096):
+                    pass
+            except (BlockingIOError, InterruptedError):
+                pass
+            if self._engine is not None:
+                for transfer, result in self._engine.returned():
+                    self._take_back(transfer, result)
 
     # ------------------------------------------------------------------ requests (port 69)
 
@@ -321,6 +354,10 @@ class TftpServer:
         means the client gave up on the old transfer, which is ended.
         """
         existing = self._by_client.get(client)
+        if existing is not None and existing.away:
+            assert self._engine is not None
+            self._take_back(existing, self._engine.recall(existing))
+            existing = self._by_client.get(client)
         if existing is not None:
             self._on_transfer_readable(existing)
             existing = self._by_client.get(client)
@@ -370,7 +407,7 @@ class TftpServer:
     def _begin(self, transfer: Transfer, negotiated: Negotiated) -> None:
         self._watch(transfer.sock, transfer)
         self._by_client[transfer.client] = transfer
-        heapq.heappush(self._timers, (transfer.deadline, next(self._sequence), transfer))
+        self._queue_timer(transfer)
         self._log.info("%s RRQ %r: %d bytes, blksize %d, windowsize %d, OACK %s", _peer(transfer.client),
                        transfer.filename, transfer.source.size, transfer.blksize, transfer.windowsize,
                        dict(negotiated.oack) or "none")
@@ -418,7 +455,10 @@ class TftpServer:
                 return
 
     def _read_one(self, transfer: Transfer) -> bool:
-        """Read one packet from the client and act on it; False when none was waiting."""
+        """Read one packet from the client and act on it; False when none was waiting (or the
+        transfer was just handed to the engine)."""
+        if transfer.away:
+            return False
         data = self._receive(transfer)
         if data is None:
             return False
@@ -441,15 +481,19 @@ class TftpServer:
     def _client_gone(self, transfer: Transfer) -> None:
         """ICMP port unreachable came back for something we sent. The kernel reports it ahead of
         datagrams already queued, so a last ACK (or error 8) that crossed a resend may still be
-        waiting: act on those first, and end the transfer only if they did not."""
+        waiting: act on those first, and end the transfer only if they did not. Nothing is sent
+        meanwhile: a resend to the closed port would only bring back another ICMP error, and the
+        drain would stop before the last ACK."""
         for _ in range(_DRAIN):
             if transfer.done:
                 return
             try:
                 data = transfer.sock.recv(_MAX_CLIENT_PACKET)
-            except OSError:
+            except (BlockingIOError, InterruptedError):
                 break
-            self._step(transfer, transfer.receive, data, time.monotonic())
+            except OSError:  # another ICMP error, for an earlier packet: look further
+                continue
+            self._step(transfer, transfer.receive, data, time.monotonic(), False)
         self._finish(transfer, tt.CLIENT_GONE)
 
     def _spin(self, transfer: Transfer) -> None:
@@ -460,12 +504,12 @@ class TftpServer:
         ACKs in a row that take longer turn it off for that transfer, so a far or slow client (a
         firmware under emulation, a routed path) costs next to no CPU. Bounded to ``_SPIN_BLOCKS`` blocks at a
         time so new requests and ``stop`` are seen soon."""
-        if transfer.windowsize != 1 or transfer.slow_acks >= _SLOW_ACKS:
-            return
+        if transfer.windowsize != 1 or transfer.slow_acks >= _SLOW_ACKS or transfer in self._steady:
+            return  # (a steady transfer is about to go to the engine, which polls for its ACKs itself)
         for _ in range(_SPIN_BLOCKS):
             deadline = time.perf_counter() + _SPIN
             while True:
-                if transfer.done or transfer.want_write or self._stopping:
+                if transfer.done or transfer.want_write or transfer.away or self._stopping:
                     return
                 data = self._receive(transfer)
                 if data is not None:
@@ -492,27 +536,96 @@ class TftpServer:
             ending = Ending(ok=False, error=f"internal error: {exc}", reply=(tt.ERR_UNDEFINED, "internal error"))
         if ending is not None:
             self._finish(transfer, ending)
-        elif transfer.want_write != transfer.write_registered:
+            return
+        if transfer.want_write != transfer.write_registered:
             self._epoll.modify(transfer.sock.fileno(), select.EPOLLIN | (select.EPOLLOUT if transfer.want_write else 0))
             transfer.write_registered = transfer.want_write
+        if self._engine is not None and self._engine.can_take(transfer):
+            self._steady.append(transfer)  # handed over after this batch of events: see _hand_over_steady
+
+    # ------------------------------------------------------------------ the engine (bootbox.net.tftp_engine)
+
+    def _hand_over_steady(self) -> None:
+        """Give the transfers that became steady in this batch of events to engine workers.
+
+        Not from inside :meth:`_step`: the code that called it may still act on the transfer
+        (a write-ready event after a read, the drain in :meth:`_client_gone`, a recall), and
+        once handed over nothing but its worker may touch it.
+        """
+        engine, steady = self._engine, self._steady
+        assert engine is not None
+        while steady:
+            transfer = steady.pop()
+            if self._stopping or not engine.can_take(transfer):
+                continue
+            try:
+                engine.take(transfer, before_start=lambda t=transfer: self._unwatch(t.sock))
+            except (OSError, RuntimeError) as exc:  # no descriptor or thread: the loop keeps serving it
+                self._log.warning("%s tftp engine not used for %r (%s); serving it from the loop",
+                                  _peer(transfer.client), transfer.filename, exc)
+                if transfer.sock.fileno() not in self._targets:
+                    self._watch(transfer.sock, transfer)
+                transfer.strays = MAX_STRAYS  # do not try again for this one
+
+    def _unwatch(self, sock: socket.socket) -> None:
+        fd = sock.fileno()
+        if self._targets.pop(fd, None) is not None:
+            self._epoll.unregister(fd)
+
+    def _take_back(self, transfer: Transfer, result: EngineResult) -> None:
+        """Watch a transfer the engine returned again and act on why it returned."""
+        outcome, packet, error = result
+        self._watch(transfer.sock, transfer)
+        transfer.write_registered = False
+        self._queue_timer(transfer)
+        now = time.monotonic()
+        if outcome == "complete":
+            self._finish(transfer, tt.COMPLETE)
+        elif outcome == "packet":
+            assert packet is not None
+            self._step(transfer, transfer.receive, packet, now)
+        elif outcome == "refused":
+            self._client_gone(transfer)
+        elif outcome == "gone":
+            self._finish(transfer, tt.CLIENT_GONE)
+        elif outcome == "resume":
+            self._step(transfer, transfer.pump, now)
+        elif outcome in ("error", "failed"):
+            failure = error if isinstance(error, BaseException) else OSError(error, os.strerror(error))
+            self._step(transfer, _raise, failure)
+        # "timeout": the timer heap resends at the deadline; "recalled": the caller goes on
+
+    def _queue_timer(self, transfer: Transfer) -> None:
+        """Give ``transfer`` its one timer-heap entry unless it has it already."""
+        if not transfer.timer_queued:
+            heapq.heappush(self._timers, (transfer.deadline, next(self._sequence), transfer))
+            transfer.timer_queued = True
 
     def _expire(self, now: float) -> None:
         """Fire due retransmission timers.
 
-        Each live transfer has exactly one heap entry. An ACK only moves ``transfer.deadline``
-        forward; when the outdated entry surfaces it is pushed again at the real deadline.
+        Each live transfer has at most one heap entry (``timer_queued``). An ACK only moves
+        ``transfer.deadline`` forward; when the outdated entry surfaces it is pushed again at the
+        real deadline. A transfer out on an engine worker keeps its deadline there: its entry is
+        dropped when it surfaces, and queued again when the transfer comes back.
         """
         timers = self._timers
         while timers and timers[0][0] <= now:
             _, _, transfer = heapq.heappop(timers)
-            if not transfer.done and transfer.deadline <= now:
+            transfer.timer_queued = False
+            if transfer.done or transfer.away:  # an engine worker keeps its own deadline meanwhile
+                continue
+            if transfer.deadline <= now:
                 self._log.debug("%s timeout: resending from block %d", _peer(transfer.client), transfer.base)
                 self._step(transfer, transfer.on_timeout, now)
-            if not transfer.done:
-                heapq.heappush(timers, (transfer.deadline, next(self._sequence), transfer))
+            if not transfer.done and not transfer.away:
+                self._queue_timer(transfer)
 
     def _finish(self, transfer: Transfer, ending: Ending) -> None:
         """End a transfer exactly once: reply, release its socket and file, count, record."""
+        if transfer.away:  # get it back from the engine first: what it returned may end it already
+            assert self._engine is not None
+            self._take_back(transfer, self._engine.recall(transfer))
         if transfer.done:
             return
         transfer.done = True
@@ -545,6 +658,11 @@ class TftpServer:
             self._on_transfer(record)
         except Exception:
             self._log.exception("%s:%d on_transfer callback failed", record.client_ip, record.client_port)
+
+
+def _raise(exc: BaseException) -> None:
+    """Raise ``exc`` inside :meth:`TftpServer._step`, which ends the transfer with it."""
+    raise exc
 
 
 def _local_of(ancillary: list[tuple[int, int, bytes]], fallback: str) -> _Local:

@@ -35,7 +35,7 @@ import socket
 import stat
 import struct
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Mapping, Sequence
+from typing import Any, BinaryIO, Callable, Mapping, Sequence
 
 from tftpy.TftpPacketFactory import TftpPacketFactory
 from tftpy.TftpPacketTypes import TftpPacketERR, TftpPacketOACK
@@ -74,6 +74,8 @@ _FACTORY = TftpPacketFactory()  # stateless: a table of packet classes
 _DATA_HEADER = struct.Struct("!HH")
 _RETRY_LATER = frozenset({errno.ENOBUFS, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN,
                           errno.ENETDOWN, errno.EMSGSIZE})
+EngineRun = Callable[..., tuple[Any, ...]]
+"""The signature of ``bootbox.net._tftpengine.run`` (see :meth:`Transfer.run_steady`)."""
 READ_AHEAD = 64 * 1024
 """Bytes a transfer reads from its file at a time (rounded down to whole blocks, at least one,
 never more than the file): 128 blocks of 512 per system call. 512 transfers of large files at
@@ -287,6 +289,11 @@ class BlockSource:
             stream.seek(0, io.SEEK_END)
             self.size = stream.tell()
 
+    @property
+    def fd(self) -> int | None:
+        """The descriptor of a real file (read with ``pread``), None for any other stream."""
+        return self._fd
+
     def read_at(self, offset: int, length: int) -> bytes:
         """``length`` bytes from ``offset``; fewer only at end of file.
 
@@ -387,6 +394,13 @@ class Transfer:
         self.done = False
         self.slow_acks = 0
         """ACKs in a row too slow for the server to poll for (bootbox.net.tftp)."""
+        self.away = False
+        """True while the C engine serves the transfer on another thread (bootbox.net.tftp_engine):
+        nothing else may touch it then."""
+        self.strays = 0
+        """Packets other than ACKs that sent the transfer back from the C engine."""
+        self.timer_queued = False
+        """Whether the server's timer heap holds this transfer's one entry."""
 
     @property
     def awaiting_oack_ack(self) -> bool:
@@ -398,8 +412,9 @@ class Transfer:
         """File bytes the client has acknowledged (retransmissions not counted)."""
         return min(max(self.base - 1, 0) * self.blksize, self.source.size)
 
-    def receive(self, data: bytes, now: float) -> Ending | None:
+    def receive(self, data: bytes, now: float, send: bool = True) -> Ending | None:
         """Act on a packet from the client; return how the transfer ended, or None to go on.
+        ``send=False``: the client's port is closed; only a last ACK or an error still counts.
 
         :raises MalformedPacket: the packet cannot be decoded (the transfer goes on).
         """
@@ -407,7 +422,7 @@ class Transfer:
         if opcode == _ACK_OPCODE:  # nearly every packet: two integers, no packet object
             if len(data) < _DATA_HEADER.size:
                 raise MalformedPacket(f"undecodable packet (short ACK, {len(data)} bytes)")
-            return COMPLETE if self.on_ack((data[2] << 8) | data[3], now) else None
+            return COMPLETE if self.on_ack((data[2] << 8) | data[3], now, send) else None
         if opcode == _ERROR_OPCODE:
             try:
                 code, message = decode_error(data)
@@ -419,7 +434,28 @@ class Transfer:
         unexpected = type(_decode_client_packet(data)).__name__.removeprefix("TftpPacket")
         return Ending(ok=False, error=f"client sent {unexpected}", reply=(ERR_ILLEGAL, "expected ACK"))
 
-    def on_ack(self, wire_block: int, now: float) -> bool:
+    @property
+    def steady(self) -> bool:
+        """True between ACKs: the OACK is acknowledged, the window went out whole, the file is a real
+        file. The moment the C engine can take over (bootbox.net.tftp_engine)."""
+        return (self.base >= 1 and self.next_block > self.window_end and not self.want_write
+                and not self.done and self.source.fd is not None)
+
+    def run_steady(self, run: EngineRun, recall: int, *, read_ahead: int, spin: float,
+                   slow_ack_limit: int) -> tuple[str, bytes | None, int]:
+        """Serve the transfer with ``run`` (``bootbox.net._tftpengine.run``) until something other than a
+        routine ACK happens; adopt the state it returns; return (outcome, packet, errno) as
+        documented in ``_tftpengine.c``. Only from a :attr:`steady` state."""
+        assert self.steady and self.source.fd is not None
+        (outcome, self.base, self.next_block, self.window_end, self._retries_left, self._resent_on_duplicate,
+         self.slow_acks, self.deadline, packet, error) = run(
+            self.sock.fileno(), self.source.fd, recall, self.source.size, self.blksize, self.windowsize,
+            self._retries, self.timeout, spin, slow_ack_limit, read_ahead, self.base, self.next_block,
+            self.window_end, self._retries_left, self._resent_on_duplicate, self.slow_acks, self.deadline)
+        self._ahead_length = 0  # the engine read the file itself: read again what is sent next here
+        return outcome, packet, error
+
+    def on_ack(self, wire_block: int, now: float, send: bool = True) -> bool:
         """Handle an ACK; return True when it acknowledges the last block.
 
         Only ACKs from the last acknowledged block to the last block actually sent count (a
@@ -437,6 +473,8 @@ class Transfer:
         if acked == self.last_block:
             self.base = acked + 1
             return True
+        if not send:  # the client's port is closed: only a last ACK still means something
+            return False
         if delta == 0:
             if self.windowsize == 1 or self._resent_on_duplicate:
                 return False
