@@ -9,6 +9,9 @@ transfer gets its own UDP socket bound to the local address the request arrived 
 and connected to the client, so the kernel drops every other sender's packets;
 retransmission deadlines sit in one heap, touched about once per timeout period per transfer
 rather than once per packet. The per-transfer protocol lives in :mod:`bootbox.net.tftp_transfer`.
+Between ACKs, a transfer of a real file is handed to the compiled block engine
+(:mod:`bootbox.net.tftp_engine`), which serves its blocks on a thread of its own outside the
+interpreter lock and hands it back the moment anything unusual happens.
 
 Files come only from ``open_file(name, client)``; :func:`open_under` is the simplest one.
 ``NotFound`` becomes TFTP error 1, ``Forbidden`` error 2, anything else error 0 (logged).
@@ -113,7 +116,8 @@ def open_under(root: Path) -> OpenFile:
 
 
 class TftpServer:
-    """A read-only TFTP server on one thread; see the module docstring for the design.
+    """A read-only TFTP server: one loop thread, plus engine threads for transfers in their steady
+    state; see the module docstring for the design.
 
     :param open_file: ``(name, (ip, port)) -> binary file``: the only way to files.
     :param on_transfer: called with a :class:`TransferRecord` when each request ends; its
