@@ -84,7 +84,11 @@ fi
 # The program: a venv under $PREFIX, rebuilt only when this checkout differs from what is there.
 stamp="$(cd "$REPO" && find pyproject.toml setup.py bootbox plugins -type f ! -name '*.pyc' -print0 | sort -z \
          | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)"
-if [ ! -x "$PREFIX/bin/bootbox" ] || [ "$(cat "$PREFIX/.installed-from" 2>/dev/null)" != "$stamp" ]; then
+# Also rebuilt when the TFTP block engine is missing but a compiler is there now (bootbox doctor's advice).
+engine_missing() {
+  command -v gcc >/dev/null && ! "$PREFIX/bin/python" -c 'import bootbox.net._tftpengine' 2>/dev/null
+}
+if [ ! -x "$PREFIX/bin/bootbox" ] || [ "$(cat "$PREFIX/.installed-from" 2>/dev/null)" != "$stamp" ] || engine_missing; then
   python3 -m venv "$PREFIX"
   "$PREFIX/bin/pip" install -q --upgrade pip >/dev/null
   "$PREFIX/bin/pip" install -q "$REPO"

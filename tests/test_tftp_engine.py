@@ -377,6 +377,47 @@ def test_a_recall_check_during_a_flood_loses_no_packet(engine_run: Callable[...,
     assert ending == Ending(ok=False, error="client error 0: bye")
 
 
+def icmp_unreachable(code: int, sender: tuple[str, int], receiver: tuple[str, int]) -> bytes:
+    """ICMP destination unreachable ``code`` about a UDP datagram from ``sender`` to ``receiver``."""
+    inner = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 28, 0, 0, 64, socket.IPPROTO_UDP, 0,
+                        socket.inet_aton(sender[0]), socket.inet_aton(receiver[0]))
+    inner += struct.pack("!HHHH", sender[1], receiver[1], 8, 0)
+    body = struct.pack("!BBHI", 3, code, 0, 0) + inner
+    total = sum(struct.unpack(f"!{len(body) // 2}H", body))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return body[:2] + struct.pack("!H", ~total & 0xFFFF) + body[4:]
+
+
+@pytest.mark.parametrize("code", [2, 8], ids=["protocol-unreachable", "host-isolated"])
+def test_other_icmp_errors_leave_the_transfer_to_its_timer(engine_run: Callable[..., tuple[Any, ...]],
+                                                           tmp_path: Path, code: int) -> None:
+    """Port unreachable ends a transfer ("refused"), but the kernel reports other ICMP errors to a
+    connected socket too (protocol unreachable: ENOPROTOOPT, host isolated: ENONET); the loop
+    ignores those on receive and lets the timer resend, and so must the engine, rather than end
+    the transfer with "internal error". The ICMP is forged on loopback with a raw socket (root)."""
+    if os.geteuid() != 0:
+        lab_unavailable("forging an ICMP error needs a raw socket (root)")
+    path = tmp_path / "file.bin"
+    shape = Shape(blksize=512, windowsize=1, retries=3, start=1, size=5000, read_ahead=tt.READ_AHEAD)
+    write_shape(path, shape)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client, \
+            socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as raw:
+        client.bind(("127.0.0.1", 0))
+        engine = EngineSide(make_transfer(tt.open_transfer_socket(["127.0.0.1"], client.getsockname()), path, shape,
+                                          client.getsockname()), client, engine_run, shape.read_ahead)
+        try:
+            raw.sendto(icmp_unreachable(code, engine.transfer.sock.getsockname(), client.getsockname()), ("127.0.0.1", 0))
+            wait_for(lambda: pending_error(engine.transfer.sock), what="the ICMP error on the transfer's socket")
+            ending, _unread = engine.serve([ack(1)])  # raises if the engine returned anything but the sentinel
+        finally:
+            engine.close()
+            engine.transfer.sock.close()
+            engine.transfer.source.close()
+    assert ending is None and engine.transfer.base == 2  # ACK 1 still counted after the error
+    assert engine.returned == [] and engine.outcomes[-1] == "packet"  # the sentinel, nothing else
+
+
 # ---------------------------------------------------------------------- 2 and 3. through a real server
 
 def engine_threads(port: int) -> list[threading.Thread]:

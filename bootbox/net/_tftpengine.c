@@ -281,11 +281,12 @@ drive(engine *e)
         if (n < 0) {
             if (errno == ECONNREFUSED)
                 return REFUSED;
-            if (!retry_later(errno) && errno != EPROTO) {
-                e->error = errno;
+            if (errno == EBADF || errno == ENOTSOCK || errno == EFAULT || errno == EINVAL || errno == ENOMEM) {
+                e->error = errno; /* would fail again at once: not a client's doing */
                 return ERROR;
             }
-            /* another ICMP error for an earlier packet: the timer resends (as TftpServer._receive) */
+            /* an ICMP error for an earlier packet (unreachable, prohibited...): the timer resends,
+             * as TftpServer._receive does */
         } else if (n < DATA_HEADER || e->received[0] != 0 || e->received[1] != OP_ACK) {
             e->received_length = n;
             return PACKET;

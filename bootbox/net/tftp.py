@@ -168,7 +168,7 @@ class TftpServer:
         self._stopping = False
         self._use_engine = engine and ENGINE_AVAILABLE
         self._engine: Engine | None = None  # created by start()
-        self._steady: list[Transfer] = []  # to hand to the engine at the end of this batch of events
+        self._steady: dict[Transfer, None] = {}  # to hand to the engine at the end of this batch of events
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -275,12 +275,17 @@ class TftpServer:
         except Exception:  # a bug in the loop itself: log it, and still release everything
             self._log.exception("tftp loop on port %d failed", self._port)
         finally:
-            if self._engine is not None:
-                for transfer in self._engine.out():
-                    self._take_back(transfer, self._engine.recall(transfer))
+            for transfer in self._engine.out() if self._engine is not None else ():
+                try:
+                    self._take_back(transfer, self._engine.recall(transfer))  # type: ignore[union-attr]
+                except Exception:  # a bug: still stop the others, and end this one below
+                    self._log.exception("%s taking back a transfer failed", _peer(transfer.client))
             for transfer in list(self._by_client.values()):
-                self._finish(transfer, Ending(ok=False, error="server stopped",
-                                              reply=(tt.ERR_UNDEFINED, "server shutting down")))
+                try:
+                    self._finish(transfer, Ending(ok=False, error="server stopped",
+                                                  reply=(tt.ERR_UNDEFINED, "server shutting down")))
+                except Exception:
+                    self._log.exception("%s ending a transfer failed", _peer(transfer.client))
             self._epoll.close()
             self._targets.clear()
             for sock in (self._sock, self._wake_r, self._wake_w):
@@ -360,6 +365,7 @@ class TftpServer:
         existing = self._by_client.get(client)
         if existing is not None and existing.away:
             assert self._engine is not None
+            existing.strays += 1  # a repeated RRQ costs the engine a thread: count it as a stray packet
             self._take_back(existing, self._engine.recall(existing))
             existing = self._by_client.get(client)
         if existing is not None:
@@ -523,6 +529,8 @@ class TftpServer:
                     transfer.slow_acks += 1  # a few in a row: a slow client or a long path
                     return
             self._step(transfer, transfer.receive, data, time.monotonic())
+            if transfer in self._steady:  # steady again after a stray packet: the engine takes it
+                return
 
     def _step(self, transfer: Transfer, action: Callable[..., Ending | None], *args: Any) -> None:
         """Run ``action(*args)``, one step of a transfer, and apply its outcome. A packet that
@@ -545,7 +553,7 @@ class TftpServer:
             self._epoll.modify(transfer.sock.fileno(), select.EPOLLIN | (select.EPOLLOUT if transfer.want_write else 0))
             transfer.write_registered = transfer.want_write
         if self._engine is not None and self._engine.can_take(transfer):
-            self._steady.append(transfer)  # handed over after this batch of events: see _hand_over_steady
+            self._steady[transfer] = None  # handed over after this batch of events: see _hand_over_steady
 
     # ------------------------------------------------------------------ the engine (bootbox.net.tftp_engine)
 
@@ -559,7 +567,7 @@ class TftpServer:
         engine, steady = self._engine, self._steady
         assert engine is not None
         while steady:
-            transfer = steady.pop()
+            transfer, _ = steady.popitem()
             if self._stopping or not engine.can_take(transfer):
                 continue
             try:
@@ -594,9 +602,14 @@ class TftpServer:
             self._finish(transfer, tt.CLIENT_GONE)
         elif outcome == "resume":
             self._step(transfer, transfer.pump, now)
-        elif outcome in ("error", "failed"):
-            failure = error if isinstance(error, BaseException) else OSError(error, os.strerror(error))
-            self._step(transfer, _raise, failure)
+        elif outcome == "error":  # a system error the engine cannot go on from (EBADF...): end this one
+            assert isinstance(error, int)
+            reason = f"internal error: {OSError(error, os.strerror(error))}"
+            self._log.warning("%s transfer of %r: %s", _peer(transfer.client), transfer.filename, reason)
+            self._finish(transfer, Ending(ok=False, error=reason, reply=(tt.ERR_UNDEFINED, "internal error")))
+        elif outcome == "failed":  # run() itself raised: a bug, logged with its traceback by _step
+            assert isinstance(error, BaseException)
+            self._step(transfer, _raise, error)
         # "timeout": the timer heap resends at the deadline; "recalled": the caller goes on
 
     def _queue_timer(self, transfer: Transfer) -> None:

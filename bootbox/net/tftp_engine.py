@@ -80,8 +80,8 @@ class Engine:
 
     def can_take(self, transfer: Transfer) -> bool:
         """Whether ``transfer`` can be handed over now."""
-        return (transfer.steady and len(self._out) < self._limit and transfer.strays < MAX_STRAYS
-                and transfer.last_block - transfer.base >= MIN_BLOCKS_LEFT and not transfer.away)
+        return (not transfer.away and transfer.steady and len(self._out) < self._limit
+                and transfer.strays < MAX_STRAYS and transfer.last_block - transfer.base >= MIN_BLOCKS_LEFT)
 
     def take(self, transfer: Transfer, before_start: Callable[[], None]) -> None:
         """Hand ``transfer`` to a new worker thread; ``before_start`` runs once everything the hand-over
@@ -92,7 +92,11 @@ class Engine:
         """
         recall = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         worker = threading.Thread(target=self._drive, args=(transfer, recall), name=self._thread_name, daemon=True)
-        before_start()
+        try:
+            before_start()
+        except BaseException:
+            os.close(recall)
+            raise
         transfer.away = True
         self._out[transfer] = (worker, recall)
         try:
