@@ -18,6 +18,7 @@ from typing import Iterator
 import pytest
 
 from tests.conftest import free_port
+from tests.lab_fixtures import lab_unavailable
 from tests.esxi_builder import depot_files, driver, esx_base, write_bundle
 from tests.test_esxi_appliance import Running, http, start
 
@@ -80,7 +81,7 @@ class Nginx:
 @pytest.fixture
 def cached(tmp_path: Path) -> Iterator[tuple[Running, Nginx]]:
     if shutil.which("nginx") is None:
-        pytest.skip("nginx is not installed")
+        lab_unavailable("nginx is not installed (apt-get install nginx-light)")
     port = free_port()
     run = start(tmp_path, cache_urls=[f"http://127.0.0.1:{port}"])
     try:

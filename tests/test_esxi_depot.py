@@ -36,6 +36,7 @@ from tests.esxi_builder import (
     write_bundle,
     write_tree,
 )
+from tests.lab_fixtures import lab_unavailable
 
 SHARED = Path("/work/shared/data/esxi")
 REAL_BUNDLE = "ghettoVCB-offline-bundle-2020-12-29.zip"
@@ -72,7 +73,7 @@ def standard(tmp_path: Path) -> Path:
 
 def test_real_offline_bundle_imports_and_verifies(catalog: Catalog, tmp_path: Path) -> None:
     if not (SHARED / REAL_BUNDLE).is_file():
-        pytest.skip("the shared real bundle is not present")
+        lab_unavailable(f"the shared real bundle {SHARED / REAL_BUNDLE} is not present")
     bundle = tmp_path / REAL_BUNDLE
     shutil.copyfile(SHARED / REAL_BUNDLE, bundle)
     progress = Progress()

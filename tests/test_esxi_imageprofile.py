@@ -15,6 +15,7 @@ from bootbox_esxi.depot import Importer, Limits
 from bootbox_esxi.image import allocate_modules
 from bootbox_esxi.imageprofile import add_vib, check, diff, normalize_spec, remove_vib
 from tests.esxi_builder import PayloadSpec, VibSpec, build_vib, driver, esx_base
+from tests.lab_fixtures import lab_unavailable
 
 SHARED_VIB = Path("/work/shared/data/esxi/ghettoVCB-1.0.0-0.0.0-2020-12-29.vib")
 
@@ -147,7 +148,7 @@ def test_a_profile_needs_a_kernel(catalog: Catalog) -> None:
 
 def test_the_real_community_vib_joins_a_profile_only_at_community_level(catalog: Catalog) -> None:
     if not SHARED_VIB.is_file():
-        pytest.skip("the shared real VIB is not present")
+        lab_unavailable(f"the shared real VIB {SHARED_VIB} is not present")
     real = "virtuallyGhetto_bootbank_ghettoVCB_1.0.0-0.0.0"
     _refused(catalog, "CommunitySupported, below", BASE, real)
     spec = _spec(catalog, BASE, real, acceptance="community")

@@ -32,7 +32,7 @@ import pytest
 from bootbox.lab.netns import LabError
 from tests.e2e_bootbox import start_bootbox
 from tests.esxi_builder import depot_files, driver, esx_base, write_bundle
-from tests.lab_fixtures import BOOT_TIMEOUT, LabSegment, require_qemu, segment_fixture
+from tests.lab_fixtures import BOOT_TIMEOUT, LabSegment, lab_unavailable, require_qemu, segment_fixture
 
 __all__ = ["segment_fixture"]
 
@@ -154,7 +154,7 @@ def test_qemu_bios_reaches_mboot_c32_through_pxelinux(segment: LabSegment) -> No
     """
     require_qemu()
     if not (PXELINUX.is_file() and LDLINUX.is_file()):
-        pytest.skip("Debian's pxelinux and syslinux-common packages are not installed")
+        lab_unavailable("Debian's pxelinux and syslinux-common packages are not installed")
     segment.start_site_dhcp()
     segment.start_ra()
     work = segment.workdir

@@ -110,8 +110,8 @@ class _Guarded:
 def open_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, what: str) -> _Guarded:
     try:
         return _Guarded(zf.open(info), what)
-    # RuntimeError: an encrypted member, or (its subclass NotImplementedError) a compression
-    # method zipfile cannot read, such as PPMd or AES.
+    # RuntimeError covers an encrypted member and a compression method zipfile cannot read
+    # (PPMd, AES): zipfile raises a subclass of it for the latter.
     except (zipfile.BadZipFile, RuntimeError, OSError) as exc:
         raise DepotError(f"{what}: cannot read {info.filename} from the zip: {exc}") from None
 
