@@ -545,7 +545,7 @@ class TftpServer:
             ending = tt.CLIENT_GONE
         except Exception as exc:
             self._log.exception("%s transfer of %r failed", _peer(transfer.client), transfer.filename)
-            ending = Ending(ok=False, error=f"internal error: {exc}", reply=(tt.ERR_UNDEFINED, "internal error"))
+            ending = _internal_error(exc)
         if ending is not None:
             self._finish(transfer, ending)
             return
@@ -604,9 +604,9 @@ class TftpServer:
             self._step(transfer, transfer.pump, now)
         elif outcome == "error":  # a system error the engine cannot go on from (EBADF...): end this one
             assert isinstance(error, int)
-            reason = f"internal error: {OSError(error, os.strerror(error))}"
-            self._log.warning("%s transfer of %r: %s", _peer(transfer.client), transfer.filename, reason)
-            self._finish(transfer, Ending(ok=False, error=reason, reply=(tt.ERR_UNDEFINED, "internal error")))
+            ending = _internal_error(OSError(error, os.strerror(error)))
+            self._log.warning("%s transfer of %r: %s", _peer(transfer.client), transfer.filename, ending.error)
+            self._finish(transfer, ending)
         elif outcome == "failed":  # run() itself raised: a bug, logged with its traceback by _step
             assert isinstance(error, BaseException)
             self._step(transfer, _raise, error)
@@ -675,6 +675,12 @@ class TftpServer:
             self._on_transfer(record)
         except Exception:
             self._log.exception("%s:%d on_transfer callback failed", record.client_ip, record.client_port)
+
+
+def _internal_error(exc: BaseException) -> Ending:
+    """How a transfer ends when something on our side failed: error 0 to the client, the cause
+    in the record."""
+    return Ending(ok=False, error=f"internal error: {exc}", reply=(tt.ERR_UNDEFINED, "internal error"))
 
 
 def _raise(exc: BaseException) -> None:

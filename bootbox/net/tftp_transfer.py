@@ -452,7 +452,9 @@ class Transfer:
             self.sock.fileno(), self.source.fd, recall, self.source.size, self.blksize, self.windowsize,
             self._retries, self.timeout, spin, slow_ack_limit, read_ahead, self.base, self.next_block,
             self.window_end, self._retries_left, self._resent_on_duplicate, self.slow_acks, self.deadline)
-        self._ahead_length = 0  # the engine read the file itself: read again what is sent next here
+        # Forget what this object read ahead before the hand-over: the engine may have come back
+        # because the file shrank (a short read), and stale bytes here would hide that.
+        self._ahead_length = 0
         return outcome, packet, error
 
     def on_ack(self, wire_block: int, now: float, send: bool = True) -> bool:
