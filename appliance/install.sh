@@ -86,7 +86,7 @@ stamp="$(cd "$REPO" && find pyproject.toml setup.py bootbox plugins -type f ! -n
          | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)"
 # Also rebuilt when the TFTP block engine is missing but a compiler is there now (bootbox doctor's advice).
 engine_missing() {
-  command -v gcc >/dev/null && ! "$PREFIX/bin/python" -c 'import bootbox.net._tftpengine' 2>/dev/null
+  command -v gcc >/dev/null && ! "$PREFIX/bin/python" -c 'import bootbox.net.tftp._tftpengine' 2>/dev/null
 }
 if [ ! -x "$PREFIX/bin/bootbox" ] || [ "$(cat "$PREFIX/.installed-from" 2>/dev/null)" != "$stamp" ] || engine_missing; then
   python3 -m venv "$PREFIX"

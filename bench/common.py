@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from bootbox.testing import free_port  # noqa: F401  (re-exported: the benchmarks take ports from here)
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -38,20 +40,6 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
-
-
-def free_port() -> int:
-    """A port free for both TCP and UDP on 127.0.0.1 a moment ago."""
-    while True:
-        with socket.socket() as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = tcp.getsockname()[1]
-        try:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                udp.bind(("127.0.0.1", port))
-            return port
-        except OSError:
-            continue
 
 
 def _stat(pid: int) -> list[str]:

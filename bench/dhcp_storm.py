@@ -48,7 +48,7 @@ from bench.pxeclient import (
 )
 from bootbox.lab.netns import Member, Segment
 from bootbox.lab.sitedhcp import Dnsmasq, reference_proxy
-from bootbox.net.dhcp_packet import MessageType
+from bootbox.net.dhcp.packet import MessageType
 
 SERVER_ADDR, REF_ADDR, CLIENT_ADDR = "198.18.0.1/24", "198.18.0.4/24", "198.18.0.3/24"
 QUIET = 1.0

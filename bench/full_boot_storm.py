@@ -64,7 +64,7 @@ from bench.pxeclient import (
 )
 from bootbox.lab.netns import Member, Segment, run_in_netns
 from bootbox.lab.sitedhcp import IPXE_DIR, reference_proxy
-from bootbox.net.dhcp_packet import MessageType
+from bootbox.net.dhcp.packet import MessageType
 
 SERVER_ADDR, REF_ADDR = "198.18.0.1/24", "198.18.0.4/24"
 HOST_BASE = 100  # host n is 198.18.0.(100 + n)

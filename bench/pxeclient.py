@@ -32,7 +32,7 @@ import uuid as _uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from bootbox.net.dhcp_packet import (
+from bootbox.net.dhcp.packet import (
     BROADCAST_FLAG,
     DhcpPacket,
     MalformedPacket,

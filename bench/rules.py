@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from bench.common import positive_int
-from bootbox.rules import Rule, RuleSet, compile_ruleset, compliance, evaluate, make_rule
+from bootbox.core.rules import Rule, RuleSet, compile_ruleset, compliance, evaluate, make_rule
 
 VENDORS = ("Dell Inc.", "HPE", "Supermicro", "Lenovo", "Cisco Systems Inc", "Fujitsu", "Intel Corporation", "QEMU")
 DOMAINS = ("lab.example", "rack1.example", "rack2.example", "edge.example", "dmz.example")

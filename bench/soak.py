@@ -64,7 +64,7 @@ from bench.pxeclient import (
     tftp_probe_tsize,
     walk_ipxe,
 )
-from bootbox.net.dhcp_packet import MessageType
+from bootbox.net.dhcp.packet import MessageType
 
 WARM_UP = 0.5
 REBOOT_INTERVAL = 1.6

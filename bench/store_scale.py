@@ -48,9 +48,9 @@ from bench.common import (
     scratch_dir,
 )
 from bench.pxeclient import PxeClient, discover, open_reply_socket, recv_timestamped
-from bootbox.hostlog import HostLog
-from bootbox.index import HOST_LOG
-from bootbox.journal import Journal
+from bootbox.store.hostlog import HostLog
+from bootbox.service.hostindex import HOST_LOG
+from bootbox.store.journal import Journal
 from bootbox.model import BootEvent, EventKind, Host, HostState
 from bootbox.store.tinydb import TinyDBStore
 

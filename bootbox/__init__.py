@@ -37,11 +37,11 @@ from bootbox.model import (
 __version__ = "0.1.0"
 
 from bootbox.config import Settings  # noqa: E402
-from bootbox.context import PluginContext, PluginStore  # noqa: E402  (needs the model first)
-from bootbox.hostprofiles import AnswerEnv, HostProfile, InputSpec  # noqa: E402
-from bootbox.pushes import PushRefused  # noqa: E402
-from bootbox.callin import callin_script  # noqa: E402
-from bootbox.grubcfg import linux_config as grub_linux_config  # noqa: E402
+from bootbox.hooks.context import PluginContext, PluginStore  # noqa: E402  (needs the model first)
+from bootbox.core.hostprofile import AnswerEnv, HostProfile, InputSpec  # noqa: E402
+from bootbox.service.pushes import PushRefused  # noqa: E402
+from bootbox.core.render.callin import callin_script  # noqa: E402
+from bootbox.core.render.grub import linux_config as grub_linux_config  # noqa: E402
 
 hookimpl = pluggy.HookimplMarker("bootbox")
 """Decorator for plugin hook implementations: ``@hookimpl def bootbox_boot_script(...)``."""
@@ -54,7 +54,7 @@ def api_client(ctx: object) -> "ApiClient":
 
 
 if TYPE_CHECKING:
-    from bootbox.cli.client import ApiClient
+    from bootbox.client import ApiClient
 
 __all__ = [
     "ARCHITECTURES",

@@ -20,23 +20,23 @@ from typing import Any, Protocol
 
 from bootbox.config import Settings
 from bootbox.errors import BootboxError, NotFound
-from bootbox.dnsindex import ZoneView
-from bootbox.hostlog import HostLog
-from bootbox.index import HOST_LOG
-from bootbox.journal import Journal
-from bootbox.pacing import BOOT_PATH, lower_priority
+from bootbox.service.dnsview import ZoneView
+from bootbox.store.hostlog import HostLog
+from bootbox.service.hostindex import HOST_LOG
+from bootbox.store.journal import Journal
+from bootbox.runtime.pacing import BOOT_PATH, lower_priority
 from bootbox.model import Profile
-from bootbox.leasestore import lease_callables
-from bootbox.net.dhcp6 import Dhcp6Server
-from bootbox.net.dhcpserver import DhcpServer
-from bootbox.net.dns import DnsServer
-from bootbox.net.proxydhcp import ProxyDhcpServer
-from bootbox.net.tftp import TftpServer
-from bootbox.plugins import make_plugin_manager
-from bootbox.service import BootService
+from bootbox.store.leases import lease_callables
+from bootbox.net.dhcp6.server import Dhcp6Server
+from bootbox.net.dhcp.server import DhcpServer
+from bootbox.net.dns.server import DnsServer
+from bootbox.net.dhcp.proxy import ProxyDhcpServer
+from bootbox.net.tftp.server import TftpServer
+from bootbox.hooks.manager import make_plugin_manager
+from bootbox.service.bootservice import BootService
 from bootbox.store import Store
 from bootbox.store.tinydb import TinyDBStore
-from bootbox.token import load_or_create_token
+from bootbox.store.apitoken import load_or_create_token
 from bootbox.web import create_app
 from bootbox.web.server import HttpServer
 
@@ -73,7 +73,7 @@ def ensure_demo_profile(service: BootService, settings: Settings) -> None:
 
 
 def _build_demo_profile(service: BootService, settings: Settings) -> None:
-    from bootbox.demo import build_demo_assets
+    from bootbox.assets.demo import build_demo_assets
 
     log.info("building the demo profile %r (first start only)", settings.demo.profile)
     try:
@@ -325,14 +325,14 @@ class Appliance:
 
 
 class _BackgroundListener(logging.handlers.QueueListener):
-    """A log listener whose thread the scheduler ranks below the servers' (bootbox.pacing)."""
+    """A log listener whose thread the scheduler ranks below the servers' (bootbox.runtime.pacing)."""
 
     def _monitor(self) -> None:
         lower_priority()
         super()._monitor()
 
     def handle(self, record: logging.LogRecord) -> None:
-        # Defer to a DHCP storm like the other writers (bootbox.pacing), counted from the
+        # Defer to a DHCP storm like the other writers (bootbox.runtime.pacing), counted from the
         # moment the line was logged, so no line waits longer than MAX_DEFER.
         BOOT_PATH.defer(time.monotonic() - max(0.0, time.time() - record.created))
         super().handle(record)

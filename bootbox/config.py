@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from bootbox.errors import ConfigError
-from bootbox.pushes import PushPolicy
+from bootbox.service.pushes import PushPolicy
 
 DEFAULT_CONFIG_PATH = Path("/etc/bootbox/bootbox.toml")
 
@@ -88,7 +88,7 @@ class TftpSettings:
     root: str = "/usr/lib/ipxe"
     timeout: float = 1.0
     retries: int = 5
-    engine: bool = True  # the compiled block engine, when built (bootbox.net.tftp_engine)
+    engine: bool = True  # the compiled block engine, when built (bootbox.net.tftp.engine)
 
 
 @dataclass(frozen=True)

@@ -42,11 +42,11 @@ import pytest
 
 from bootbox import BootContext, Host, Profile, hookimpl
 from bootbox.appliance import Appliance
-from bootbox.cli.client import ApiClient
+from bootbox.client import ApiClient
 from bootbox.config import Settings, load_settings
-from bootbox.pushes import PushPolicy
-from bootbox.service import BootService
-from bootbox.token import load_or_create_token
+from bootbox.service.pushes import PushPolicy
+from bootbox.service.bootservice import BootService
+from bootbox.store.apitoken import load_or_create_token
 
 FAKE_KIND = "fake"
 
@@ -70,9 +70,17 @@ class FakeKindPlugin:
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port free for both TCP and UDP on 127.0.0.1 a moment ago (HTTP is TCP, the rest UDP)."""
+    while True:
+        with socket.socket() as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = int(tcp.getsockname()[1])
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                udp.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
 
 
 def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:

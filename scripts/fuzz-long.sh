@@ -35,7 +35,7 @@ for target in "${targets[@]}"; do
   echo "== fuzz $target: $runs inputs"
   if "$python" -c 'import atheris' 2>/dev/null; then
     # -atheris_runs bounds the inputs; -rss_limit_mb guards against a target that leaks.
-    "$python" -m tests.fuzz_targets "$target" -atheris_runs="$runs" -rss_limit_mb=4096 \
+    "$python" -m tests.support.fuzz_targets "$target" -atheris_runs="$runs" -rss_limit_mb=4096 \
       -artifact_prefix="$artifacts/$target-" -print_final_stats=1 || status=1
   else
     BOOTBOX_FUZZ_EXAMPLES="$runs" .venv/bin/pytest -p no:cacheprovider -q "tests/test_fuzz_$target.py" || status=1

@@ -13,7 +13,7 @@ fi
 
 export DEBIAN_FRONTEND=noninteractive
 # The firmware matrix's arm64 case downloads (never installs) arm64 packages: the kernel,
-# busybox-static and the signed shim/GRUB (bootbox.demo, bootbox.signedloaders). apt needs the
+# busybox-static and the signed shim/GRUB (bootbox.assets.demo, bootbox.assets.signedloaders). apt needs the
 # architecture in its lists for that.
 if ! dpkg --print-foreign-architectures | grep -qx arm64; then
   dpkg --add-architecture arm64
@@ -21,7 +21,7 @@ if ! dpkg --print-foreign-architectures | grep -qx arm64; then
 fi
 apt_packages=(
   python3 python3-venv python3-pip       # the project's venv
-  gcc libc6-dev python3-dev              # builds bootbox.net._tftpengine (the TFTP block engine)
+  gcc libc6-dev python3-dev              # builds bootbox.net.tftp._tftpengine (the TFTP block engine)
   ipxe ipxe-qemu qemu-system-x86 ovmf    # loaders, firmware and the emulator that PXE-boots
   dnsmasq-base                           # plays the site's own DHCP server in the e2e tests
   curl dnsutils tcpdump iproute2         # real clients (curl tftp:// and http://, dig) and the lab

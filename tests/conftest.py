@@ -8,13 +8,12 @@ from typing import Iterator
 
 import pytest
 
-from bench.common import free_port
-
 from bootbox.config import Settings, load_settings
-from bootbox.journal import Journal
-from bootbox.plugins import make_plugin_manager
-from bootbox.service import BootService
+from bootbox.store.journal import Journal
+from bootbox.hooks.manager import make_plugin_manager
+from bootbox.service.bootservice import BootService
 from bootbox.store.memory import MemoryStore
+from bootbox.testing import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

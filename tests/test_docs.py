@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from bootbox.hookspecs import documented_hooks
-from bootbox.plugins import make_plugin_manager
+from bootbox.hooks.specs import documented_hooks
+from bootbox.hooks.manager import make_plugin_manager
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "plugins.md"
 

@@ -19,7 +19,7 @@ from bootbox import __version__
 from bootbox.cli import answers, config_cmd, doctor, hostprofiles, hosts, lab, lint, plugins, profiles, rules, serve
 from bootbox.cli.common import CliState, JsonOption, print_json, state
 from bootbox.errors import BootboxError, PluginError
-from bootbox.plugins import make_plugin_manager
+from bootbox.hooks.manager import make_plugin_manager
 
 
 def _version(value: bool) -> None:

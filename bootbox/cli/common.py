@@ -11,9 +11,9 @@ from typing import Annotated, Any, Iterable, Sequence
 
 import typer
 
-from bootbox.cli.client import ApiClient
+from bootbox.client import ApiClient
 from bootbox.config import Settings, load_settings
-from bootbox.token import read_token
+from bootbox.store.apitoken import read_token
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 

@@ -25,8 +25,8 @@ def doctor(
     json: JsonOption = False,
 ) -> None:
     """Check ports, capabilities, loaders, addresses, the store and the network's DHCP servers."""
-    from bootbox.doctor import Status, run_checks  # imported here: `bootbox --help` stays light
-    from bootbox.doctor_client import DOCTOR_MAC, pxe_walk
+    from bootbox.doctor.checks import Status, run_checks  # imported here: `bootbox --help` stays light
+    from bootbox.doctor.client import DOCTOR_MAC, pxe_walk
 
     settings = state(ctx).settings()
     checks = [] if only_client else run_checks(settings, network=not no_network)

@@ -199,7 +199,7 @@ def plugin_new(
     force: Annotated[bool, typer.Option("--force", help="Overwrite the skeleton's files if the directory exists.")] = False,
 ) -> None:
     """Write a working plugin skeleton: pyproject with the entry point, a hook, a passing test."""
-    from bootbox.scaffold import scaffold
+    from bootbox.cli.scaffold import scaffold
 
     root = scaffold(name, directory, force=force)
     typer.echo(f"created {root}\n  cd {root} && pip install -e '.[test]' && pytest\n  bootbox plugin list")

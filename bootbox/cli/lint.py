@@ -14,7 +14,7 @@ import typer
 
 from bootbox.cli.common import JsonOption, print_json, state
 from bootbox.cli.hostprofiles import load_profile_file
-from bootbox.templatelint import lint_template
+from bootbox.core.lint import lint_template
 
 
 def lint(

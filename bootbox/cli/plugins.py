@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from bootbox.cli.common import JsonOption, print_json, print_table, state
-from bootbox.plugins import make_plugin_manager, plugin_infos
+from bootbox.hooks.manager import make_plugin_manager, plugin_infos
 
 
 

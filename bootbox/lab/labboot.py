@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bootbox.demo import MARKER_OK
+from bootbox.assets.demo import MARKER_OK
 from bootbox.lab.netns import LabError, run_in_netns
 from bootbox.lab.qemu import Firmware, QemuClient, random_mac
 from bootbox.lab.session import LabState, read_state, supervisor_alive

@@ -202,7 +202,7 @@ def supervise(lab_dir: Path, mode: str) -> int:
     state.write()
     segment: Segment | None = None
     try:
-        from bootbox.demo import build_demo_assets
+        from bootbox.assets.demo import build_demo_assets
 
         # Built here, where the network (and apt) is reachable; the appliance in its namespace
         # then finds the assets already built in its state directory.

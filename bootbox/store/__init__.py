@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, ContextManager, Mapping, Protocol, runtim
 from bootbox.errors import ValidationError
 
 if TYPE_CHECKING:
-    from bootbox.store.atomic import atomic_write_bytes
+    from bootbox.runtime.atomic import atomic_write_bytes
     from bootbox.store.lock import StateDirLock
     from bootbox.store.memory import MemoryStore
     from bootbox.store.tinydb import TinyDBStore
@@ -147,7 +147,7 @@ _LAZY_EXPORTS = {
     "MemoryStore": "bootbox.store.memory",
     "TinyDBStore": "bootbox.store.tinydb",
     "StateDirLock": "bootbox.store.lock",
-    "atomic_write_bytes": "bootbox.store.atomic",
+    "atomic_write_bytes": "bootbox.runtime.atomic",
 }
 
 

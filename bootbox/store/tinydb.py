@@ -7,7 +7,7 @@ rewrites the whole file on every operation (facts/libraries.md §3). So:
 * documents live in the :class:`~bootbox.store.memory.DictStore` engine (one ``RLock``, an undo
   log for rollback): reads never touch the disk and a write costs O(1) in memory;
 * the file is written through a TinyDB ``Storage`` whose ``write`` replaces it atomically
-  (:mod:`bootbox.store.atomic`) after keeping the previous version as ``<file>.bak``, exactly
+  (:mod:`bootbox.runtime.atomic`) after keeping the previous version as ``<file>.bak``, exactly
   once per ``put``/``put_many``/``delete`` and once per outermost ``batch()``;
 * a :class:`~bootbox.store.lock.StateDirLock` is held while the store is open, so no second
   process rewrites the file from its own stale memory.
@@ -30,7 +30,7 @@ from typing import cast
 from tinydb.storages import Storage
 
 from bootbox.errors import BootboxError, ValidationError
-from bootbox.store.atomic import atomic_write_bytes, remove_stale_temp_files
+from bootbox.runtime.atomic import atomic_write_bytes, remove_stale_temp_files
 from bootbox.store.lock import StateDirLock
 from bootbox.store.memory import DictStore, Tables
 

@@ -1,6 +1,6 @@
 """The HTTP side of bootbox: a Flask application factory and nothing global.
 
-``create_app`` returns a fresh app bound to one :class:`~bootbox.service.BootService`, kept in
+``create_app`` returns a fresh app bound to one :class:`~bootbox.service.bootservice.BootService`, kept in
 ``app.extensions["bootbox"]``; the blueprints read it from there and never call plugins
 directly. The appliance serves the app with waitress (see ``bootbox.appliance``).
 """
@@ -13,12 +13,15 @@ from typing import Any, Callable
 from flask import Flask, current_app
 from flask.json.provider import DefaultJSONProvider
 
-from bootbox.service import BootService
+from bootbox.service.bootservice import BootService
 
 
 def create_app(service: BootService, *, token: str, status: Callable[[], dict[str, Any]] | None = None) -> Flask:
     """Build the app: boot endpoints for hosts, ``/api/v1`` for operators, ``/`` for people."""
-    from bootbox.web import api, api_hostprofiles, api_rules, boot, pages
+    from bootbox.web import boot, pages
+    from bootbox.web.api import hosts as api
+    from bootbox.web.api import hostprofiles as api_hostprofiles
+    from bootbox.web.api import rules as api_rules
     from bootbox.web.errors import register_error_handlers
 
     app = Flask("bootbox.web")

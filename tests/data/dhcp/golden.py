@@ -22,7 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[2]))  # the repository root, for bootbox
 
-from bootbox.net import dhcp_packet as dp  # noqa: E402
+from bootbox.net.dhcp import packet as dp  # noqa: E402
 
 
 def captures() -> dict[str, dict[str, object]]:

@@ -1,0 +1,286 @@
+"""``bootbox doctor``: checks that explain why network boot would fail here, each with its fix.
+
+Every check returns a :class:`Check` (``ok``, ``warn``, ``fail`` or ``skip``, a one-line
+summary, the fix, details). The checks read the machine through :mod:`bootbox.doctor.machine` and the
+configuration; only :func:`check_dhcp_servers` touches the network (one DISCOVER, facts in
+:mod:`bootbox.net.dhcp.probe`), and ``--client`` (:mod:`bootbox.doctor.client`) talks to the
+running appliance. "Ours" means the process holding the state directory's lock: the bootbox
+this configuration belongs to.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from ipaddress import IPv4Address, IPv4Interface
+from pathlib import Path
+from typing import Any
+
+from bootbox.doctor import machine as hostinfo
+from bootbox.config import Settings
+from bootbox.net.dhcp.probe import HeardServer, ProbeError, probe
+from bootbox.store.lock import LOCK_FILENAME
+
+__all__ = ["Check", "Status", "appliance_pid", "run_checks"]
+
+STORE_FILENAME = "bootbox.json"
+_SECURE_BOOT_LOADER = re.compile(r"shim|grub", re.IGNORECASE)
+
+
+class Status(StrEnum):
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+    SKIP = "skip"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One finding: what was checked, how it went, and what to do about it."""
+
+    name: str
+    status: Status
+    summary: str
+    fix: str = ""
+    details: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "status": str(self.status), "summary": self.summary, "fix": self.fix,
+                "details": list(self.details)}  # fmt: skip
+
+
+def appliance_pid(settings: Settings) -> int | None:
+    """The PID of the running bootbox that owns ``state_dir`` (it holds the lock), if any."""
+    holders = [pid for pid in hostinfo.flock_holders(settings.state_path / LOCK_FILENAME) if Path(f"/proc/{pid}").exists()]
+    return holders[0] if holders else None
+
+
+def _wanted_ports(settings: Settings) -> list[tuple[str, str, int, str]]:
+    """(name, proto, port, config key) of every socket the configuration will open."""
+    wanted = [("http", "tcp", settings.http.port, "http.port")]
+    if settings.dhcp.enabled:
+        wanted += [("dhcp", "udp", settings.dhcp.port, "dhcp.port"),
+                   ("pxe boot server", "udp", settings.dhcp.boot_server_port, "dhcp.boot_server_port")]  # fmt: skip
+    if settings.tftp.enabled:
+        wanted.append(("tftp", "udp", settings.tftp.port, "tftp.port"))
+    dns = getattr(settings, "dns", None)
+    if getattr(dns, "enabled", False):
+        port = int(getattr(dns, "port", 53))
+        wanted += [("dns", "udp", port, "dns.port"), ("dns", "tcp", port, "dns.port")]
+    return wanted
+
+
+def check_ports(settings: Settings, ours: int | None, found: Sequence[hostinfo.Listener] | None = None,
+                owners: Mapping[int, int] | None = None) -> Check:  # fmt: skip
+    """Each port bootbox needs is free, or held by our own running appliance."""
+    found = hostinfo.listeners() if found is None else found
+    wanted = _wanted_ports(settings)
+    busy = {(w.proto, w.port): w for w in found if any((w.proto, w.port) == (p, n) for _, p, n, _ in wanted)}
+    owners = hostinfo.socket_owners({w.inode for w in busy.values()}) if owners is None else owners
+    details, problems = [], []
+    for name, proto, port, key in wanted:
+        sock = busy.get((proto, port))
+        if sock is None:
+            details.append(f"{proto}/{port} ({name}): free")
+            continue
+        pid = owners.get(sock.inode)
+        if pid is not None and pid == ours:
+            details.append(f"{proto}/{port} ({name}): bootbox (pid {pid})")
+            continue
+        who = f"{hostinfo.process_name(pid) or '?'} (pid {pid})" if pid is not None else "another process"
+        details.append(f"{proto}/{port} ({name}): held by {who}")
+        problems.append((f"{proto}/{port} is held by {who}", key))
+    if not problems:
+        return Check("ports", Status.OK, "every port bootbox needs is free or its own", details=tuple(details))
+    keys = ", ".join(sorted({key for _, key in problems}))
+    return Check("ports", Status.FAIL, "; ".join(text for text, _ in problems),
+                 f"stop the other program (e.g. systemctl stop dnsmasq), or move bootbox to other ports ({keys}, "
+                 "or BOOTBOX_<SECTION>_PORT)", tuple(details))  # fmt: skip
+
+
+def check_capabilities(settings: Settings, ours: int | None, mask: int | None = None) -> Check:
+    """The process that serves can bind low ports and bind to an interface."""
+    whose = f"the running bootbox (pid {ours})" if ours is not None else "this shell"
+    mask = hostinfo.capabilities(ours if ours is not None else "self") if mask is None else mask
+    if mask is None:
+        return Check("capabilities", Status.SKIP, f"cannot read the capabilities of {whose}")
+    needed = {}
+    if min((port for _, _, port, _ in _wanted_ports(settings)), default=1024) < 1024:
+        needed["CAP_NET_BIND_SERVICE"] = hostinfo.CAP_NET_BIND_SERVICE
+    if settings.dhcp.enabled and (settings.dhcp.interface or settings.dhcp.mode == "full"):
+        needed["CAP_NET_RAW"] = hostinfo.CAP_NET_RAW
+    missing = [name for name, bit in needed.items() if not mask >> bit & 1]
+    if not missing:
+        return Check("capabilities", Status.OK, f"{whose} has {', '.join(needed) or 'what it needs (no low ports)'}")
+    status = Status.FAIL if ours is not None else Status.WARN
+    return Check("capabilities", status, f"{whose} lacks {', '.join(missing)}",
+                 "run bootbox as root, or through appliance/bootbox.service (it grants CAP_NET_BIND_SERVICE and "
+                 "CAP_NET_RAW), or use ports above 1023 and no dhcp.interface")  # fmt: skip
+
+
+def check_loaders(settings: Settings) -> Check:
+    """Every loader named in ``[dhcp.loaders]`` exists in ``tftp.root``."""
+    root = Path(settings.tftp.root)
+    names = sorted({name for name in settings.dhcp.loaders.values() if name and "://" not in name})
+    missing = [name for name in names if not (root / name).is_file()]
+    details = tuple(f"{name}: {'missing' if name in missing else 'present'}" for name in names)
+    if not missing:
+        return Check("loaders", Status.OK, f"{len(names)} loaders present in {root}", details=details)
+    return Check("loaders", Status.FAIL, f"missing in {root}: {', '.join(missing)}",
+                 "apt-get install ipxe (Debian puts undionly.kpxe and snponly.efi in /usr/lib/ipxe), "
+                 "or point tftp.root / [dhcp.loaders] at your files", details)  # fmt: skip
+
+
+def check_addresses(settings: Settings, addresses: Mapping[str, list[IPv4Interface]] | None = None) -> Check:
+    """The configured interface and addresses exist on this machine."""
+    addresses = hostinfo.interface_addresses() if addresses is None else addresses
+    local = {str(a.ip): name for name, items in addresses.items() for a in items}
+    details = tuple(f"{name}: {', '.join(map(str, items)) or 'no IPv4 address'}" for name, items in sorted(addresses.items()))
+    problems: list[tuple[str, str]] = []
+    interface = settings.dhcp.interface
+    if interface and not addresses.get(interface):
+        state = "has no IPv4 address" if interface in addresses else "does not exist"
+        problems.append((f"dhcp.interface {interface!r} {state}", "set dhcp.interface to one of: " + ", ".join(sorted(addresses))))
+    for key, value in (("server_address", settings.server_address), ("dhcp.bind_address", settings.dhcp.bind_address),
+                       ("tftp.bind_address", settings.tftp.bind_address), ("http.bind_address", settings.http.bind_address)):
+        if value and value not in ("0.0.0.0", "::") and value not in local:
+            problems.append((f"{key} {value} is not an address of this machine",
+                             f"use one of {', '.join(sorted(local))}, or leave {key} empty/0.0.0.0"))
+    if settings.dhcp.mode == "full" and interface and addresses.get(interface):
+        net = addresses[interface][0].network
+        for key in ("range_start", "range_end"):
+            if IPv4Address(getattr(settings.dhcp, key)) not in net:
+                problems.append((f"dhcp.{key} is outside {interface}'s subnet {net}", f"choose a range inside {net}"))
+    if problems:
+        return Check("addresses", Status.FAIL, "; ".join(p for p, _ in problems), "; ".join(f for _, f in problems), details)
+    where = f"interface {interface}" if interface else "every interface"
+    return Check("addresses", Status.OK, f"answers on {where}", details=details)
+
+
+def probe_interface(settings: Settings, addresses: Mapping[str, list[IPv4Interface]]) -> str | None:
+    """Where to listen for other DHCP servers: dhcp.interface, server_address's, the default route's."""
+    if settings.dhcp.interface:
+        return settings.dhcp.interface
+    for name, items in addresses.items():
+        if settings.server_address and any(str(a.ip) == settings.server_address for a in items):
+            return name
+    return hostinfo.default_route_interface()
+
+
+def check_dhcp_servers(settings: Settings, heard: Sequence[HeardServer], interface: str, ours: int | None,
+                       local: set[str]) -> Check:  # fmt: skip
+    """Full mode must be alone; proxy mode needs someone else handing out addresses."""
+    own = [s for s in heard if ours is not None and s.server_id in local]
+    others = [s for s in heard if s not in own]
+    details = tuple(f"{s.server_id}{' (bootbox)' if s in own else ''}: offered {s.offered}, next-server {s.next_server}"
+                    for s in heard)  # fmt: skip
+    names = ", ".join(f"{s.server_id} (offering {s.offered})" for s in others)
+    if settings.dhcp.mode == "full":
+        if not others:
+            return Check("dhcp servers", Status.OK, f"no other DHCP server answers on {interface}", details=details)
+        status = Status.WARN if settings.dhcp.ignore_other_servers else Status.FAIL
+        return Check("dhcp servers", status, f"other DHCP servers answer on {interface}: {names}",
+                     "stop them, or switch to dhcp.mode = \"proxy\" and let them hand out addresses", details)  # fmt: skip
+    if not others:
+        return Check("dhcp servers", Status.WARN, f"no DHCP server answered on {interface}: PXE clients will get no "
+                     "address", "if this network has no DHCP server, use dhcp.mode = \"full\" (with "
+                     "dhcp.interface and a range); otherwise check that DHCP reaches this segment", details)  # fmt: skip
+    return Check("dhcp servers", Status.OK, f"address server(s) on {interface}: {names}; bootbox adds the boot "
+                 "information (proxy)", details=details)  # fmt: skip
+
+
+def check_secure_boot(settings: Settings, heard: Sequence[HeardServer] | None, server_ip: str | None) -> Check:
+    """GRUB 2.06 (the Secure Boot chain) fetches from the siaddr of the *address* server's ACK."""
+    names = {name for name in settings.dhcp.loaders.values() if name and _SECURE_BOOT_LOADER.search(name)}
+    for group, table in settings.groups.items():  # [groups.NAME] choosing GRUB (docs/firmware.md)
+        if table.get("secure_boot"):
+            names |= {f"{name} (group {group})" for name in settings.dhcp.secure_boot_loaders.values() if name}
+        elif table.get("loader") == "grub":
+            names |= {f"{name} (group {group})" for name in settings.dhcp.grub_loaders.values() if name}
+    grub = sorted(names)
+    if not grub:
+        return Check("secure boot", Status.SKIP, "no shim/GRUB loader configured; iPXE loaders follow bootbox's answer")
+    if settings.dhcp.mode == "full":
+        return Check("secure boot", Status.OK, f"full mode names bootbox as next-server for {', '.join(grub)}")
+    fix = (f"GRUB asks the server named in the site DHCP's ACK (siaddr), not the proxy: set the site DHCP's "
+           f"next-server to {server_ip or 'bootbox'} (dnsmasq: dhcp-boot=,,{server_ip or 'ADDRESS'}; ISC: "
+           "next-server), or run bootbox in full mode")  # fmt: skip
+    if heard and server_ip and all(s.next_server == server_ip for s in heard):
+        return Check("secure boot", Status.OK, f"the site DHCP names {server_ip} as next-server, as GRUB needs")
+    return Check("secure boot", Status.WARN, f"{', '.join(grub)} in proxy mode: GRUB may ask the wrong TFTP server", fix)
+
+
+def check_store(settings: Settings, ours: int | None) -> Check:
+    """The store is readable JSON, and its lock is free or held by a live bootbox."""
+    state, lock = settings.state_path, settings.state_path / LOCK_FILENAME
+    if not state.exists():
+        return Check("store", Status.OK, f"{state} does not exist yet; bootbox creates it at first start")
+    store = state / STORE_FILENAME
+    try:
+        if store.exists():
+            json.loads(store.read_bytes() or b"{}")
+    except PermissionError:
+        return Check("store", Status.FAIL, f"cannot read {store}", "run bootbox doctor as root (or as the service's user)")
+    except ValueError as exc:
+        return Check("store", Status.FAIL, f"{store} is not valid JSON ({exc})",
+                     f"stop bootbox and restore {store.name}.bak over it (the previous good version)")  # fmt: skip
+    holders = hostinfo.flock_holders(lock)
+    recorded = lock.read_text(errors="replace").strip() if lock.exists() and os.access(lock, os.R_OK) else ""
+    if holders and ours is None:
+        keepers = ", ".join(f"{hostinfo.process_name(pid) or '?'} (pid {pid})" for pid in hostinfo.opened_by(lock))
+        return Check("store", Status.FAIL, f"{lock} is locked by pid {holders[0]}, which has exited; a process that "
+                     f"inherited its descriptor keeps the lock: {keepers or 'not visible to this user'}",
+                     "stop that process (it is not bootbox), then start bootbox again")  # fmt: skip
+    if ours is not None:
+        return Check("store", Status.OK, f"readable; in use by the running bootbox (pid {ours})")
+    stale = f" (the last owner, pid {recorded}, has exited)" if recorded.isdigit() else ""
+    return Check("store", Status.OK, f"readable and not locked{stale}")
+
+
+def check_tftp_engine(settings: Settings, available: bool | None = None) -> Check:
+    """Whether TFTP blocks are served by the compiled engine (bootbox.net.tftp.engine) or by the
+    Python loop: the latter works, but many clients at once get less throughput."""
+    if not settings.tftp.enabled:
+        return Check("tftp engine", Status.SKIP, "TFTP is off (tftp.enabled = false)")
+    if available is None:
+        from bootbox.net.tftp.engine import AVAILABLE as available  # noqa: N811 (a module constant)
+    if available:
+        return Check("tftp engine", Status.OK, "compiled block engine built: transfers run in parallel on every core")
+    return Check("tftp engine", Status.WARN,
+                 "compiled block engine not built: every TFTP block is served by one Python thread "
+                 "(fine for loaders; slower with many clients at once)",
+                 "install gcc, libc6-dev and python3-dev, then reinstall bootbox (appliance/install.sh)")
+
+
+def run_checks(settings: Settings, *, network: bool = True, probe_seconds: float = 2.0,
+               prober: Callable[..., list[HeardServer]] = probe) -> list[Check]:  # fmt: skip
+    """Every check, in the order an operator would fix things."""
+    ours = appliance_pid(settings)
+    addresses = hostinfo.interface_addresses()
+    local = {str(a.ip) for items in addresses.values() for a in items}
+    checks = [check_ports(settings, ours), check_capabilities(settings, ours), check_loaders(settings),
+              check_addresses(settings, addresses), check_store(settings, ours), check_tftp_engine(settings)]  # fmt: skip
+    interface = probe_interface(settings, addresses)
+    heard: list[HeardServer] | None = None
+    if not network:
+        checks.append(Check("dhcp servers", Status.SKIP, "not probed (--no-network)"))
+    elif not settings.dhcp.enabled:
+        checks.append(Check("dhcp servers", Status.SKIP, "bootbox's DHCP is off (dhcp.enabled = false)"))
+    elif interface is None:
+        checks.append(Check("dhcp servers", Status.SKIP, "no interface to probe (no dhcp.interface, no default route)",
+                            "set dhcp.interface"))  # fmt: skip
+    else:
+        try:
+            heard = prober(interface, timeout=probe_seconds, server_port=settings.dhcp.port,
+                           client_port=settings.dhcp.client_port)  # fmt: skip
+            checks.append(check_dhcp_servers(settings, heard, interface, ours, local))
+        except ProbeError as exc:
+            checks.append(Check("dhcp servers", Status.WARN, f"could not probe {interface}: {exc}",
+                                "run bootbox doctor as root"))  # fmt: skip
+    server_ip = settings.server_address or next((str(a.ip) for a in addresses.get(interface or "", [])), None)
+    checks.append(check_secure_boot(settings, heard, server_ip))
+    return checks

@@ -1,0 +1,1 @@
+"""bootbox/net/tftp"""

@@ -1,0 +1,159 @@
+"""In-memory host index: what the boot path reads instead of the store.
+
+DHCP packets and boot requests look hosts up here (a dict read under a short lock) and record
+changes here; a write-behind thread (:class:`HostPersister`) copies changed hosts to disk
+in batches, to the append-only host log (``bootbox.store.hostlog``): no boot step ever waits for a
+write, and a round of writes costs in proportion to the hosts that changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable, Iterable
+
+from bootbox.store.hostlog import HostLog, encode_lines
+from bootbox.model import Host
+from bootbox.runtime.pacing import PAUSE, lower_priority, sliced
+
+log = logging.getLogger("bootbox.index")
+
+HOST_LOG = "hosts.jsonl"
+_IP_ATTRS = ("ipv4", "ipv6")
+
+
+class HostIndex:
+    """Hosts by MAC, plus an IPv4 → MAC map for requests that carry only an address (TFTP)."""
+
+    def __init__(self, hosts: Iterable[Host] = ()) -> None:
+        self._lock = threading.Lock()
+        self._hosts: dict[str, Host] = {}
+        self._by_ip: dict[str, str] = {}
+        self._dirty: set[str] = set()
+        self.version = 0
+        """Grows on every change, so derived views (the DNS zone) know when to rebuild."""
+        for host in hosts:
+            self._put(host)
+
+    def _put(self, host: Host) -> None:
+        old = self._hosts.get(host.mac)
+        if old is not None:
+            self._forget_ips(old)
+        self._hosts[host.mac] = host
+        self.version += 1
+        for key in _IP_ATTRS:  # TFTP and HTTP clients are known by address, over IPv4 or IPv6
+            if host.attrs.get(key):
+                self._by_ip[host.attrs[key]] = host.mac
+
+    def _forget_ips(self, host: Host) -> None:
+        for key in _IP_ATTRS:
+            if host.attrs.get(key) and self._by_ip.get(host.attrs[key]) == host.mac:
+                del self._by_ip[host.attrs[key]]
+
+    def get(self, mac: str) -> Host | None:
+        with self._lock:
+            return self._hosts.get(mac)
+
+    def all(self) -> list[Host]:
+        with self._lock:
+            return sorted(self._hosts.values(), key=lambda h: h.mac)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._hosts)
+
+    def mac_for_ip(self, ip: str) -> str | None:
+        with self._lock:
+            return self._by_ip.get(ip)
+
+    def update(self, mac: str, change: Callable[[Host | None], Host]) -> Host:
+        """Apply ``change`` to the current host (``None`` if new) atomically; mark it dirty."""
+        with self._lock:
+            host = change(self._hosts.get(mac))
+            self._put(host)
+            self._dirty.add(mac)
+            return host
+
+    def remove(self, mac: str) -> bool:
+        with self._lock:
+            host = self._hosts.pop(mac, None)
+            self.version += 1
+            if host is not None:
+                self._forget_ips(host)
+            self._dirty.discard(mac)
+            return host is not None
+
+    def take_dirty(self) -> dict[str, Host]:
+        with self._lock:
+            dirty = {mac: self._hosts[mac] for mac in self._dirty if mac in self._hosts}
+            self._dirty.clear()
+            return dirty
+
+    def mark_dirty(self, macs: Iterable[str]) -> None:
+        with self._lock:
+            self._dirty.update(mac for mac in macs if mac in self._hosts)
+
+
+class HostPersister:
+    """Copies changed hosts from the index to the host log, off the boot path, each round."""
+
+    def __init__(self, index: HostIndex, hostlog: HostLog, interval: float = 0.5) -> None:
+        self._index = index
+        self._log = hostlog
+        self._interval = interval
+        self._write_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bootbox-host-persister", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def flush(self, pause: float = 0.0) -> None:
+        """Write every dirty host now (on shutdown and before answers that promise durability).
+
+        ``pause`` > 0 (the background rounds) encodes in slices with that much sleep between
+        them (:mod:`bootbox.runtime.pacing`), so a round during a boot storm does not stall the DHCP
+        thread; the lines still reach the disk in one write and one fsync.
+        """
+        with self._write_lock:
+            dirty = self._index.take_dirty()
+            if not dirty:
+                return
+            try:
+                self._log.append_lines(self._encode(list(dirty.values()), pause), len(dirty))
+            except Exception:
+                self._index.mark_dirty(dirty)
+                raise
+            if self._log.wants_compaction(len(self._index)):
+                hosts = self._index.all()
+                self._log.replace_lines(self._encode(hosts, pause), len(hosts))
+
+    @staticmethod
+    def _encode(hosts: list[Host], pause: float) -> bytes:
+        return b"".join(
+            encode_lines({host_key(host.mac): host.to_dict() for host in part}) for part in sliced(hosts, pause=pause)
+        )
+
+    def forget(self, mac: str) -> None:
+        """Record a removed host durably (an operator's delete is acknowledged only after this)."""
+        with self._write_lock:
+            self._log.append({host_key(mac): None})
+
+    def _run(self) -> None:
+        lower_priority()
+        while not self._stop.wait(self._interval):
+            try:
+                self.flush(pause=PAUSE)
+            except Exception:
+                log.exception("could not save hosts to the host log; will retry")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        self.flush()
+
+
+def host_key(mac: str) -> str:
+    """A host's key on disk: its MAC as 12 hex digits."""
+    return mac.replace(":", "")

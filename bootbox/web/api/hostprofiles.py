@@ -1,0 +1,224 @@
+"""Host profiles, answers, renders, pushes and lint over HTTP; and the two host-facing endpoints.
+
+``blueprint`` (``/api/v1``, operators): reads are open and never show a secret (masked);
+writes and the one read that reveals secrets (``POST …/render/<kind>``) need the API token,
+like every ``/api/v1`` write.
+
+``host_blueprint`` (listed in ``api.HOST_BLUEPRINTS``, so not token-checked): what booting hosts
+call. ``GET /boot/hosts/<mac>/answers/<token>/<file>`` serves an answer file once per single-use
+token (403 and an audit event otherwise), and ``POST /api/v1/hosts/<mac>/up`` is the report-in
+with Auto Deploy's status codes: 200 configured, 503 pushes still running (retry later),
+404 unknown host, 401 bad token, 409 a push gave up.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from bootbox.errors import Conflict, ValidationError
+from bootbox.core.lint import lint
+from bootbox.model import normalize_mac
+from bootbox.web import get_service
+
+blueprint = Blueprint("hostprofiles", __name__, url_prefix="/api/v1")
+host_blueprint = Blueprint("hostconfig", __name__)
+
+RETRY_AFTER_SECONDS = 10
+"""What a host told 503 waits before asking again (the ESXi waiter's first backoff, facts §3)."""
+
+
+def _body() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ValidationError("body", "expected a JSON object (Content-Type: application/json)")
+    return body
+
+
+def _base_url() -> str:
+    public = get_service().settings.http.public_url
+    return public.rstrip("/") if public else request.host_url.rstrip("/")
+
+
+def _summary(profile: Any) -> dict[str, Any]:
+    return {"name": profile.name, "kind": profile.kind, "version": profile.version, "description": profile.description,
+            "inputs": [spec.name for spec in profile.inputs], "files": sorted(profile.templates)}
+
+
+# ------------------------------------------------------------------ host profiles
+
+
+@blueprint.get("/hostprofiles")
+def list_hostprofiles() -> Response:
+    return jsonify([_summary(p) for p in get_service().hostconfig.profiles.all()])
+
+
+@blueprint.get("/hostprofiles/<name>")
+def show_hostprofile(name: str) -> Response:
+    raw = request.args.get("version")
+    if raw is not None and not raw.isdigit():
+        raise ValidationError("version", "expected a version number")
+    return jsonify(get_service().hostconfig.profiles.get(name, int(raw) if raw else None).to_dict())
+
+
+def _saved(profile: Any, status: int) -> Response:
+    response = jsonify({**profile.to_dict(), "warnings": [str(w) for w in lint(profile)]})
+    response.status_code = status
+    return response
+
+
+@blueprint.post("/hostprofiles")
+def create_hostprofile() -> Response:
+    return _saved(get_service().hostconfig.profiles.put(_body(), replace_existing=False), 201)
+
+
+@blueprint.put("/hostprofiles/<name>")
+def replace_hostprofile(name: str) -> Response:
+    body = {**_body(), "name": name}
+    return _saved(get_service().hostconfig.profiles.put(body, replace_existing=True), 200)
+
+
+@blueprint.delete("/hostprofiles/<name>")
+def delete_hostprofile(name: str) -> Response:
+    service = get_service()
+    users = [h.mac for h in service.list_hosts() if h.associations.get("host_profile") == name]
+    if users:
+        raise Conflict(f"host profile {name!r} is used by {len(users)} host(s) ({', '.join(users[:5])}); "
+                       "change their rules and repair them first")
+    service.hostconfig.profiles.delete(name)
+    return jsonify({"deleted": name})
+
+
+@blueprint.get("/answer-kinds")
+def answer_kinds() -> Response:
+    return jsonify([kind.to_dict() for kind in get_service().hostconfig.kinds.values()])
+
+
+@blueprint.get("/lint")
+def lint_all() -> Response:
+    profiles = get_service().hostconfig.profiles.all()
+    return jsonify([w.to_dict() for profile in profiles for w in lint(profile)])
+
+
+# ------------------------------------------------------------------ answers
+
+
+def _answers_json(mac: str) -> dict[str, Any]:
+    service = get_service()
+    config = service.hostconfig
+    host = service.hosts.get(mac)
+    schema = config.schema(host) if host is not None else []
+    known = config.known_inputs(mac)
+    values = config.answers.masked(mac, list(known.values()) + schema)
+    return {
+        "mac": mac,
+        "host_profile": host.associations.get("host_profile", "") if host else "",
+        "answers": values,
+        "inputs": [spec.to_dict() for spec in schema],
+        "missing": config.missing(host) if host is not None else [],
+        "known_host": host is not None,
+    }
+
+
+@blueprint.get("/hosts/<mac>/answers")
+def show_answers(mac: str) -> Response:
+    return jsonify(_answers_json(normalize_mac(mac)))
+
+
+@blueprint.patch("/hosts/<mac>/answers")
+def set_answers(mac: str) -> Response:
+    mac = normalize_mac(mac)
+    values = _body().get("values")
+    if not isinstance(values, dict):
+        raise ValidationError("values", "expected an object of input name: value")
+    config = get_service().hostconfig
+    config.answers.set(mac, values, config.known_inputs(mac))
+    return jsonify(_answers_json(mac))
+
+
+@blueprint.delete("/hosts/<mac>/answers/<key>")
+def unset_answer(mac: str, key: str) -> Response:
+    mac = normalize_mac(mac)
+    get_service().hostconfig.answers.unset(mac, [key])
+    return jsonify(_answers_json(mac))
+
+
+@blueprint.post("/answers/import")
+def import_answers() -> Response:
+    text = _body().get("csv")
+    if not isinstance(text, str):
+        raise ValidationError("csv", "expected the CSV text")
+    config = get_service().hostconfig
+    written = config.answers.import_csv(text, config.known_inputs)
+    return jsonify({"hosts": written})
+
+
+# ------------------------------------------------------------------ render, push
+
+
+def _render(mac: str, kind: str, masked: bool) -> Response:
+    service = get_service()
+    host = service.host(mac)
+    profile_name = request.args.get("profile") or None
+    profile, files = service.hostconfig.render(host, base_url=_base_url(), kind=kind, profile_name=profile_name,
+                                               masked=masked)
+    return jsonify({"host": host.mac, "host_profile": profile.name, "version": profile.version, "kind": profile.kind,
+                    "masked": masked, "files": files})
+
+
+@blueprint.get("/hosts/<mac>/render/<kind>")
+def render_masked(mac: str, kind: str) -> Response:
+    """What the host would get, secrets (and hashes made from them) masked: open to read."""
+    return _render(mac, kind, masked=True)
+
+
+@blueprint.post("/hosts/<mac>/render/<kind>")
+def render_revealed(mac: str, kind: str) -> Response:
+    """The same with secrets, for an operator holding the API token (a POST: token-checked)."""
+    return _render(mac, kind, masked=False)
+
+
+@blueprint.post("/hosts/<mac>/push")
+def push(mac: str) -> Response:
+    host = get_service().push(mac)
+    response = jsonify(host.to_dict())
+    response.status_code = 202
+    return response
+
+
+# ------------------------------------------------------------------ host-facing
+
+
+@host_blueprint.get("/boot/hosts/<mac>/answers/<token>/<name>")
+def answer_file(mac: str, token: str, name: str) -> Response:
+    text = get_service().answer_file(mac, token, name, request.remote_addr or "", _base_url())
+    response = Response(text, mimetype="text/plain; charset=utf-8")
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _up_body() -> dict[str, str]:
+    if request.is_json:
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            raise ValidationError("body", "expected a JSON object")
+        return {str(k): str(v) for k, v in body.items() if v is not None}
+    return request.form.to_dict()
+
+
+@host_blueprint.post("/api/v1/hosts/<mac>/up")
+def host_up(mac: str) -> Response:
+    header = request.headers.get("Authorization", "")
+    token = header[7:].strip() if header.lower().startswith("bearer ") else request.args.get("token")
+    host, status = get_service().host_up(mac, _up_body(), request.remote_addr or "", token)
+    if status == "busy":
+        response = jsonify({"state": str(host.state), "message": "configuration pushes are running; retry later"})
+        response.status_code = 503
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
+    if status == "failed":
+        response = jsonify({"state": str(host.state), "message": f"could not apply: {host.reason}"})
+        response.status_code = 409
+        return response
+    return jsonify({"state": str(host.state), "message": "done"})

@@ -1,0 +1,145 @@
+"""Every benchmark runs in ``--quick`` mode, so none can rot unnoticed.
+
+Each test runs ``python -m bench --quick --only NAME --json DIR`` as a user would and checks
+what the benchmark reports for *correctness*, never speed: every transfer, DHCP answer and
+boot completed, and the soak's descriptors, threads and memory stayed within generous bounds
+after its warm-up. A benchmark whose tools or privileges are missing is skipped (or failed
+under ``BOOTBOX_LAB_REQUIRED=1``, as CI runs).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.__main__ import BENCHMARKS
+from tests.conftest import ROOT
+from tests.support.lab_fixtures import lab_unavailable
+
+SOAK_BOUNDS = {"fds": 10, "threads": 4, "rss_mib": 40.0}
+"""Growth allowed after the soak's warm-up: a leaked socket or thread per boot, or ~100 KiB of
+memory per boot, exceeds them many times over; the quick soak legitimately grows a few MiB
+while its event rings fill."""
+
+
+def _run(name: str, tmp_path: Path) -> dict[str, dict[str, Any]]:
+    _, requirements = BENCHMARKS[name]()
+    reason = requirements()
+    if reason:
+        lab_unavailable(f"benchmark {name} {reason}")
+    out = tmp_path / "json"
+    done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--only", name, "--json", str(out), "--strict"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    tables = {path.stem: json.loads(path.read_text()) for path in sorted(out.glob("*.json"))}
+    assert tables, done.stdout[-2000:]
+    for table in tables.values():
+        assert table["rows"], table
+        assert name in done.stdout or table["benchmark"] in done.stdout
+    return tables
+
+
+def _row(table: dict[str, Any], starts: str) -> dict[str, Any]:
+    matches = [row for row in table["rows"] if row["figure"].startswith(starts) or starts in row["figure"]]
+    assert matches, f"no row {starts!r} in {[r['figure'] for r in table['rows']]}"
+    return matches[0]
+
+
+def _all_measured(table: dict[str, Any]) -> None:
+    for row in table["rows"]:
+        assert row["bootbox"] is not None and math.isfinite(row["bootbox"]), row
+
+
+def check_boot_path(tables: dict[str, dict[str, Any]]) -> None:
+    table = tables["boot_path"]
+    _all_measured(table)
+    rates = [row for row in table["rows"] if row["unit"] == "MB/s"]
+    assert len(rates) == 5 and all(row["bootbox"] > 0 and row["reference"] > 0 for row in rates)  # all completed
+    cpu = {row["figure"].split(":")[0]: row for row in table["rows"] if row["unit"] == "s"}
+    assert set(cpu) == {"TFTP", "HTTP"} and cpu["TFTP"]["bootbox"] > 0, cpu  # tftpd-hpa's needs a cgroup
+    _memory_measured(table, {"bootbox", "tftpd-hpa", "nginx"})
+
+
+def _memory_measured(table: dict[str, Any], servers: set[str]) -> None:
+    """Each server's peak memory was sampled (every run reports CPU and memory, issue 6)."""
+    peaks = table["meta"]["peak_pss_mib"]
+    assert set(peaks) == servers and all(peak > 0 for peak in peaks.values()), peaks
+
+
+def check_tftp_windowsize(tables: dict[str, dict[str, Any]]) -> None:
+    assert {"tftp_windowsize", "tftp_windowsize_rtt"} <= set(tables)
+    for table in tables.values():
+        _all_measured(table)
+        assert any(row["figure"].startswith("windowsize 8") for row in table["rows"])
+        _memory_measured(table, {"bootbox", "tftpd-hpa"})
+
+
+def check_dhcp_storm(tables: dict[str, dict[str, Any]]) -> None:
+    table = tables["dhcp_storm_paced"]
+    _all_measured(table)
+    assert _row(table, "OFFERs answered")["bootbox"] == 100.0
+    assert _row(table, "4011 ACKs answered")["bootbox"] == 100.0
+    assert _row(table, "OFFERs answered")["reference"] == 100.0  # the reference ran too
+    assert _row(table, "udp/67 socket drops")["bootbox"] == 0
+
+
+def check_full_boot_storm(tables: dict[str, dict[str, Any]]) -> None:
+    table = tables["full_boot_storm"]
+    assert table["meta"]["errors"] == [], table["meta"]["errors"]
+    failed = _row(table, "failed boots")
+    assert failed["bootbox"] == 0 and failed["reference"] == 0
+    assert _row(table, "boots completed")["bootbox"] == 100.0
+
+
+def check_store_scale(tables: dict[str, dict[str, Any]]) -> None:
+    table = tables["store_scale"]
+    _all_measured(table)
+    assert _row(table, "OFFERs answered")["bootbox"] == 100.0
+    assert _row(table, "store + host log files")["bootbox"] > _row(table, "store + host log files")["reference"]  # the big store was built
+
+
+def check_soak(tables: dict[str, dict[str, Any]]) -> None:
+    table = tables["soak"]
+    assert table["meta"]["failures"] == [], table["meta"]["failures"]
+    assert _row(table, "boots completed")["bootbox"] == 100.0
+    growth = table["meta"]["growth_after_warm_up"]
+    for key, bound in SOAK_BOUNDS.items():
+        assert growth[key] <= bound, f"{key} grew by {growth[key]} after the warm-up: {table['meta']['samples']}"
+
+
+def check_rules(tables: dict[str, dict[str, Any]]) -> None:
+    _all_measured(tables["rules"])
+
+
+def check_esxi(tables: dict[str, dict[str, Any]]) -> None:
+    table = tables["esxi"]
+    assert all(row["bootbox"] is not None and row["bootbox"] > 0 for row in table["rows"]), table["rows"]
+    assert table["meta"]["modules"] > 0  # the bundle imported and every module was served (sizes checked)
+
+
+CHECKS: dict[str, Callable[[dict[str, dict[str, Any]]], None]] = {
+    "boot_path": check_boot_path,
+    "tftp_windowsize": check_tftp_windowsize,
+    "dhcp_storm": check_dhcp_storm,
+    "full_boot_storm": check_full_boot_storm,
+    "store_scale": check_store_scale,
+    "soak": check_soak,
+    "rules": check_rules,
+    "esxi": check_esxi,
+}
+
+
+def test_every_benchmark_has_a_smoke_check() -> None:
+    assert set(CHECKS) == set(BENCHMARKS)
+
+
+@pytest.mark.parametrize("name", sorted(CHECKS))
+def test_benchmark_runs_quick_and_reports_complete_results(name: str, tmp_path: Path) -> None:
+    CHECKS[name](_run(name, tmp_path))
