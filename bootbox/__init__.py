@@ -1,13 +1,14 @@
 """bootbox: a stateless network-boot appliance (proxyDHCP, TFTP, HTTP, rules) with plugins.
 
-This module is the public API: plugins import from here and nowhere else.
+This module is the public API: plugins import from here and nowhere else. It sits above the
+layers (docs/architecture.md) and only imports down into them; nothing inside the layers imports
+it (an import-linter contract), so it may re-export from any of them. ``api_client`` imports
+:mod:`bootbox.client` when called, never the CLI.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
-
-import pluggy
 
 from bootbox.errors import (
     BootboxError,
@@ -16,6 +17,7 @@ from bootbox.errors import (
     Forbidden,
     NotFound,
     PluginError,
+    PushRefused,
     ValidationError,
 )
 from bootbox.model import (
@@ -34,23 +36,22 @@ from bootbox.model import (
     normalize_uuid,
 )
 
-__version__ = "0.1.0"
+from bootbox.version import __version__  # (code inside the layers imports it from there)
 
-from bootbox.config import Settings  # noqa: E402
+from bootbox.config import PushPolicy, Settings  # noqa: E402
 from bootbox.hooks.context import PluginContext, PluginStore  # noqa: E402  (needs the model first)
 from bootbox.core.hostprofile import AnswerEnv, HostProfile, InputSpec  # noqa: E402
-from bootbox.service.pushes import PushRefused  # noqa: E402
 from bootbox.core.render.callin import callin_script  # noqa: E402
 from bootbox.core.render.grub import linux_config as grub_linux_config  # noqa: E402
 
-hookimpl = pluggy.HookimplMarker("bootbox")
-"""Decorator for plugin hook implementations: ``@hookimpl def bootbox_boot_script(...)``."""
+from bootbox.hooks.markers import hookimpl  # noqa: E402  (``@hookimpl def bootbox_boot_script(...)``)
+
 
 def api_client(ctx: object) -> "ApiClient":
     """A client of the running appliance's API for a plugin's CLI command (``ctx``: typer's)."""
-    from bootbox.cli.common import state
+    from bootbox.client import cli_state  # lazily: urllib is not needed until a command runs
 
-    return state(ctx).client()  # type: ignore[arg-type]
+    return cli_state(ctx).client()  # type: ignore[arg-type]
 
 
 if TYPE_CHECKING:
@@ -80,6 +81,7 @@ __all__ = [
     "Platform",
     "PluginError",
     "Profile",
+    "PushPolicy",
     "PushRefused",
     "ValidationError",
     "__version__",

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
+from bootbox.assets.demo import build_demo_assets
 from bootbox.config import Settings
 from bootbox.errors import BootboxError, NotFound
 from bootbox.service.dnsview import ZoneView
@@ -25,13 +26,13 @@ from bootbox.store.hostlog import HostLog
 from bootbox.service.hostindex import HOST_LOG
 from bootbox.store.journal import Journal
 from bootbox.runtime.pacing import BOOT_PATH, lower_priority
-from bootbox.model import Profile
 from bootbox.store.leases import lease_callables
 from bootbox.net.dhcp6.server import Dhcp6Server
 from bootbox.net.dhcp.server import DhcpServer
 from bootbox.net.dns.server import DnsServer
 from bootbox.net.dhcp.proxy import ProxyDhcpServer
 from bootbox.net.tftp.server import TftpServer
+from bootbox.hooks.calls import demo_profile
 from bootbox.hooks.manager import make_plugin_manager
 from bootbox.service.bootservice import BootService
 from bootbox.store import Store
@@ -44,9 +45,6 @@ log = logging.getLogger("bootbox")
 
 SWITCH_INTERVAL = 0.0001
 """Seconds between forced interpreter-lock hand-offs (Python's default is 0.005)."""
-
-DEMO_REPORT_ARGS = "bootbox.mac={mac} bootbox.callback={callback}"
-"""Filled in per host by the linux kind: where the demo initramfs reports in, and its NIC."""
 
 
 class Server(Protocol):
@@ -73,23 +71,27 @@ def ensure_demo_profile(service: BootService, settings: Settings) -> None:
 
 
 def _build_demo_profile(service: BootService, settings: Settings) -> None:
-    from bootbox.assets.demo import build_demo_assets
-
+    """Build the payload, then ask the plugins' kinds for a profile that boots it
+    (``bootbox_demo_profile``: the shipped ``linux`` kind answers; the core names no kind)."""
     log.info("building the demo profile %r (first start only)", settings.demo.profile)
     try:
         assets = build_demo_assets(settings.state_path / "demo")
     except Exception as exc:
         log.warning("could not build the demo profile: %s", exc)
         return
-    service.put_profile(
-        Profile(
-            name=settings.demo.profile,
-            kind="linux",
-            spec={"kernel": str(assets.kernel), "initrd": [str(assets.initrd)],
-                  "cmdline": f"{assets.cmdline} {DEMO_REPORT_ARGS}".strip()},
-            description=f"demo: Debian kernel {assets.kernel_version} + busybox initramfs that reports in",
-        )
+    profile = demo_profile(
+        service.pm,
+        name=settings.demo.profile,
+        kernel=assets.kernel,
+        initrd=assets.initrd,
+        cmdline=assets.cmdline,
+        description=f"demo: Debian kernel {assets.kernel_version} + busybox initramfs that reports in",
     )
+    if profile is None:
+        log.warning("no plugin offers a profile for the demo payload (bootbox_demo_profile; the linux "
+                    "plugin answers): there is no demo profile")
+        return
+    service.put_profile(profile)
 
 
 def full_dhcp_server(settings: Settings, service: BootService, store: Store) -> DhcpServer:

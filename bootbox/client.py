@@ -2,17 +2,27 @@
 
 Standard library only (urllib), so the CLI adds no dependency. Errors come back as
 :class:`bootbox.BootboxError` carrying the server's message, so the CLI shows one line.
+
+:class:`CliState` (the CLI's global options, which decide the URL and token) lives here too,
+beside the client it builds: the public API's ``bootbox.api_client(ctx)`` and the CLI both use it,
+so the public API never imports :mod:`bootbox.cli`. This module imports only the settings, the
+API token file and the errors.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
 
+from bootbox.config import Settings, load_settings
 from bootbox.errors import BootboxError, Conflict, NotFound, Unauthorized, ValidationError
+from bootbox.store.apitoken import read_token
 
 
 class ApiClient:
@@ -72,3 +82,40 @@ def _error_from(exc: urllib.error.HTTPError) -> BootboxError:
     if exc.code == 422 and error.get("field"):
         return ValidationError(error["field"], message.split(": ", 1)[-1])
     return BootboxError(message)
+
+
+@dataclass
+class CliState:
+    """The CLI's global options, resolved lazily so `--help` works without a config file."""
+
+    config: Path | None = None
+    url: str | None = None
+    state_dir: Path | None = None
+
+    def settings(self, **overrides: Any) -> Settings:
+        extra: dict[str, Any] = dict(overrides)
+        if self.state_dir is not None:
+            extra["state_dir"] = str(self.state_dir)
+        return load_settings(self.config, overrides=extra)
+
+    def client(self) -> ApiClient:
+        settings = self.settings()
+        url = self.url or os.environ.get("BOOTBOX_URL") or f"http://127.0.0.1:{settings.http.port}"
+        token = os.environ.get("BOOTBOX_TOKEN") or read_token(settings.state_path)
+        return ApiClient(url, token)
+
+
+class CommandContext(Protocol):
+    """What :func:`cli_state` needs of a click/typer context (so this module needs no typer)."""
+
+    obj: Any
+
+    def find_root(self) -> CommandContext: ...
+
+
+def cli_state(ctx: CommandContext) -> CliState:
+    """The :class:`CliState` of a command's root context, made (with defaults) if there is none."""
+    root = ctx.find_root()
+    if not isinstance(root.obj, CliState):
+        root.obj = CliState()
+    return root.obj

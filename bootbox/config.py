@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from bootbox.errors import ConfigError
-from bootbox.service.pushes import PushPolicy
 
 DEFAULT_CONFIG_PATH = Path("/etc/bootbox/bootbox.toml")
 
@@ -126,6 +125,22 @@ class DnsSettings:
     reverse_networks: tuple[str, ...] = ()
     upstreams: tuple[str, ...] = ()
     timeout: float = 2.0
+
+
+@dataclass(frozen=True)
+class PushPolicy:
+    """How hard a push is tried. Defaults follow the ESXi waiter: 10 s, +8–12 s a try, ≤5 min.
+
+    It lives with the settings (not with the pool in :mod:`bootbox.service.pushes` that applies
+    it) so reading the configuration never imports the service layer.
+    """
+
+    attempts: int = 5
+    timeout: float = 30.0
+    first_delay: float = 10.0
+    step_min: float = 8.0
+    step_max: float = 12.0
+    max_delay: float = 300.0
 
 
 @dataclass(frozen=True)

@@ -60,3 +60,13 @@ class Unauthorized(BootboxError):
     """No valid API token was presented."""
 
     http_status = 401
+
+
+class PushRefused(BootboxError):
+    """Raised by an after-boot push that must not be retried (e.g. "unprepare the host first").
+
+    Plugins raise it from ``bootbox_host_up``; the push pool (:mod:`bootbox.service.pushes`)
+    ends the job at once instead of retrying it.
+    """
+
+    http_status = 409

@@ -43,8 +43,7 @@ import pytest
 from bootbox import BootContext, Host, Profile, hookimpl
 from bootbox.appliance import Appliance
 from bootbox.client import ApiClient
-from bootbox.config import Settings, load_settings
-from bootbox.service.pushes import PushPolicy
+from bootbox.config import PushPolicy, Settings, load_settings
 from bootbox.service.bootservice import BootService
 from bootbox.store.apitoken import load_or_create_token
 

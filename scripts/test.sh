@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" -ne 0 ]; then
-  echo "scripts/test.sh: run as root (the tests build network namespaces and boot VMs): sudo $0" >&2
+  echo "scripts/test.sh: run as root (the tests build network namespaces and boot VMs): in a root shell (su -) run $0;" \
+       "or, where sudo is set up, sudo $0" >&2
   exit 1
 fi
 

@@ -37,7 +37,9 @@ def test_settings(tmp_path: Path, **overrides: object) -> Settings:
             base[key] = {**base[key], **value}  # type: ignore[dict-item]
         else:
             base[key] = value
-    return load_settings(env={}, overrides=base)
+    empty = tmp_path / "empty-config.toml"  # never the operator's /etc/bootbox/bootbox.toml
+    empty.touch()
+    return load_settings(empty, env={}, overrides=base)
 
 
 test_settings.__test__ = False  # type: ignore[attr-defined]

@@ -2,8 +2,15 @@ from pathlib import Path
 
 import pytest
 
+import bootbox.config
 from bootbox.config import load_settings
 from bootbox.errors import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def no_installed_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An operator's /etc/bootbox/bootbox.toml (README command 1) must not reach these tests."""
+    monkeypatch.setattr(bootbox.config, "DEFAULT_CONFIG_PATH", tmp_path / "not-installed.toml")
 
 
 def test_defaults_without_a_file() -> None:

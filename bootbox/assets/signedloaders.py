@@ -3,11 +3,13 @@
 The x64 loaders come with installed packages (``shim-signed``, ``grub-efi-amd64-signed``) and
 bootbox's default ``[dhcp.loader_files]`` points at them where Debian puts them. ARM64 ones
 cannot be installed beside an amd64 system's own GRUB, so they are downloaded as packages and
-unpacked (``apt-get download`` + ``dpkg -x``: no maintainer scripts run) into
-``state_dir/loaders/arm64``, where the defaults look for them::
+unpacked (``apt-get download`` + ``dpkg -x`` through :mod:`bootbox.assets.debian`: no maintainer
+scripts run) into ``state_dir/loaders/arm64``, where the defaults look for them::
 
     dpkg --add-architecture arm64 && apt-get update
-    python -m bootbox.signedloaders arm64 /var/lib/bootbox/loaders/arm64
+    python -m bootbox.assets.signedloaders arm64 /var/lib/bootbox/loaders/arm64
+
+(``python -m bootbox.signedloaders`` is the same command, kept as an alias.)
 
 Only the signed EFI images are kept; the download is verified by apt like any package.
 """
@@ -16,12 +18,12 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from bootbox.assets.debian import Apt
 from bootbox.errors import BootboxError
 
 __all__ = ["LOADER_PACKAGES", "LoaderFetchError", "fetch_signed_loaders"]
@@ -43,14 +45,7 @@ class LoaderFetchError(BootboxError):
     """The packages could not be downloaded or did not hold the expected files."""
 
 
-def _run(argv: Sequence[str], cwd: Path | None = None) -> None:
-    try:
-        done = subprocess.run(list(argv), cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                              check=False)
-    except FileNotFoundError as exc:
-        raise LoaderFetchError(f"{argv[0]} is not installed (apt-get and dpkg are needed)") from exc
-    if done.returncode != 0:
-        raise LoaderFetchError(f"{' '.join(argv)} failed: {done.stderr.strip()[-800:]}")
+_APT = Apt(LoaderFetchError, " (apt-get and dpkg are needed)")
 
 
 def fetch_signed_loaders(dest: Path, arch: str) -> dict[str, Path]:
@@ -68,17 +63,13 @@ def fetch_signed_loaders(dest: Path, arch: str) -> dict[str, Path]:
     if missing:
         with tempfile.TemporaryDirectory(prefix="bootbox-loaders-") as tmp:
             work = Path(tmp)
-            _run(["apt-get", "download", *(f"{package}:{arch}" for package in missing)], cwd=work)
+            debs = _APT.download([f"{package}:{arch}" for package in missing], work)
             for package in missing:
-                debs = sorted(work.glob(f"{package}_*_{arch}.deb"))
-                if not debs:
-                    raise LoaderFetchError(f"apt-get download {package}:{arch} produced no .deb "
-                                           f"(is {arch} added with dpkg --add-architecture, then apt-get update?)")
-                root = work / package
-                _run(["dpkg", "-x", str(debs[-1]), str(root)])
+                deb = debs[f"{package}:{arch}"]
+                root = _APT.extract(deb, work / package)
                 source = root / LOADER_PACKAGES[arch][package]
                 if not source.is_file():
-                    raise LoaderFetchError(f"{debs[-1].name} holds no {LOADER_PACKAGES[arch][package]}")
+                    raise LoaderFetchError(f"{deb.name} holds no {LOADER_PACKAGES[arch][package]}")
                 temporary = wanted[package].with_suffix(".part")
                 shutil.copyfile(source, temporary)
                 temporary.replace(wanted[package])

@@ -19,6 +19,7 @@ from bootbox import __version__
 from bootbox.cli import answers, config_cmd, doctor, hostprofiles, hosts, lab, lint, plugins, profiles, rules, serve
 from bootbox.cli.common import CliState, JsonOption, print_json, state
 from bootbox.errors import BootboxError, PluginError
+from bootbox.hooks import calls
 from bootbox.hooks.manager import make_plugin_manager
 
 
@@ -112,7 +113,7 @@ def _add_plugin_commands(app: typer.Typer, nouns: dict[str, typer.Typer], pm: pl
         else:
             raise PluginError(f"a plugin adds {name!r} to an unknown noun {noun!r}")
 
-    pm.hook.bootbox_register_commands(register=register)
+    calls.register_commands(pm, register)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,49 +1,27 @@
-"""What every CLI command shares: global options, the API client, and output as table or JSON."""
+"""What every CLI command shares: global options, the API client, and output as table or JSON.
+
+The options object itself (:class:`~bootbox.client.CliState`) lives in :mod:`bootbox.client`, so
+the public API's ``bootbox.api_client(ctx)`` reaches it without importing the CLI.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any, Iterable, Sequence
 
 import typer
 
-from bootbox.client import ApiClient
-from bootbox.config import Settings, load_settings
-from bootbox.store.apitoken import read_token
+from bootbox.client import CliState, cli_state
+
+__all__ = ["CliState", "JsonOption", "clock", "print_json", "print_table", "state"]
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
-@dataclass
-class CliState:
-    """Global options, resolved lazily so `--help` works without a config file."""
-
-    config: Path | None = None
-    url: str | None = None
-    state_dir: Path | None = None
-
-    def settings(self, **overrides: Any) -> Settings:
-        extra: dict[str, Any] = dict(overrides)
-        if self.state_dir is not None:
-            extra["state_dir"] = str(self.state_dir)
-        return load_settings(self.config, overrides=extra)
-
-    def client(self) -> ApiClient:
-        settings = self.settings()
-        url = self.url or os.environ.get("BOOTBOX_URL") or f"http://127.0.0.1:{settings.http.port}"
-        token = os.environ.get("BOOTBOX_TOKEN") or read_token(settings.state_path)
-        return ApiClient(url, token)
-
-
 def state(ctx: typer.Context) -> CliState:
-    root = ctx.find_root()
-    if not isinstance(root.obj, CliState):
-        root.obj = CliState()
-    return root.obj
+    """The global options of this command line (:class:`bootbox.client.CliState`)."""
+    return cli_state(ctx)
 
 
 def print_json(data: Any) -> None:

@@ -20,7 +20,7 @@ from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 from typing import Any
 
-from bootbox.doctor import machine as hostinfo
+from bootbox.doctor import machine
 from bootbox.config import Settings
 from bootbox.net.dhcp.probe import HeardServer, ProbeError, probe
 from bootbox.store.lock import LOCK_FILENAME
@@ -55,7 +55,7 @@ class Check:
 
 def appliance_pid(settings: Settings) -> int | None:
     """The PID of the running bootbox that owns ``state_dir`` (it holds the lock), if any."""
-    holders = [pid for pid in hostinfo.flock_holders(settings.state_path / LOCK_FILENAME) if Path(f"/proc/{pid}").exists()]
+    holders = [pid for pid in machine.flock_holders(settings.state_path / LOCK_FILENAME) if Path(f"/proc/{pid}").exists()]
     return holders[0] if holders else None
 
 
@@ -74,13 +74,13 @@ def _wanted_ports(settings: Settings) -> list[tuple[str, str, int, str]]:
     return wanted
 
 
-def check_ports(settings: Settings, ours: int | None, found: Sequence[hostinfo.Listener] | None = None,
+def check_ports(settings: Settings, ours: int | None, found: Sequence[machine.Listener] | None = None,
                 owners: Mapping[int, int] | None = None) -> Check:  # fmt: skip
     """Each port bootbox needs is free, or held by our own running appliance."""
-    found = hostinfo.listeners() if found is None else found
+    found = machine.listeners() if found is None else found
     wanted = _wanted_ports(settings)
     busy = {(w.proto, w.port): w for w in found if any((w.proto, w.port) == (p, n) for _, p, n, _ in wanted)}
-    owners = hostinfo.socket_owners({w.inode for w in busy.values()}) if owners is None else owners
+    owners = machine.socket_owners({w.inode for w in busy.values()}) if owners is None else owners
     details, problems = [], []
     for name, proto, port, key in wanted:
         sock = busy.get((proto, port))
@@ -91,7 +91,7 @@ def check_ports(settings: Settings, ours: int | None, found: Sequence[hostinfo.L
         if pid is not None and pid == ours:
             details.append(f"{proto}/{port} ({name}): bootbox (pid {pid})")
             continue
-        who = f"{hostinfo.process_name(pid) or '?'} (pid {pid})" if pid is not None else "another process"
+        who = f"{machine.process_name(pid) or '?'} (pid {pid})" if pid is not None else "another process"
         details.append(f"{proto}/{port} ({name}): held by {who}")
         problems.append((f"{proto}/{port} is held by {who}", key))
     if not problems:
@@ -105,14 +105,14 @@ def check_ports(settings: Settings, ours: int | None, found: Sequence[hostinfo.L
 def check_capabilities(settings: Settings, ours: int | None, mask: int | None = None) -> Check:
     """The process that serves can bind low ports and bind to an interface."""
     whose = f"the running bootbox (pid {ours})" if ours is not None else "this shell"
-    mask = hostinfo.capabilities(ours if ours is not None else "self") if mask is None else mask
+    mask = machine.capabilities(ours if ours is not None else "self") if mask is None else mask
     if mask is None:
         return Check("capabilities", Status.SKIP, f"cannot read the capabilities of {whose}")
     needed = {}
     if min((port for _, _, port, _ in _wanted_ports(settings)), default=1024) < 1024:
-        needed["CAP_NET_BIND_SERVICE"] = hostinfo.CAP_NET_BIND_SERVICE
+        needed["CAP_NET_BIND_SERVICE"] = machine.CAP_NET_BIND_SERVICE
     if settings.dhcp.enabled and (settings.dhcp.interface or settings.dhcp.mode == "full"):
-        needed["CAP_NET_RAW"] = hostinfo.CAP_NET_RAW
+        needed["CAP_NET_RAW"] = machine.CAP_NET_RAW
     missing = [name for name, bit in needed.items() if not mask >> bit & 1]
     if not missing:
         return Check("capabilities", Status.OK, f"{whose} has {', '.join(needed) or 'what it needs (no low ports)'}")
@@ -137,7 +137,7 @@ def check_loaders(settings: Settings) -> Check:
 
 def check_addresses(settings: Settings, addresses: Mapping[str, list[IPv4Interface]] | None = None) -> Check:
     """The configured interface and addresses exist on this machine."""
-    addresses = hostinfo.interface_addresses() if addresses is None else addresses
+    addresses = machine.interface_addresses() if addresses is None else addresses
     local = {str(a.ip): name for name, items in addresses.items() for a in items}
     details = tuple(f"{name}: {', '.join(map(str, items)) or 'no IPv4 address'}" for name, items in sorted(addresses.items()))
     problems: list[tuple[str, str]] = []
@@ -168,7 +168,7 @@ def probe_interface(settings: Settings, addresses: Mapping[str, list[IPv4Interfa
     for name, items in addresses.items():
         if settings.server_address and any(str(a.ip) == settings.server_address for a in items):
             return name
-    return hostinfo.default_route_interface()
+    return machine.default_route_interface()
 
 
 def check_dhcp_servers(settings: Settings, heard: Sequence[HeardServer], interface: str, ours: int | None,
@@ -228,10 +228,10 @@ def check_store(settings: Settings, ours: int | None) -> Check:
     except ValueError as exc:
         return Check("store", Status.FAIL, f"{store} is not valid JSON ({exc})",
                      f"stop bootbox and restore {store.name}.bak over it (the previous good version)")  # fmt: skip
-    holders = hostinfo.flock_holders(lock)
+    holders = machine.flock_holders(lock)
     recorded = lock.read_text(errors="replace").strip() if lock.exists() and os.access(lock, os.R_OK) else ""
     if holders and ours is None:
-        keepers = ", ".join(f"{hostinfo.process_name(pid) or '?'} (pid {pid})" for pid in hostinfo.opened_by(lock))
+        keepers = ", ".join(f"{machine.process_name(pid) or '?'} (pid {pid})" for pid in machine.opened_by(lock))
         return Check("store", Status.FAIL, f"{lock} is locked by pid {holders[0]}, which has exited; a process that "
                      f"inherited its descriptor keeps the lock: {keepers or 'not visible to this user'}",
                      "stop that process (it is not bootbox), then start bootbox again")  # fmt: skip
@@ -260,7 +260,7 @@ def run_checks(settings: Settings, *, network: bool = True, probe_seconds: float
                prober: Callable[..., list[HeardServer]] = probe) -> list[Check]:  # fmt: skip
     """Every check, in the order an operator would fix things."""
     ours = appliance_pid(settings)
-    addresses = hostinfo.interface_addresses()
+    addresses = machine.interface_addresses()
     local = {str(a.ip) for items in addresses.values() for a in items}
     checks = [check_ports(settings, ours), check_capabilities(settings, ours), check_loaders(settings),
               check_addresses(settings, addresses), check_store(settings, ours), check_tftp_engine(settings)]  # fmt: skip

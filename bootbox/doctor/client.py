@@ -28,7 +28,7 @@ from bootbox.config import Settings
 from bootbox.net.dhcp.packet import (
     BOOTREPLY, BOOTREQUEST, BROADCAST_FLAG, DhcpPacket, MalformedPacket, MessageType, Opt, build, message_type, parse,
 )  # fmt: skip
-from bootbox.net.dhcp.server import interface_ipv4
+from bootbox.net.interface import interface_ipv4
 
 __all__ = ["DOCTOR_MAC", "Step", "pxe_walk", "tftp_get"]
 

@@ -1,5 +1,9 @@
-"""What ``bootbox doctor`` reads about the machine: listening sockets and their owners, process
-capabilities, flock holders, interface addresses, the default route.
+"""What ``bootbox doctor`` reads about the appliance's own machine (formerly ``hostinfo.py``):
+listening sockets and their owners, process capabilities, flock holders, interface addresses,
+the default route.
+
+"Machine" here is the computer bootbox runs on, never a booting host: those are ``Host`` and
+``Machine`` records in :mod:`bootbox.model`, and nothing here reads or writes them.
 
 Everything comes from Linux's ``/proc`` and iproute2's JSON output (``ip -j``), through small
 parsers that take text and return values, so the parsing is tested on fixed samples and the

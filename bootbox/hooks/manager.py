@@ -16,11 +16,13 @@ from typing import Iterable
 import pluggy
 
 from bootbox.hooks import specs as hookspecs
+from bootbox.hooks.markers import PROJECT
 from bootbox.errors import PluginError
+from bootbox.version import __version__
 
 log = logging.getLogger("bootbox.plugins")
 
-ENTRY_POINT_GROUP = "bootbox"
+ENTRY_POINT_GROUP = PROJECT
 
 # Classes inside bootbox that implement hooks, by plugin name. One instance of each is
 # registered per plugin manager, like any plugin, so ``bootbox plugin list`` shows them and
@@ -56,7 +58,7 @@ def make_plugin_manager(
     :param blocked: plugin names not to load (``disable_plugins`` in the config).
     :param extra_plugins: plugin objects to register in addition (tests, embedding).
     """
-    pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
+    pm = pluggy.PluginManager(PROJECT)
     pm.add_hookspecs(hookspecs)
     for name in blocked:
         pm.set_blocked(name)
@@ -91,8 +93,6 @@ def plugin_infos(pm: pluggy.PluginManager) -> list[PluginInfo]:
         if dist is not None:
             version, source = dist.version, f"entry point ({dist.project_name})"
         elif name in DEFAULT_PLUGINS:
-            from bootbox import __version__
-
             version, source = __version__, "built-in"
         else:
             version, source = str(getattr(plugin, "__version__", "")), "registered"

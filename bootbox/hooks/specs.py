@@ -4,7 +4,14 @@ All hooks are named ``bootbox_*`` and are called with keyword arguments only, so
 implementation may accept any subset of the arguments (pluggy passes only those it names).
 Built-in behaviour is implemented with these same hooks and registered exactly like a
 third-party plugin (see ``bootbox.hooks.manager``); ``docs/plugins.md`` documents each hook with an
-example, and a test fails when a hook here is missing from that page.
+example, and a test fails when a hook here is missing from that page or its heading names other
+arguments than the spec below.
+
+Every hook is called through pluggy, so wrappers (``@hookimpl(wrapper=True)``), ``tryfirst`` /
+``trylast`` and optional arguments behave as pluggy documents: implementations run the last
+registered first. Hooks whose implementations must stay apart (start-up, the ``register_*``
+hooks, shutdown, after boot) are called one plugin at a time, in that same order, through
+:mod:`bootbox.hooks.calls`.
 
 Hooks called on the boot path (script, assets) run on HTTP worker threads; an exception in a
 plugin there is logged with the host's MAC and the boot falls back as if the plugin returned
@@ -16,15 +23,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-import pluggy
+from bootbox.hooks.markers import hookspec
 
 if TYPE_CHECKING:
     from bootbox.config import Settings
     from bootbox.hooks.context import PluginContext
     from bootbox.core.hostprofile import AnswerEnv, HostProfile
     from bootbox.model import BootContext, BootEvent, Host, Profile
-
-hookspec = pluggy.HookspecMarker("bootbox")
 
 # --------------------------------------------------------------------------------------------
 # Start-up: called once, in this order, before any server starts.
@@ -120,6 +125,26 @@ def bootbox_register_profile_kinds(register: Callable[..., None]) -> None:
     """
 
 
+@hookspec(firstresult=True)
+def bootbox_demo_profile(name: str, kernel: Path, initrd: Path, cmdline: str, description: str) -> "Profile | None":
+    """Offer the profile that boots bootbox's demo payload (a Linux kernel + an initramfs).
+
+    :param name: the profile's name (``[demo] profile``).
+    :param kernel: the payload's kernel image, a file on the appliance.
+    :param initrd: its initramfs, a file on the appliance.
+    :param cmdline: its kernel arguments without the per-host part: the payload's ``/init`` also
+        needs ``bootbox.mac=<the host's MAC>`` and ``bootbox.callback=<boot.callback_url>``,
+        which a kind adds for each host it boots.
+    :param description: a one-line description for the profile.
+
+    ``firstresult``: return a :class:`bootbox.Profile` of a kind you registered that boots this
+    kernel, or ``None``. Called once, on the appliance's first start with ``[demo] enabled``
+    (the default), after the payload is built and before any server starts; the profile is
+    stored as if an operator had added it and, while there are no rules, a rule boots every host
+    with it. The shipped ``linux`` plugin answers; with no answer there is no demo profile.
+    """
+
+
 # --------------------------------------------------------------------------------------------
 # The boot decision: called when a host asks for its iPXE script.
 # --------------------------------------------------------------------------------------------
@@ -133,7 +158,7 @@ def bootbox_host_attributes(host: "Host", params: Mapping[str, str]) -> Mapping[
     :param params: the query parameters iPXE sent (``mac``, ``uuid``, ``serial``, ...).
 
     Called on every script request. All results are merged into the host's attributes, later
-    plugins overriding earlier ones; return ``None`` to add nothing.
+    registered plugins overriding earlier ones; return ``None`` to add nothing.
     """
 
 
@@ -205,9 +230,10 @@ def bootbox_image_packages(host: "Host", profile: "Profile") -> list[str] | None
     :param host: the host being booted (its group is ``host.associations.get("group")``).
     :param profile: its profile.
 
-    All results are concatenated, in plugin order; the boot kind that owns ``profile.kind``
-    resolves the names (for ESXi: VIB names from the imported depots). Called when a host's boot
-    files are prepared and by ``bootbox host image MAC``.
+    All results are concatenated in pluggy's order (the last registered plugin's first); the
+    boot kind that owns ``profile.kind`` resolves the names (for ESXi: VIB names from the
+    imported depots). Called when a host's boot files are prepared and by ``bootbox host image
+    MAC``.
     """
 
 

@@ -12,6 +12,10 @@ Each new boot is a *round*: every ``bootbox_host_up`` implementation becomes one
 starts a new round, and what is left of the old one is dropped. The round's end sets the state
 and each plugin's last result in ``Host.pushes`` (shown by ``bootbox host list``); a round in
 which every plugin had nothing to push leaves no event, so plain boots keep a short timeline.
+
+It is given what it uses, not the service: the push settings, the host index, ``record``, the
+plugin manager (for the two after-boot hooks), the host configuration's up-token check and the
+answers a push gets.
 """
 
 from __future__ import annotations
@@ -22,14 +26,17 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Callable, Mapping
 
-from bootbox.errors import BootboxError, Conflict, NotFound, Unauthorized
+import pluggy
+
+from bootbox.config import PushSettings
+from bootbox.errors import BootboxError, Conflict, Unauthorized
+from bootbox.hooks import calls
 from bootbox.model import REPORTED_STATES, BootEvent, EventKind, Host, HostState, normalize_mac
+from bootbox.service.collaborators import Record
+from bootbox.service.hostindex import HostIndex
 from bootbox.service.pushes import PushJob, PushOutcome, PushPool
-
-if TYPE_CHECKING:
-    from bootbox.service.bootservice import BootService
 
 log = logging.getLogger("bootbox.afterboot")
 
@@ -61,11 +68,17 @@ def status_of(host: Host) -> str:
 class AfterBoot:
     """Report-ins, rounds of pushes and their results, for one service."""
 
-    def __init__(self, service: "BootService") -> None:
-        self._service = service
-        push = service.settings.push
+    def __init__(self, push: PushSettings, *, hosts: HostIndex, record: Record, pm: pluggy.PluginManager,
+                 up_token_ok: Callable[[str, str | None], bool], answers: Callable[[Host], dict[str, Any]]) -> None:
+        """``up_token_ok(mac, presented)``: the host's ``/up`` credential check; ``answers(host)``:
+        the host's answers in clear, with its schema's defaults, for the pushes."""
+        self._hosts = hosts
+        self._record = record
+        self._pm = pm
+        self._up_token_ok = up_token_ok
+        self._answers = answers
         self.pool = PushPool(
-            service.record,
+            record,
             workers=push.workers,
             policy=push,  # PushSettings is a PushPolicy
         )
@@ -82,12 +95,9 @@ class AfterBoot:
                check_token: bool = True) -> tuple[Host, str]:
         """Record a report-in; start a round of pushes if it is a new boot. Returns the host and
         its status (``done`` / ``busy`` / ``failed``)."""
-        service = self._service
         mac = normalize_mac(mac)
-        host = service.hosts.get(mac)
-        if host is None:
-            raise NotFound(f"host {mac} is not known to bootbox")
-        if check_token and not service.hostconfig.up_token_ok(mac, token):
+        host = self._hosts.require(mac)
+        if check_token and not self._up_token_ok(mac, token):
             raise Unauthorized(f"host {mac}: missing or wrong token on the up callback (use the URL bootbox gave the host)")
         data = {k: _clean(v) for k, v in report.items() if k in REPORT_FIELDS and v not in (None, "")}
         data.setdefault("ip", client_ip)
@@ -105,17 +115,16 @@ class AfterBoot:
             return replace(base, state=HostState.UP, boot_id=boot_id, reason="", last_seen=now,
                            attrs={**base.attrs, "ipv4": data["ip"]})
 
-        host = service.hosts.update(mac, change)
-        event = service.record(mac, EventKind.BOOTED, f"booted and reported in from {data['ip']} (boot {boot_id})",
-                               **data)
+        host = self._hosts.update(mac, change)
+        event = self._record(mac, EventKind.BOOTED, f"booted and reported in from {data['ip']} (boot {boot_id})",
+                             **data)
         self._start_round(host, event)
-        host = service.hosts.get(mac) or host
+        host = self._hosts.get(mac) or host
         return host, status_of(host)
 
     def push(self, mac: str) -> Host:
         """``bootbox host push``: run every plugin's push again for the host's current boot."""
-        service = self._service
-        host = service.host(mac)
+        host = self._hosts.require(mac)
         if host.state not in REPORTED_STATES:
             raise Conflict(f"host {host.mac} has not reported in since it last booted (state {host.state}); "
                            "nothing to push to yet")
@@ -123,22 +132,22 @@ class AfterBoot:
             current = self._rounds.get(host.mac)
             if current is not None and current.pending:
                 raise Conflict(f"pushes for boot {current.boot_id} of {host.mac} are still running")
-        event = service.record(host.mac, EventKind.STATE, "pushes requested by the operator", boot_id=host.boot_id)
-        host = service.hosts.update(host.mac, lambda h: replace(h, state=HostState.UP, reason=""))  # type: ignore[arg-type]
+        event = self._record(host.mac, EventKind.STATE, "pushes requested by the operator", boot_id=host.boot_id)
+        host = self._hosts.update(host.mac, lambda h: replace(h, state=HostState.UP, reason=""))  # type: ignore[arg-type]
         self._start_round(host, event)
-        return service.hosts.get(host.mac) or host
+        return self._hosts.get(host.mac) or host
 
     # ------------------------------------------------------------------ rounds
 
     def _start_round(self, host: Host, event: BootEvent) -> None:
-        pm = self._service.pm
+        pm = self._pm
         with self._lock:
             round_ = _Round(next(self._ids), host.boot_id or "")
             self._rounds[host.mac] = round_
-        has_pushes = bool(pm.hook.bootbox_host_up.get_hookimpls())
+        has_pushes = bool(calls.implementers(pm, "bootbox_host_up"))
         if not has_pushes:
             self._set_state(round_, host.mac, HostState.CONFIGURED, "", {})
-        if has_pushes or pm.hook.bootbox_host_booted.get_hookimpls():
+        if has_pushes or calls.implementers(pm, "bootbox_host_booted"):
             self.pool.call_soon(functools.partial(self._dispatch, round_, host, event))
 
     def _current(self, mac: str, round_: _Round) -> bool:
@@ -146,48 +155,39 @@ class AfterBoot:
             return self._rounds.get(mac) is round_
 
     def _dispatch(self, round_: _Round, host: Host, event: BootEvent) -> None:
-        """On the pool: the notification hooks, then one push job per ``bootbox_host_up``."""
-        service = self._service
-        for impl in service.pm.hook.bootbox_host_booted.get_hookimpls():
-            try:
-                impl.function(**{name: {"host": host, "event": event}[name] for name in impl.argnames})
-            except Exception as exc:
-                log.exception("%s after-boot hook of %s failed", host.mac, impl.plugin_name)
-                service.record(host.mac, EventKind.STATE, f"after-boot hook of {impl.plugin_name} failed: {exc}")
-        impls = service.pm.hook.bootbox_host_up.get_hookimpls()
-        if not impls or not self._current(host.mac, round_):
+        """On the pool: the notification hooks, then one push job per plugin of ``bootbox_host_up``
+        (``bootbox.hooks.calls``: each plugin's call goes through pluggy, inside every wrapper)."""
+        pm, record = self._pm, self._record
+
+        def booted_failed(plugin: str, exc: Exception) -> None:
+            log.error("%s after-boot hook of %s failed", host.mac, plugin, exc_info=exc)
+            record(host.mac, EventKind.STATE, f"after-boot hook of {plugin} failed: {exc}")
+
+        calls.call_each(pm, "bootbox_host_booted", on_error=booted_failed, host=host, event=event)
+        pushes = calls.per_plugin(pm, "bootbox_host_up")
+        if not pushes or not self._current(host.mac, round_):
             return
         try:
             answers = self._answers(host)
         except BootboxError as exc:
             self._set_state(round_, host.mac, HostState.FAILED, str(exc), {})
-            service.record(host.mac, EventKind.STATE, f"failed: {exc}")
+            record(host.mac, EventKind.STATE, f"failed: {exc}")
             return
         self._set_state(round_, host.mac, HostState.CONFIGURING, "", None)
         jobs = []
-        for impl in impls:
-            available = {"host": host, "event": event, "answers": answers}
+        for push in pushes:
 
-            def run(timeout: float, impl: Any = impl, available: dict[str, Any] = available) -> str | None:
-                kwargs = {**available, "timeout": timeout}
-                result = impl.function(**{name: kwargs[name] for name in impl.argnames})
-                return None if result is None else str(result)
+            def run(timeout: float, push: calls.PluginCall = push) -> str | None:
+                results = push(host=host, event=event, answers=answers, timeout=timeout)
+                return "; ".join(str(result) for result in results) if results else None
 
-            jobs.append(PushJob(mac=host.mac, name=impl.plugin_name, boot_id=round_.boot_id, run=run,
+            jobs.append(PushJob(mac=host.mac, name=push.plugin, boot_id=round_.boot_id, run=run,
                                 done=functools.partial(self._done, round_),
                                 current=functools.partial(self._current, host.mac, round_)))
         with self._lock:
             round_.pending = len(jobs)
         for job in jobs:
             self.pool.submit(job)
-
-    def _answers(self, host: Host) -> dict[str, Any]:
-        """The host's answers in clear, with the defaults of its schema, for the pushes."""
-        config = self._service.hostconfig
-        values = config.answers.values(host.mac)
-        for spec in config.schema(host):
-            values.setdefault(spec.name, spec.default)
-        return values
 
     def _done(self, round_: _Round, outcome: PushOutcome) -> None:
         with self._lock:
@@ -204,10 +204,10 @@ class AfterBoot:
         state = HostState.FAILED if failed else HostState.CONFIGURED
         self._set_state(round_, outcome.mac, state, reason, {name: o.to_dict() for name, o in real.items()})
         if failed:
-            self._service.record(outcome.mac, EventKind.STATE, f"failed: {reason}", state=str(state))
+            self._record(outcome.mac, EventKind.STATE, f"failed: {reason}", state=str(state))
         elif real:
-            self._service.record(outcome.mac, EventKind.STATE, f"configured: {', '.join(sorted(real))} pushed",
-                                 state=str(state))
+            self._record(outcome.mac, EventKind.STATE, f"configured: {', '.join(sorted(real))} pushed",
+                         state=str(state))
 
     def _set_state(self, round_: _Round, mac: str, state: HostState, reason: str,
                    pushes: Mapping[str, Any] | None) -> None:
@@ -221,4 +221,4 @@ class AfterBoot:
                 merged = {**base.pushes, **pushes} if pushes else base.pushes
                 return replace(base, state=state, reason=reason, pushes=merged)
 
-            self._service.hosts.update(mac, change)
+            self._hosts.update(mac, change)

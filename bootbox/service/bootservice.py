@@ -1,8 +1,17 @@
 """BootService: the one object the protocol servers, the web app and the CLI's API talk to.
 
 It composes the store, the in-memory host index, the event journal and the plugin manager,
-and is the only caller of ``pm.hook``. The servers see only its bound methods (``decide``,
-``open_tftp``, ``host_script`` …), never the store or pluggy.
+and calls the hooks (through pluggy; per plugin through ``bootbox.hooks.calls``). The servers
+see only its bound methods (``decide``, ``open_tftp``, ``host_script`` …), never the store or
+pluggy; the web app calls only its public methods, never one of its parts.
+
+Its parts each do one job and are handed the few collaborators they use (the settings, the host
+index, the store, ``record``, a bound method of the service), never the service itself, so none of
+them imports this module: :class:`~bootbox.service.profiles.ProfileRepository` (image profiles),
+:class:`~bootbox.service.registries.Registries` (what plugins register),
+:class:`~bootbox.service.rulebook.RuleBook` (rule sets), :class:`~bootbox.service.firmware.FirmwareBoot`
+(loaders and GRUB files), :class:`~bootbox.service.answers.files.HostConfig` (host profiles,
+answers, answer files) and :class:`~bootbox.service.afterboot.AfterBoot` (report-ins and pushes).
 
 Boot-path methods read memory and append to the journal; they never wait on a store write.
 Operator writes (profiles) are written through to the store before they return, so an
@@ -11,26 +20,26 @@ acknowledged write survives a crash.
 
 from __future__ import annotations
 
-import functools
 import logging
-import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Mapping
+from typing import Any, BinaryIO, Mapping
 
 import pluggy
 
-from bootbox.core import policy
 from bootbox.core.render import ipxe as render
 from bootbox.core import rules
+from bootbox.hooks import calls
 from bootbox.service.afterboot import AfterBoot
 from bootbox.config import Settings
 from bootbox.hooks.context import PluginContext, PluginStore
-from bootbox.errors import BootboxError, Conflict, NotFound, PluginError, ValidationError
+from bootbox.errors import BootboxError, NotFound, ValidationError
 from bootbox.service.firmware import FirmwareBoot
+from bootbox.service.profiles import ProfileRepository
 from bootbox.core.render.grub import waiting_config as grub_waiting_config
-from bootbox.service.answers.files import HostConfig
+from bootbox.core.hostprofile import HostProfile
+from bootbox.service.answers.files import AnswerKind, HostConfig
 from bootbox.store.hostlog import HostLog
 from bootbox.service.hostindex import HostIndex, HostPersister
 from bootbox.runtime.pacing import BOOT_PATH
@@ -48,20 +57,13 @@ from bootbox.model import (
     normalize_uuid,
 )
 from bootbox.hooks.manager import PluginInfo, plugin_infos
+from bootbox.service.registries import ProfileKind, Registries
 from bootbox.service.rulebook import RuleBook
 from bootbox.store import Store
+from bootbox.store.apitoken import token_matches
 
 log = logging.getLogger("bootbox.service")
 
-PROFILES_TABLE = "profiles"
-BUILTIN_ITEM_TYPES: dict[str, str] = {
-    "image": "the profile the host boots (an image profile)",
-    "host_profile": "the host profile: configuration templates and per-host answers",
-    "group": "a location label: cluster, site, rack",
-    "loader": "the first-stage loader kind: ipxe or grub (docs/firmware.md)",
-    "secure_boot": "on: the signed chain, shim -> GRUB -> signed kernel (docs/firmware.md)",
-}
-_PROFILE_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 # iPXE query parameter → host attribute that rules match on.
 _PARAM_ATTRS: dict[str, str] = {
@@ -83,14 +85,13 @@ def _clean_attr(value: str) -> str:
     return "".join(ch for ch in value.strip() if ch.isprintable())[:256]
 
 
-class ProfileKind:
-    """A registered profile kind: its name, its spec validator and who registered it."""
+@dataclass(frozen=True)
+class ServiceCounts:
+    """What ``/api/v1/status`` reports of the service: hosts, profiles, the journal's counters."""
 
-    def __init__(self, name: str, validate: Callable[[Mapping[str, Any]], dict[str, Any]], description: str, plugin: str):
-        self.name = name
-        self.validate = validate
-        self.description = description
-        self.plugin = plugin
+    hosts: int
+    profiles: int
+    journal: dict[str, Any]
 
 
 class BootService:
@@ -112,37 +113,41 @@ class BootService:
         self.host_log = host_log or HostLog(None)
         self.hosts = HostIndex(Host.from_dict(doc) for doc in self.host_log.load().values())
         self._persister = HostPersister(self.hosts, self.host_log)
-        self._profiles_lock = threading.Lock()
-        self._profiles: dict[str, Profile] = {
-            doc["name"]: Profile.from_dict(doc) for doc in store.all(PROFILES_TABLE).values()
-        }
-        self.kinds: dict[str, ProfileKind] = {}
-        self.item_types: dict[str, str] = dict(BUILTIN_ITEM_TYPES)
-        self.attributes: dict[str, str] = {name: "built in" for name in rules.BUILTIN_ATTRIBUTES}
+        self.registries = Registries()
+        self.kinds: dict[str, ProfileKind] = self.registries.kinds
+        self.item_types: dict[str, str] = self.registries.item_types
+        self.attributes: dict[str, str] = self.registries.attributes
+        self._profiles = ProfileRepository(store, kinds=lambda: self.registries.kinds)
         self.rules = RuleBook(
             store,
             attributes=lambda: self.attributes,
             item_types=lambda: self.item_types,
             profile_exists=lambda name: self.profile_or_none(name) is not None,
         )
-        self.hostconfig = HostConfig(self)
-        self.after_boot = AfterBoot(self)
-        self.firmware = FirmwareBoot(self)
+        self.hostconfig = HostConfig(
+            settings, store, hosts=self.hosts, record=self.record,
+            render_answer_file=lambda **kwargs: self.pm.hook.bootbox_render_answer_file(**kwargs),
+        )
+        self.after_boot = AfterBoot(settings.push, hosts=self.hosts, record=self.record, pm=pm,
+                                    up_token_ok=self.hostconfig.up_token_ok, answers=self.hostconfig.push_answers)
+        self.firmware = FirmwareBoot(settings, hosts=self.hosts, decide=self.rules.decide, record=self.record,
+                                     host_script=self.host_script, host_asset=self.host_asset)
         self._started = False
 
     # ---------------------------------------------------------------- lifecycle
 
     def start(self) -> None:
-        """Run the start-up hooks (configure, startup, kinds, item types); start the write-behind."""
+        """Run the start-up hooks (configure, startup, kinds, item types); start the write-behind.
+
+        Start-up and the ``register`` hooks are called plugin by plugin (``bootbox.hooks.calls``):
+        each plugin gets its own context, and every registration records the plugin that made it.
+        """
         self.pm.hook.bootbox_configure(settings=self.settings)
-        for impl in self.pm.hook.bootbox_startup.get_hookimpls():
-            impl.function(context=self._plugin_context(impl.plugin_name))
-        for impl in self.pm.hook.bootbox_register_profile_kinds.get_hookimpls():
-            impl.function(register=functools.partial(self._register_kind, plugin=impl.plugin_name))
-        for impl in self.pm.hook.bootbox_register_item_types.get_hookimpls():
-            impl.function(register=functools.partial(self._register_item_type, plugin=impl.plugin_name))
-        for impl in self.pm.hook.bootbox_register_attributes.get_hookimpls():
-            impl.function(register=functools.partial(self._register_attribute, plugin=impl.plugin_name))
+        for call in calls.per_plugin(self.pm, "bootbox_startup"):
+            call(context=self._plugin_context(call.plugin))
+        calls.register_each(self.pm, "bootbox_register_profile_kinds", self.registries.register_kind)
+        calls.register_each(self.pm, "bootbox_register_item_types", self.registries.register_item_type)
+        calls.register_each(self.pm, "bootbox_register_attributes", self.registries.register_attribute)
         self.hostconfig.register_from(self.pm)
         self.rules.load()
         self._persister.start()
@@ -169,48 +174,22 @@ class BootService:
             associations=self.associate,
         )
 
-    def _register_attribute(self, name: str, *, description: str = "", plugin: str) -> None:
-        if not name or not name.replace("_", "").isalnum() or not name[0].isalpha() or name != name.lower():
-            raise PluginError(f"host attribute {name!r} from {plugin} is not a valid name (lower-case, _)")
-        if name in self.attributes:
-            raise PluginError(f"host attribute {name!r} from {plugin} is registered twice")
-        self.attributes[name] = description or f"registered by {plugin}"
-
-    def _register_item_type(self, name: str, *, description: str = "", plugin: str) -> None:
-        if not name or not set(name) <= _PROFILE_NAME_CHARS or name in self.item_types:
-            raise PluginError(f"rule item type {name!r} from {plugin} is invalid or registered twice")
-        self.item_types[name] = description or f"registered by {plugin}"
-
     def plugin_blueprints(self) -> list[Any]:
         """Blueprints plugins add to the web app (``bootbox_register_routes``)."""
-        blueprints: list[Any] = []
-        self.pm.hook.bootbox_register_routes(register=blueprints.append)
-        return blueprints
+        return calls.plugin_blueprints(self.pm)
 
     def image_packages(self, host: Host, profile: Profile) -> list[str]:
-        """Packages plugins add to what ``host`` boots (``bootbox_image_packages``), in order."""
+        """Packages plugins add to what ``host`` boots (``bootbox_image_packages``), in pluggy's
+        order (the last registered plugin's first), each plugin's in the order it gave them."""
         results = self._call_boot_hook(host.mac, "bootbox_image_packages", host=host, profile=profile) or []
         return [name for result in results if result for name in result]
-
-    def _register_kind(
-        self, kind: str, *, validate: Callable[..., dict[str, Any]], description: str = "", plugin: str
-    ) -> None:
-        if not kind or not set(kind) <= _PROFILE_NAME_CHARS:
-            raise PluginError(f"profile kind {kind!r} is not a valid name")
-        if kind in self.kinds:
-            raise PluginError(f"profile kind {kind!r} is registered twice (by {self.kinds[kind].plugin} and {plugin})")
-        self.kinds[kind] = ProfileKind(kind, validate, description, plugin=plugin)
 
     def close(self) -> None:
         """Flush hosts and events; wait for after-boot work (bounded); let plugins clean up."""
         self.after_boot.close()
         if self._started:
             self._persister.stop()
-            for impl in self.pm.hook.bootbox_shutdown.get_hookimpls():
-                try:
-                    impl.function()
-                except Exception:
-                    log.exception("shutdown hook of %s failed", impl.plugin_name)
+            calls.call_each(self.pm, "bootbox_shutdown", on_error=_log_shutdown_failure)
         self.journal.flush()
 
     # ---------------------------------------------------------------- events
@@ -285,6 +264,11 @@ class BootService:
         else:
             self.record(mac, EventKind.TFTP_FAILED, f"tftp {record.filename} failed: {record.error}",
                         file=record.filename, error=record.error, ip=record.client_ip)
+
+    def grub_file(self, path: str, client_ip: str, base_url: str) -> str | None:
+        """A GRUB file bootbox generates (``grub/grub.cfg``, ``grub/hosts/<mac>.cfg``) for GRUB
+        that came in over HTTP, or None when ``path`` is not one."""
+        return self.firmware.generated(path, client_ip, base_url)
 
     def loader_path(self, name: str, client_ip: str, *, record: bool = True) -> Path:
         """A loader served over HTTP to UEFI HTTP-boot clients (same files as TFTP)."""
@@ -448,11 +432,7 @@ class BootService:
         return self.hosts.all()
 
     def host(self, mac: str) -> Host:
-        mac = normalize_mac(mac)
-        host = self.hosts.get(mac)
-        if host is None:
-            raise NotFound(f"host {mac} is not known to bootbox")
-        return host
+        return self.hosts.require(mac)
 
     def host_events(self, mac: str, limit: int | None = None) -> list[BootEvent]:
         return self.journal.events(normalize_mac(mac), limit=limit)
@@ -463,49 +443,142 @@ class BootService:
             raise NotFound(f"host {mac} is not known to bootbox")
         self._persister.forget(mac)
 
-    # ---------------------------------------------------------------- profiles (API)
+    # ---------------------------------------------------------------- profiles (API; kept by bootbox.service.profiles)
 
     def profiles(self) -> list[Profile]:
-        with self._profiles_lock:
-            return sorted(self._profiles.values(), key=lambda p: p.name)
+        return self._profiles.all()
 
     def profile_or_none(self, name: str) -> Profile | None:
-        with self._profiles_lock:
-            return self._profiles.get(name)
+        return self._profiles.get_or_none(name)
 
     def profile(self, name: str) -> Profile:
-        profile = self.profile_or_none(name)
-        if profile is None:
-            raise NotFound(f"profile {name!r} does not exist")
-        return profile
+        return self._profiles.get(name)
 
     def put_profile(self, profile: Profile, *, replace_existing: bool = False) -> Profile:
         """Validate with the kind's plugin, then write through to the store."""
-        if not profile.name or not set(profile.name) <= _PROFILE_NAME_CHARS or len(profile.name) > 64:
-            raise ValidationError("name", "use 1-64 letters, digits, '.', '_' or '-'")
-        kind = self.kinds.get(profile.kind)
-        if kind is None:
-            known = ", ".join(sorted(self.kinds)) or "none"
-            raise ValidationError("kind", f"unknown profile kind {profile.kind!r}; known kinds: {known}")
-        validated = replace(profile, spec=kind.validate(dict(profile.spec)))
-        with self._profiles_lock:
-            if profile.name in self._profiles and not replace_existing:
-                raise Conflict(f"profile {profile.name!r} already exists")
-            self.store.put(PROFILES_TABLE, profile.name, validated.to_dict())
-            self._profiles[profile.name] = validated
-        return validated
+        return self._profiles.put(profile, replace_existing=replace_existing)
 
     def delete_profile(self, name: str) -> None:
-        with self._profiles_lock:
-            if name not in self._profiles:
-                raise NotFound(f"profile {name!r} does not exist")
-            self.store.delete(PROFILES_TABLE, name)
-            del self._profiles[name]
+        self._profiles.delete(name)
+
+    def profile_kinds(self) -> list[ProfileKind]:
+        """The profile kinds plugins registered, in the order they did."""
+        return list(self.registries.kinds.values())
+
+    # ---------------------------------------------------------------- rule sets (API)
+
+    def ruleset(self, which: str = "working") -> rules.RuleSet:
+        """The working, active or previous rule set (ValidationError for another name)."""
+        return self.rules.get(which)
+
+    def make_rule(self, fields: Mapping[str, Any]) -> rules.Rule:
+        """A rule from API input, checked against the registered attributes, item types, profiles."""
+        return self.rules.make_rule(fields)
+
+    def add_rule(self, rule: rules.Rule, *, at: int | None = None, activate: bool = True) -> rules.RuleSet:
+        return self.rules.add(rule, at=at, activate=activate)
+
+    def replace_rule(self, rule: rules.Rule, *, activate: bool = True) -> rules.RuleSet:
+        return self.rules.replace(rule, activate=activate)
+
+    def remove_rule(self, name: str, *, activate: bool = True) -> rules.RuleSet:
+        return self.rules.remove(name, activate=activate)
+
+    def move_rule(self, name: str, at: int, *, activate: bool = True) -> rules.RuleSet:
+        return self.rules.move(name, at, activate=activate)
+
+    def load_ruleset(self, doc: Mapping[str, Any], *, activate: bool = True) -> rules.RuleSet:
+        """Replace the working set with an exported one; every rule is checked before anything lands."""
+        return self.rules.load_working(doc, activate=activate)
+
+    def ruleset_diff(self) -> list[rules.RuleDiff]:
+        """What activating the working set would change."""
+        return self.rules.diff()
+
+    def activate_rules(self) -> list[rules.RuleDiff]:
+        """Activate the working set; returns what that changed."""
+        changes = self.rules.diff()
+        self.rules.activate()
+        return changes
+
+    def rollback_rules(self) -> rules.RuleSet:
+        """Make the previous active set active again; returns it."""
+        return self.rules.rollback()
+
+    # ---------------------------------------------------------------- host profiles and answers (API)
+
+    def host_profiles(self) -> list[HostProfile]:
+        return self.hostconfig.profiles.all()
+
+    def host_profile(self, name: str, version: int | None = None) -> HostProfile:
+        """A host profile, its latest version or ``version``; NotFound otherwise."""
+        return self.hostconfig.profiles.get(name, version)
+
+    def put_host_profile(self, doc: Mapping[str, Any], *, replace_existing: bool) -> HostProfile:
+        """Validate and store a host profile (a new version when it replaces one)."""
+        return self.hostconfig.profiles.put(doc, replace_existing=replace_existing)
+
+    def delete_host_profile(self, name: str) -> None:
+        """Delete a host profile no host uses (Conflict names those that do)."""
+        self.hostconfig.delete_profile(name)
+
+    def answer_kinds(self) -> list[AnswerKind]:
+        """The answer-file kinds plugins registered (kickstart, cloud-init …)."""
+        return list(self.hostconfig.kinds.values())
+
+    def host_answers(self, mac: str) -> dict[str, Any]:
+        """A host's answers for operators (secrets masked), its inputs and those missing."""
+        return self.hostconfig.overview(mac)
+
+    def set_answers(self, mac: str, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Set some of a host's answers; returns :meth:`host_answers` afterwards."""
+        self.hostconfig.set_answers(mac, values)
+        return self.hostconfig.overview(mac)
+
+    def unset_answer(self, mac: str, key: str) -> dict[str, Any]:
+        """Forget one of a host's answers; returns :meth:`host_answers` afterwards."""
+        self.hostconfig.answers.unset(mac, [key])
+        return self.hostconfig.overview(mac)
+
+    def import_answers(self, text: str) -> list[str]:
+        """Answers for many hosts from CSV, all validated before any is written; the MACs written."""
+        return self.hostconfig.import_answers(text)
+
+    def render_answer_files(self, host: Host, *, base_url: str, kind: str | None = None,
+                            profile_name: str | None = None, masked: bool = True) -> tuple[HostProfile, dict[str, str]]:
+        """The answer files ``host`` gets (secrets masked unless ``masked`` is false)."""
+        return self.hostconfig.render(host, base_url=base_url, kind=kind, profile_name=profile_name, masked=masked)
+
+    # ---------------------------------------------------------------- the appliance (API)
+
+    def counts(self) -> ServiceCounts:
+        """How many hosts and profiles, and the journal's counters (``/api/v1/status``)."""
+        return ServiceCounts(hosts=len(self.hosts), profiles=len(self._profiles), journal=dict(self.journal.stats))
+
+    def recent_events(self, limit: int) -> list[BootEvent]:
+        """The latest ``limit`` boot steps of every host, oldest first."""
+        return self.journal.recent(limit)
+
+    def base_url(self, request_url: str) -> str:
+        """The base URL hosts are told to use: ``[http] public_url`` when set, else the one the
+        request came in on (``request_url``)."""
+        public = self.settings.http.public_url
+        return (public or request_url).rstrip("/")
+
+    @staticmethod
+    def api_token_matches(expected: str, presented: str | None) -> bool:
+        """The API token check, in constant time, for the web app (which does not touch the store,
+        where the token and its comparison live)."""
+        return token_matches(expected, presented)
 
     # ---------------------------------------------------------------- plugins
 
     def plugins(self) -> list[PluginInfo]:
         return plugin_infos(self.pm)
+
+
+def _log_shutdown_failure(plugin: str, exc: Exception) -> None:
+    log.error("shutdown hook of %s failed", plugin, exc_info=exc)
 
 
 def _arp_lookup(ip: str, arp_table: Path = Path("/proc/net/arp")) -> str | None:

@@ -11,6 +11,10 @@ between firmware kinds (docs/firmware.md):
   ``boot/hosts/<mac>/assets/``;
 * loader names resolved through ``[dhcp.loader_files]`` (:mod:`bootbox.service.bootfiles`).
 
+It is given what it uses, not the service: the settings, the host index, the active rules'
+decision, ``record``, and the two service operations a GRUB file stands for (a host's script,
+a host's profile file) as bound methods, typed by the protocols below.
+
 Runs on protocol threads: the decision reads memory only; file opens are quick.
 """
 
@@ -22,20 +26,21 @@ import re
 import threading
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Mapping
+from typing import Any, BinaryIO, Callable, Mapping, Protocol
 
+from bootbox.config import Settings
 from bootbox.core.render import grub as grubcfg
 from bootbox.core import policy
+from bootbox.core.rules import Decision
 from bootbox.service.bootfiles import BootFiles, local_address_for
+from bootbox.service.collaborators import Record
+from bootbox.service.hostindex import HostIndex
 from bootbox.errors import NotFound
 from bootbox.model import BootSpec, EventKind, Firmware, Host, Machine, normalize_mac
 
-if TYPE_CHECKING:
-    from bootbox.service.bootservice import BootService
-
 log = logging.getLogger("bootbox.firmware")
 
-__all__ = ["FirmwareBoot", "GRUB_NEXT_SERVER_WARNING"]
+__all__ = ["FirmwareBoot", "GRUB_NEXT_SERVER_WARNING", "HostAsset", "HostScript"]
 
 GRUB_NEXT_SERVER_WARNING = (
     "GRUB 2.06 reads grub.cfg from the next-server (siaddr) of the site DHCP's answer, not from "
@@ -45,12 +50,31 @@ GRUB_NEXT_SERVER_WARNING = (
 _ASSET_PATH = re.compile(r"^boot/hosts/([0-9a-fA-F]{12})/assets/([A-Za-z0-9._-]{1,64})$")
 
 
-class FirmwareBoot:
-    """Loader choice and GRUB file serving for one :class:`BootService`."""
+class HostScript(Protocol):
+    """The service's ``host_script``: a host's boot, rendered for its loader (here GRUB's)."""
 
-    def __init__(self, service: "BootService") -> None:
-        self.service = service
-        settings = service.settings
+    def __call__(self, mac: str, params: Mapping[str, str], client_ip: str, base_url: str, *,
+                 loader: str = "ipxe") -> str: ...
+
+
+class HostAsset(Protocol):
+    """The service's ``host_asset``: a file of the host's own profile, else NotFound."""
+
+    def __call__(self, mac: str, name: str, client_ip: str, *, record: bool = True) -> Path: ...
+
+
+class FirmwareBoot:
+    """Loader choice and GRUB file serving for one service."""
+
+    def __init__(self, settings: Settings, *, hosts: HostIndex, decide: Callable[[Mapping[str, Any]], Decision],
+                 record: Record, host_script: HostScript, host_asset: HostAsset) -> None:
+        """``decide``: the active rules' decision for a host's attributes."""
+        self._settings = settings
+        self._hosts = hosts
+        self._decide = decide
+        self._record = record
+        self._host_script = host_script
+        self._host_asset = host_asset
         dhcp = settings.dhcp
         self.tables = policy.LoaderTables(ipxe=dhcp.loaders, grub=dhcp.grub_loaders,
                                           secure_boot=dhcp.secure_boot_loaders)
@@ -64,7 +88,7 @@ class FirmwareBoot:
 
     def startup_warnings(self) -> list[str]:
         """What an operator should fix before GRUB-booted hosts arrive (logged at start-up)."""
-        settings = self.service.settings
+        settings = self._settings
         warnings = [f"loader {name} is configured as {path}, which does not exist"
                     for name, path in sorted(self.files.missing().items())]
         secure_groups = sorted(name for name, table in settings.groups.items() if table.get("secure_boot"))
@@ -78,20 +102,19 @@ class FirmwareBoot:
     def choice(self, machine: Machine) -> policy.BootChoice:
         """The host's boot choice, from its cached associations or, for a host without an image
         yet, from what the active rules give it on the facts DHCP carries (memory only)."""
-        service = self.service
-        host = service.hosts.get(machine.mac)
+        host = self._hosts.get(machine.mac)
         associations: Mapping[str, str] = host.associations if host is not None else {}
         if not associations.get("image"):
             attrs: dict[str, Any] = dict(host.attrs) if host is not None else {}
             attrs.setdefault("mac", machine.mac)
             if machine.uuid:
                 attrs.setdefault("uuid", machine.uuid)
-            associations = {item: choice.value for item, choice in service.rules.decide(attrs).items()}
-        return policy.choice_from(associations, service.settings.groups)
+            associations = {item: choice.value for item, choice in self._decide(attrs).items()}
+        return policy.choice_from(associations, self._settings.groups)
 
     def decide(self, machine: Machine) -> BootSpec | None:
         """The DHCP answer for ``machine``, or None (and the reason on its timeline)."""
-        service, settings = self.service, self.service.settings
+        settings = self._settings
         if not machine.is_ipxe:
             self._check_stalled(machine)
         server = settings.server_address if ":" not in machine.server_ip else ""
@@ -101,7 +124,7 @@ class FirmwareBoot:
         spec = policy.choose(machine, loaders=self.tables, next_server=settings.server_address or machine.server_ip,
                              base_url=base, choice=choice)
         if isinstance(spec, policy.NoLoader):
-            service.record(machine.mac, EventKind.DHCP_IGNORED, f"not answered: {spec.reason}", arch=machine.arch,
+            self._record(machine.mac, EventKind.DHCP_IGNORED, f"not answered: {spec.reason}", arch=machine.arch,
                            reason=spec.reason)
             return None
         if settings.dhcp.mode == "proxy" and ":" not in machine.server_ip and not machine.is_ipxe:
@@ -145,8 +168,8 @@ class FirmwareBoot:
             why = (f"{name} was downloaded but never ran: the firmware came back to DHCP instead. It refused or "
                    "could not start it (a Secure Boot refusal, or a loader for another architecture)")
         log.warning("%s %s", machine.mac, why)
-        self.service.hosts.update(machine.mac, lambda h: replace(h or Host(mac=machine.mac), reason=why))
-        self.service.record(machine.mac, EventKind.STATE, f"stalled: {why}", loader=name, stalled=True)
+        self._hosts.update(machine.mac, lambda h: replace(h or Host(mac=machine.mac), reason=why))
+        self._record(machine.mac, EventKind.STATE, f"stalled: {why}", loader=name, stalled=True)
 
     def _warn_proxy_grub(self, mac: str, spec: BootSpec) -> None:
         """Once per host and run: the GRUB chain behind a proxy needs the site DHCP's help."""
@@ -154,14 +177,14 @@ class FirmwareBoot:
             return
         self._warned_proxy.add(mac)
         log.warning("%s gets %s from a proxy: %s", mac, spec.boot_file, GRUB_NEXT_SERVER_WARNING)
-        self.service.record(mac, EventKind.STATE, f"warning: {spec.boot_file} through proxyDHCP: "
-                            + GRUB_NEXT_SERVER_WARNING, warning="grub-behind-proxy")
+        self._record(mac, EventKind.STATE, f"warning: {spec.boot_file} through proxyDHCP: "
+                     + GRUB_NEXT_SERVER_WARNING, warning="grub-behind-proxy")
 
     # ------------------------------------------------------------------ files
 
     def base_url_for(self, client_ip: str) -> str:
         """The HTTP base URL for a client that reached us over TFTP (no Host header to copy)."""
-        settings = self.service.settings
+        settings = self._settings
         if settings.http.public_url:
             return settings.http.public_url.rstrip("/")
         v6 = ":" in client_ip
@@ -171,7 +194,7 @@ class FirmwareBoot:
 
     def grub_host_config(self, mac: str, client_ip: str, base_url: str) -> str:
         """``grub/hosts/<mac>.cfg``: the host's boot, rendered now, as for an iPXE script."""
-        return self.service.host_script(mac, {"platform": "efi"}, client_ip, base_url, loader="grub")
+        return self._host_script(mac, {"platform": "efi"}, client_ip, base_url, loader="grub")
 
     def generated(self, name: str, client_ip: str, base_url: str | None = None) -> str | None:
         """The text of a GRUB file bootbox generates, or None when ``name`` is not one."""
@@ -191,7 +214,7 @@ class FirmwareBoot:
         asset = _ASSET_PATH.match(name.replace("\\", "/").lstrip("/"))
         if asset is not None:
             mac = normalize_mac(asset.group(1))
-            return self.service.host_asset(mac, asset.group(2), client_ip, record=False).open("rb")
+            return self._host_asset(mac, asset.group(2), client_ip, record=False).open("rb")
         return self.files.open(name)
 
     def loader_path(self, name: str) -> Path:

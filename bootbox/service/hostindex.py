@@ -13,7 +13,8 @@ import threading
 from typing import Callable, Iterable
 
 from bootbox.store.hostlog import HostLog, encode_lines
-from bootbox.model import Host
+from bootbox.errors import NotFound
+from bootbox.model import Host, normalize_mac
 from bootbox.runtime.pacing import PAUSE, lower_priority, sliced
 
 log = logging.getLogger("bootbox.index")
@@ -53,6 +54,14 @@ class HostIndex:
     def get(self, mac: str) -> Host | None:
         with self._lock:
             return self._hosts.get(mac)
+
+    def require(self, mac: str) -> Host:
+        """The host with this MAC (any accepted spelling); NotFound when bootbox never saw it."""
+        mac = normalize_mac(mac)
+        host = self.get(mac)
+        if host is None:
+            raise NotFound(f"host {mac} is not known to bootbox")
+        return host
 
     def all(self) -> list[Host]:
         with self._lock:

@@ -10,7 +10,7 @@ Director, a CMDB, the host itself) that may be slow, down or broken, so every pu
   the timeout and should pass it to its network calls, so the thread ends soon after);
 * is retried after a failure with Auto Deploy's waiter backoff (facts §3): first
   ``first_delay`` seconds, then a random ``step_min``..``step_max`` more each try, at most
-  ``max_delay``; a :class:`PushRefused` is final at once (retrying cannot help);
+  ``max_delay``; a :class:`~bootbox.errors.PushRefused` is final at once (retrying cannot help);
 * is isolated: one plugin's failure or hang never delays another's push or the server;
 * reports every attempt through ``record`` (an event on the host's timeline) and its final
   outcome through the job's ``done`` callback.
@@ -31,27 +31,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from bootbox.errors import BootboxError
+from bootbox.config import PushPolicy
+from bootbox.errors import BootboxError, PushRefused
 
 log = logging.getLogger("bootbox.pushes")
-
-
-class PushRefused(BootboxError):
-    """Raised by a push that must not be retried (e.g. "unprepare the host first")."""
-
-    http_status = 409
-
-
-@dataclass(frozen=True)
-class PushPolicy:
-    """How hard a push is tried. Defaults follow the ESXi waiter: 10 s, +8–12 s a try, ≤5 min."""
-
-    attempts: int = 5
-    timeout: float = 30.0
-    first_delay: float = 10.0
-    step_min: float = 8.0
-    step_max: float = 12.0
-    max_delay: float = 300.0
 
 
 def next_delay(policy: PushPolicy, previous: float | None, rng: random.Random) -> float:

@@ -4,7 +4,7 @@ DictStore does everything the Store contract asks (validation, copies, the lock,
 rollback) on a plain dict, and calls :meth:`DictStore._commit` once at the end of every outermost
 write. MemoryStore commits nowhere; TinyDBStore writes its file there. Sharing the engine is what
 keeps the twin honest: the only behaviour the two can differ in is persistence, which
-``tests/test_store_tinydb.py`` covers.
+``tests/store/test_store_tinydb.py`` covers.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator, Mapping
 
 from bootbox.errors import BootboxError, NotFound
-from bootbox.store import check_key, check_table, copy_doc, json_doc
+from bootbox.store.base import check_key, check_table, copy_doc, json_doc
 
 # The whole store: {table: {key: document}}. Also TinyDB's file layout, with keys as document IDs.
 Tables = dict[str, dict[str, dict[str, Any]]]

@@ -1,45 +1,53 @@
 """The HTTP side of bootbox: a Flask application factory and nothing global.
 
-``create_app`` returns a fresh app bound to one :class:`~bootbox.service.bootservice.BootService`, kept in
-``app.extensions["bootbox"]``; the blueprints read it from there and never call plugins
-directly. The appliance serves the app with waitress (see ``bootbox.appliance``).
+``create_app`` returns a fresh app bound to one :class:`~bootbox.service.bootservice.BootService`,
+kept in ``app.extensions["bootbox"]`` (:mod:`bootbox.web.deps`); the blueprints read it from there
+through ``deps``, call only the service's public methods and never call plugins directly. Which
+``/api/`` writes skip the API token is marked on the views (:mod:`bootbox.web.auth`). The
+appliance serves the app with waitress (see ``bootbox.appliance``).
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any, Callable
 
-from flask import Flask, current_app
+from flask import Flask
 from flask.json.provider import DefaultJSONProvider
 
 from bootbox.service.bootservice import BootService
+from bootbox.web import boot, pages
+from bootbox.web.api import hostprofiles, hosts, profiles, rules, status as api_status
+from bootbox.web.auth import require_token_for_writes
+from bootbox.web.deps import EXTENSION, WebContext
+from bootbox.web.errors import register_error_handlers
 
 
 def create_app(service: BootService, *, token: str, status: Callable[[], dict[str, Any]] | None = None) -> Flask:
-    """Build the app: boot endpoints for hosts, ``/api/v1`` for operators, ``/`` for people."""
-    from bootbox.web import boot, pages
-    from bootbox.web.api import hosts as api
-    from bootbox.web.api import hostprofiles as api_hostprofiles
-    from bootbox.web.api import rules as api_rules
-    from bootbox.web.errors import register_error_handlers
+    """Build the app: boot endpoints for hosts, ``/api/v1`` for operators, ``/`` for people.
 
+    ``token`` is the API token every unmarked ``/api/`` write must present; the service compares
+    it (the web app does not touch the store, where the token lives). ``status`` reports the
+    protocol servers for ``/api/v1/status``.
+    """
     app = Flask("bootbox.web")
     app.json = _JsonProvider(app)
     app.url_map.merge_slashes = False
     app.wsgi_app = _collapse_slashes(app.wsgi_app)  # type: ignore[method-assign]
     app.config["JSON_SORT_KEYS"] = False
     app.config["MAX_CONTENT_LENGTH"] = 4 * 2**20
-    app.extensions["bootbox"] = {"service": service, "token": token, "status": status or (lambda: {})}
-    app.register_blueprint(boot.blueprint)
-    app.register_blueprint(api.blueprint)
-    app.register_blueprint(api_rules.blueprint)
-    app.register_blueprint(api_hostprofiles.blueprint)
-    app.register_blueprint(api_hostprofiles.host_blueprint)
-    app.register_blueprint(pages.blueprint)
+    app.extensions[EXTENSION] = WebContext(
+        service=service,
+        token_ok=functools.partial(service.api_token_matches, token),
+        status=status or (lambda: {}),
+    )
+    for blueprint in (boot.blueprint, api_status.blueprint, hosts.blueprint, profiles.blueprint, rules.blueprint,
+                      hostprofiles.blueprint, hostprofiles.host_blueprint, pages.blueprint):
+        app.register_blueprint(blueprint)
     for blueprint in service.plugin_blueprints():
         app.register_blueprint(blueprint)
-    app.before_request(api.require_token_for_writes)
+    app.before_request(require_token_for_writes)
     register_error_handlers(app)
     return app
 
@@ -66,8 +74,3 @@ def _collapse_slashes(wsgi_app: Any) -> Any:
         return wsgi_app(environ, start_response)
 
     return middleware
-
-
-def get_service() -> BootService:
-    """The service behind the current request: the one place views reach it."""
-    return current_app.extensions["bootbox"]["service"]

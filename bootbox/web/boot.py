@@ -11,21 +11,13 @@ from __future__ import annotations
 from flask import Blueprint, Response, request, send_file
 
 from bootbox.errors import NotFound, ValidationError
-from bootbox.web import get_service
+from bootbox.web.auth import host_facing
+from bootbox.web.deps import base_url, client_ip, get_service
 
 blueprint = Blueprint("boot", __name__)
 
 IPXE_MIMETYPE = "text/plain; charset=utf-8"
 ASSET_MAX_AGE = 300
-
-
-def _base_url() -> str:
-    public = get_service().settings.http.public_url
-    return public.rstrip("/") if public else request.host_url.rstrip("/")
-
-
-def _client_ip() -> str:
-    return request.remote_addr or ""
 
 
 def _script(text: str) -> Response:
@@ -37,14 +29,14 @@ def _script(text: str) -> Response:
 @blueprint.get("/boot.ipxe")
 def entry_script() -> Response:
     """The generic first script every iPXE client gets from DHCP: chains to its own script."""
-    return _script(get_service().entry_script(_base_url()))
+    return _script(get_service().entry_script(base_url()))
 
 
 @blueprint.get("/boot/hosts/<mac>/script.ipxe")
 def host_script(mac: str) -> Response:
     """The per-host script; the query carries what iPXE knows about the host."""
     params = {key: value for key, value in request.args.items()}
-    return _script(get_service().host_script(mac, params, _client_ip(), _base_url()))
+    return _script(get_service().host_script(mac, params, client_ip(), base_url()))
 
 
 def _wants_first_byte() -> bool:
@@ -57,7 +49,7 @@ def _wants_first_byte() -> bool:
 
 @blueprint.get("/boot/hosts/<mac>/assets/<name>")
 def host_asset(mac: str, name: str) -> Response:
-    path = get_service().host_asset(mac, name, _client_ip(), record=_wants_first_byte())
+    path = get_service().host_asset(mac, name, client_ip(), record=_wants_first_byte())
     return send_file(path, conditional=True, etag=True, max_age=ASSET_MAX_AGE, mimetype="application/octet-stream",
                      download_name=name)
 
@@ -65,7 +57,7 @@ def host_asset(mac: str, name: str) -> Response:
 @blueprint.get("/boot/loaders/<name>")
 def loader(name: str) -> Response:
     """First-stage loaders over HTTP, for UEFI HTTP boot (answers HEAD with Content-Length)."""
-    path = get_service().loader_path(name, _client_ip(), record=_wants_first_byte())
+    path = get_service().loader_path(name, client_ip(), record=_wants_first_byte())
     return send_file(path, conditional=True, etag=True, max_age=ASSET_MAX_AGE, mimetype="application/efi")
 
 
@@ -75,13 +67,14 @@ def grub_config(name: str = "") -> Response:
     """The files network GRUB reads when it came in over HTTP (docs/firmware.md): the one
     ``grub.cfg``, and each host's ``hosts/<mac>.cfg`` rendered from its profile now."""
     path = f"grub/hosts/{name}" if name else "grub/grub.cfg"
-    text = get_service().firmware.generated(path, _client_ip(), _base_url())
+    text = get_service().grub_file(path, client_ip(), base_url())
     if text is None:
         raise NotFound(f"no GRUB file {path}")
     return _script(text)
 
 
 @blueprint.post("/api/v1/hosts/<mac>/booted")
+@host_facing
 def booted(mac: str) -> Response:
     """The booted OS reports in (form or JSON body: ip, boot_id, kernel, hostname, message)."""
     if request.is_json:
@@ -90,5 +83,5 @@ def booted(mac: str) -> Response:
             raise ValidationError("body", "expected a JSON object")
     else:
         body = request.form.to_dict()
-    host = get_service().booted(mac, {str(k): str(v) for k, v in body.items()}, _client_ip())
+    host = get_service().booted(mac, {str(k): str(v) for k, v in body.items()}, client_ip())
     return Response(f"ok {host.mac}\n", mimetype="text/plain")

@@ -6,8 +6,8 @@ import time
 
 from flask import Blueprint, render_template
 
-from bootbox import __version__
-from bootbox.web import get_service
+from bootbox.version import __version__
+from bootbox.web.deps import get_service
 
 blueprint = Blueprint("pages", __name__)
 
@@ -24,6 +24,6 @@ def index() -> str:
         version=__version__,
         hosts=service.list_hosts(),
         profiles=service.profiles(),
-        events=list(reversed(service.journal.recent(50))),
+        events=list(reversed(service.recent_events(50))),
         clock=_clock,
     )

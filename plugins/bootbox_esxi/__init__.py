@@ -21,7 +21,8 @@ See ``docs/esxi.md``. The entry point registers this module; its hooks are those
 
 from __future__ import annotations
 
-from bootbox_esxi.plugin import KIND, EsxiPlugin
+from bootbox_esxi.kind import KIND
+from bootbox_esxi.plugin import EsxiPlugin
 
 __version__ = "0.1.0"
 

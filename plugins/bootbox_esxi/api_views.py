@@ -15,23 +15,21 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 from bootbox import NotFound, ValidationError, normalize_mac
 from bootbox_esxi.callin import MODULE as CALLIN_MODULE
 from bootbox_esxi import export, imageprofile
 from bootbox_esxi import xmlutil as X
 from bootbox_esxi.catalog import Catalog
-from bootbox_esxi.plugin import firmware_of
+from bootbox_esxi.kind import KIND, firmware_of
+from bootbox_esxi.state import ServedPlugin
 from bootbox_esxi.vib import MAX_DESCRIPTOR_BYTES
 from bootbox_esxi.versions import normalize_level, rank
 
-if TYPE_CHECKING:
-    from bootbox_esxi.plugin import EsxiPlugin
-
 
 class Views:
-    def __init__(self, plugin: "EsxiPlugin") -> None:
+    def __init__(self, plugin: ServedPlugin) -> None:
         self._plugin = plugin
 
     @property
@@ -88,7 +86,7 @@ class Views:
         except NotFound:
             profile = None
         if profile is not None:
-            if profile.kind != "esxi":
+            if profile.kind != KIND:
                 raise ValidationError("profile", f"profile {name} is of kind {profile.kind}, not an ESXi image profile")
             return {"name": profile.name, "kind": "bootbox", "description": profile.description, **profile.spec,
                     "missing": [v for v in profile.spec.get("vibs", []) if not self.catalog.has(v)]}
@@ -170,7 +168,7 @@ class Views:
         if not name:
             raise NotFound(f"host {host.mac} has not been given a profile yet (it has not fetched its script)")
         profile = context.profile(name)
-        if profile.kind != "esxi":
+        if profile.kind != KIND:
             raise ValidationError("mac", f"host {host.mac} boots profile {name} of kind {profile.kind}, not ESXi")
         image = self._plugin.image_for(host, profile)
         return {**image.to_doc(), "mac": host.mac, "firmware": firmware_of(host),

@@ -1,7 +1,9 @@
-"""The ``esxi`` plugin object: hook implementations and the state they share.
+"""The ``esxi`` plugin object: the hook implementations, which wire the package's parts together.
 
-One :class:`EsxiPlugin` per appliance. Its state (catalog, importer, jobs, image cache) is built
-in ``bootbox_startup`` from the plugin's own context and dropped in ``bootbox_shutdown``. The
+One :class:`EsxiPlugin` per appliance. Its state (:class:`~bootbox_esxi.state.PluginState`:
+catalog, importer, jobs, image cache) is built in ``bootbox_startup`` from the plugin's own
+context and dropped in ``bootbox_shutdown``. This module imports the others (the HTTP side
+typed against :class:`~bootbox_esxi.state.ServedPlugin`) and none imports it back. The
 package's entry point registers one module-level instance (``bootbox_esxi``), because an entry
 point names an object rather than a factory; tests that want isolation register their own
 ``EsxiPlugin()`` with ``load_entrypoints=False``.
@@ -13,9 +15,7 @@ imgdb.tgz; nothing on that path touches the network.
 from __future__ import annotations
 
 import json
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -32,41 +32,17 @@ from bootbox import (
     hookimpl,
 )
 from bootbox_esxi import hostimage, imgdb, kickstart, script
-from bootbox_esxi.callin import CallinKeys
 from bootbox_esxi.catalog import BlobStore, Catalog
 from bootbox_esxi.config import LOADER_NAMES, EsxiConfig, parse_config
 from bootbox_esxi.depot import Importer, Limits, Progress
 from bootbox_esxi.image import IMGDB, Image
 from bootbox_esxi.imageprofile import normalize_spec
 from bootbox_esxi.jobs import Jobs
+from bootbox_esxi.kind import KIND, firmware_of
+from bootbox_esxi.state import PluginState
 
-KIND = "esxi"
 _CACHE_LIMIT = 512
 _RESCAN_SECONDS = 2.0
-
-
-@dataclass
-class _State:
-    """What exists between start-up and shutdown."""
-
-    context: PluginContext
-    catalog: Catalog
-    importer: Importer
-    jobs: Jobs
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    images: dict[tuple[Any, ...], Image] = field(default_factory=dict)
-    by_id: dict[str, Image] = field(default_factory=dict)
-    imgdbs: dict[str, str] = field(default_factory=dict)
-    rescanned: float = float("-inf")
-    callins: CallinKeys = field(default_factory=CallinKeys)
-
-
-def firmware_of(host: Host, boot: BootContext | None = None) -> str:
-    """``uefi`` or ``bios`` from what iPXE reported (``platform``) or DHCP saw (``firmware``)."""
-    platform = (boot.firmware if boot else "") or host.attrs.get("platform", "")
-    if platform:
-        return "bios" if platform == "pcbios" else "uefi"
-    return "bios" if host.attrs.get("firmware", "") == "bios" else "uefi"
 
 
 class EsxiPlugin:
@@ -77,12 +53,12 @@ class EsxiPlugin:
         self.config = EsxiConfig()
         self.retry_seconds = 60
         self.public_url = ""
-        self._state: _State | None = None
+        self._state: PluginState | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
     @property
-    def state(self) -> _State:
+    def state(self) -> PluginState:
         if self._state is None:
             raise PluginError("the esxi plugin is not started (bootbox serve starts it)")
         return self._state
@@ -101,7 +77,7 @@ class EsxiPlugin:
         def work(source: str, progress: Progress) -> dict[str, Any]:
             return importer.run(source, progress)
 
-        self._state = _State(context=context, catalog=catalog, importer=importer, jobs=Jobs(work))
+        self._state = PluginState(context=context, catalog=catalog, importer=importer, jobs=Jobs(work))
 
     @hookimpl
     def bootbox_shutdown(self) -> None:
@@ -116,7 +92,7 @@ class EsxiPlugin:
 
     @hookimpl
     def bootbox_register_routes(self, register: Callable[..., None]) -> None:
-        from bootbox_esxi.web import make_blueprints  # here: web imports this module (and Flask)
+        from bootbox_esxi.web import make_blueprints  # here: only the HTTP side needs Flask
 
         for blueprint in make_blueprints(self):
             register(blueprint)

@@ -17,17 +17,15 @@ the boot script can tell a live cache from a dead one.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, send_file
 
 from bootbox import BootContext, EventKind, Forbidden, NotFound, Profile, ValidationError, normalize_mac
 from bootbox_esxi import api_views, bootcfg, callin
 from bootbox_esxi.config import LOADER_NAMES
-from bootbox_esxi.plugin import KIND
-
-if TYPE_CHECKING:
-    from bootbox_esxi.plugin import EsxiPlugin
+from bootbox_esxi.kind import KIND
+from bootbox_esxi.state import ServedPlugin
 
 IMAGE_MAX_AGE = 86400
 TEXT = "text/plain; charset=utf-8"
@@ -46,12 +44,12 @@ def _text(text: str) -> Response:
     return response
 
 
-def make_blueprints(plugin: "EsxiPlugin") -> list[Blueprint]:
+def make_blueprints(plugin: ServedPlugin) -> list[Blueprint]:
     """Fresh blueprints bound to ``plugin`` (one set per web app)."""
     return [_api(plugin), _boot(plugin)]
 
 
-def _api(plugin: "EsxiPlugin") -> Blueprint:
+def _api(plugin: ServedPlugin) -> Blueprint:
     bp = Blueprint("esxi_api", __name__, url_prefix="/api/v1/esxi")
     views = api_views.Views(plugin)
 
@@ -107,11 +105,11 @@ def _api(plugin: "EsxiPlugin") -> Blueprint:
     return bp
 
 
-def _base_url(plugin: "EsxiPlugin") -> str:
+def _base_url(plugin: ServedPlugin) -> str:
     return (plugin.public_url or request.host_url).rstrip("/")
 
 
-def _host_profile(plugin: "EsxiPlugin", mac: str) -> tuple[Any, Profile]:
+def _host_profile(plugin: ServedPlugin, mac: str) -> tuple[Any, Profile]:
     """The host behind ``mac`` and its esxi profile; 404 for anything else."""
     host = plugin.state.context.host(normalize_mac(mac))
     name = host.profile
@@ -123,7 +121,7 @@ def _host_profile(plugin: "EsxiPlugin", mac: str) -> tuple[Any, Profile]:
     return host, profile
 
 
-def _boot(plugin: "EsxiPlugin") -> Blueprint:
+def _boot(plugin: ServedPlugin) -> Blueprint:
     bp = Blueprint("esxi_boot", __name__, url_prefix="/boot/esxi")
 
     def via() -> str | None:

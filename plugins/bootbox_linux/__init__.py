@@ -145,6 +145,17 @@ def bootbox_register_profile_kinds(register: Callable[..., None]) -> None:
     register(KIND, validate=validate_spec, description="Linux kernel + initrd + command line, over HTTP")
 
 
+DEMO_REPORT_ARGS = "bootbox.mac={mac} bootbox.callback={callback}"
+"""What bootbox's demo initramfs reads from the kernel command line, filled in per host above."""
+
+
+@hookimpl
+def bootbox_demo_profile(name: str, kernel: Path, initrd: Path, cmdline: str, description: str) -> Profile:
+    """The demo payload is a kernel + initrd: a ``linux`` profile boots it, reporting in."""
+    return Profile(name=name, kind=KIND, description=description,
+                   spec={"kernel": str(kernel), "initrd": [str(initrd)], "cmdline": f"{cmdline} {DEMO_REPORT_ARGS}".strip()})
+
+
 @hookimpl
 def bootbox_boot_script(host: Host, profile: Profile, boot: BootContext) -> str | None:
     if profile.kind != KIND:

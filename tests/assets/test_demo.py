@@ -7,6 +7,7 @@ dependency resolution, the /init script's shell functions under busybox, and the
 
 from __future__ import annotations
 
+import fnmatch
 import gzip
 import io
 import json
@@ -17,11 +18,16 @@ import stat
 import struct
 import subprocess
 import sys
+import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from bootbox.assets import demo
+from bootbox.assets.demo import busybox as demo_busybox
+from bootbox.assets.demo import kernel as demo_kernel
+from bootbox.assets.demo.kmod import module_name
 from tests.support.lab_fixtures import lab_unavailable
 from bootbox.assets.demo import (
     MARKER_FAIL,
@@ -200,18 +206,47 @@ def test_synthesize_modules_dep_reports_a_missing_dependency(tmp_path: Path) -> 
         synthesize_modules_dep(tmp_path, ["top"])
 
 
-def test_synthesized_dependencies_match_depmod_on_a_real_kernel() -> None:
-    trees = sorted(
-        p.parent
-        for p in Path("/lib/modules").glob("*/modules.dep")
-        if (p.parent / "kernel").is_dir()
-    )
-    if not trees:
-        lab_unavailable("no installed kernel modules with a modules.dep to compare with")
-    tree = trees[-1]
-    ours = module_load_order(synthesize_modules_dep(tree, demo.MODULES), demo.MODULES)
-    depmod = module_load_order((tree / "modules.dep").read_text(), demo.MODULES)
+@pytest.fixture(name="debian_kernel_modules", scope="module")
+def debian_kernel_modules_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The modules tree of the kernel package the demo build fetches, with depmod's modules.dep.
+
+    Fetched as the build fetches it (``apt-cache depends linux-image-amd64``, ``apt-get
+    download``, ``dpkg -x``), not taken from the host, which may run no Debian kernel or have no
+    /lib/modules at all (containers, cloud images). depmod (kmod) then writes the modules.dep the
+    package leaves to its postinst, in the unpacked tree only (``depmod -b ROOT VERSION``). The
+    tree (~400 MB) is removed afterwards rather than left among pytest's kept temp dirs.
+    """
+    if shutil.which("depmod") is None:
+        lab_unavailable("needs depmod (apt-get install kmod)")
+    work = tmp_path_factory.mktemp("linux-image")
+    try:
+        package = demo_kernel.apt_kernel_package("amd64")
+        root = demo_kernel.APT.fetch(package, work)
+    except DemoError as exc:
+        lab_unavailable(f"cannot fetch Debian's kernel package: {exc}")
+    version = package.removeprefix("linux-image-")
+    tree = demo_kernel.modules_root(root, version)
+    assert not (tree / "modules.dep").exists()  # what the build works around
+    subprocess.run(["depmod", "-b", str(root), version], check=True, capture_output=True, timeout=600)
+    assert (tree / "modules.dep").is_file()
+    yield tree
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def test_synthesized_dependencies_match_depmod_on_a_real_kernel(debian_kernel_modules: Path) -> None:
+    tree = debian_kernel_modules
+    builtin = (tree / "modules.builtin").read_text()
+    synthesized = synthesize_modules_dep(tree, demo.MODULES)
+    depmod_text = (tree / "modules.dep").read_text()
+    ours = module_load_order(synthesized, demo.MODULES, builtin)
+    depmod = module_load_order(depmod_text, demo.MODULES, builtin)
     assert set(ours) == set(depmod)
+    # Module by module: our direct dependencies, expanded, are the full list depmod writes.
+    depmod_deps = {path.strip(): set(rest.split())
+                   for path, _, rest in (line.partition(":") for line in depmod_text.splitlines())}
+    for path in ours:
+        expanded = set(module_load_order(synthesized, [module_name(path)], builtin)) - {path}
+        assert expanded == depmod_deps[path], path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -334,7 +369,7 @@ def test_missing_packaging_tools_give_a_clear_error(
     empty = tmp_path / "bin"
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))
-    monkeypatch.setattr(demo, "_installed_kernel", lambda: None)
+    monkeypatch.setattr(demo_kernel, "installed_kernel", lambda: None)
     with pytest.raises(DemoError) as info:
         build_demo_assets(tmp_path / "out", cache=tmp_path / "cache")
     message = str(info.value)
@@ -393,7 +428,7 @@ def test_demo_initrd_holds_busybox_nic_modules_and_init(
     assert f"vermagic={version} ".encode() in ko
     assert _initrd_member(demo_assets, "init", tmp_path).decode() == init_script()
     _initrd_member(demo_assets, "bin/busybox", tmp_path)
-    assert demo._is_static_elf(tmp_path / "bin" / "busybox")  # the initramfs has no libc
+    assert demo_busybox.is_static_elf(tmp_path / "bin" / "busybox")  # the initramfs has no libc
 
 
 def test_build_is_idempotent_and_reproducible(
@@ -430,3 +465,13 @@ def test_demo_cli_prints_the_assets(demo_assets: DemoAssets, demo_cache: Path) -
     assert printed["initrd"] == str(demo_assets.initrd)
     assert printed["kernel_version"] == demo_assets.kernel_version
     assert printed["ipxe_script"].startswith("#!ipxe\nkernel http://198.18.0.1:8080/vmlinuz ")
+
+
+def test_payload_scripts_ship_as_package_data() -> None:
+    """/init and the udhcpc hook are files in the package; a wheel must carry every one of them."""
+    package_dir = ROOT / "bootbox" / "assets" / "demo"
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"][
+        "bootbox.assets.demo"]
+    shipped = sorted(p.relative_to(package_dir).as_posix() for p in (package_dir / "scripts").iterdir())
+    assert shipped == ["scripts/init.sh", "scripts/udhcpc.sh"]
+    assert all(any(fnmatch.fnmatch(name, pattern) for pattern in patterns) for name in shipped)

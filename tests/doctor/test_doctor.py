@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bootbox.doctor import machine as hostinfo
+from bootbox.doctor import machine
 from bootbox.config import Settings
 from bootbox.doctor.checks import (
     Status,
@@ -54,16 +54,16 @@ IP_ADDR = json.dumps([
 
 
 def test_proc_net_parsers() -> None:
-    udp = hostinfo.parse_proc_net(UDP, "udp")
+    udp = machine.parse_proc_net(UDP, "udp")
     assert [(l.address, l.port, l.inode) for l in udp] == [("0.0.0.0", 67, 4242), ("127.0.0.1", 4011, 4343)]
-    tcp = hostinfo.parse_proc_net(TCP, "tcp")
+    tcp = machine.parse_proc_net(TCP, "tcp")
     assert [(l.address, l.port) for l in tcp] == [("0.0.0.0", 8080)]  # the ESTABLISHED row is not a listener
-    assert [(l.address, l.port) for l in hostinfo.parse_proc_net(TCP6, "tcp")] == [("::1", 53)]
+    assert [(l.address, l.port) for l in machine.parse_proc_net(TCP6, "tcp")] == [("::1", 53)]
 
 
 def test_locks_and_addresses_parsers() -> None:
-    assert hostinfo.parse_flocks(LOCKS) == [(4321, 0, 0x2E, 123456)]
-    parsed = hostinfo.parse_ip_addr(IP_ADDR)
+    assert machine.parse_flocks(LOCKS) == [(4321, 0, 0x2E, 123456)]
+    parsed = machine.parse_ip_addr(IP_ADDR)
     assert parsed == {"lo": [IPv4Interface("127.0.0.1/8")], "eth1": [IPv4Interface("198.18.0.1/24")], "eth2": []}
 
 
@@ -71,11 +71,11 @@ def test_real_readers_see_this_process() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-        found = [l for l in hostinfo.listeners() if l.proto == "udp" and l.port == port]
+        found = [l for l in machine.listeners() if l.proto == "udp" and l.port == port]
         assert len(found) == 1
-        assert hostinfo.socket_owners({found[0].inode}) == {found[0].inode: os.getpid()}
-    assert "python" in hostinfo.process_name(os.getpid()) or "pytest" in hostinfo.process_name(os.getpid())
-    assert hostinfo.capabilities() is not None
+        assert machine.socket_owners({found[0].inode}) == {found[0].inode: os.getpid()}
+    assert "python" in machine.process_name(os.getpid()) or "pytest" in machine.process_name(os.getpid())
+    assert machine.capabilities() is not None
 
 
 def settings_for(tmp_path: Path, **overrides: object) -> Settings:
@@ -84,7 +84,7 @@ def settings_for(tmp_path: Path, **overrides: object) -> Settings:
 
 def test_ports_free_ours_and_taken(tmp_path: Path) -> None:
     settings = settings_for(tmp_path, http={"port": 8080}, dhcp={"port": 67})
-    found = [hostinfo.Listener("udp", "0.0.0.0", 67, 1), hostinfo.Listener("tcp", "0.0.0.0", 8080, 2)]
+    found = [machine.Listener("udp", "0.0.0.0", 67, 1), machine.Listener("tcp", "0.0.0.0", 8080, 2)]
     ok = check_ports(settings, ours=100, found=found, owners={1: 100, 2: 100})
     assert ok.status is Status.OK and "udp/67 (dhcp): bootbox (pid 100)" in ok.details
     bad = check_ports(settings, ours=None, found=found, owners={1: os.getpid()})
@@ -97,9 +97,9 @@ def test_ports_free_ours_and_taken(tmp_path: Path) -> None:
 
 def test_capabilities(tmp_path: Path) -> None:
     low = settings_for(tmp_path, dhcp={"port": 67, "interface": "eth1"})
-    everything = (1 << hostinfo.CAP_NET_BIND_SERVICE) | (1 << hostinfo.CAP_NET_RAW)
+    everything = (1 << machine.CAP_NET_BIND_SERVICE) | (1 << machine.CAP_NET_RAW)
     assert check_capabilities(low, None, mask=everything).status is Status.OK
-    shell = check_capabilities(low, None, mask=1 << hostinfo.CAP_NET_RAW)
+    shell = check_capabilities(low, None, mask=1 << machine.CAP_NET_RAW)
     assert shell.status is Status.WARN and "CAP_NET_BIND_SERVICE" in shell.summary and "this shell" in shell.summary
     running = check_capabilities(low, 42, mask=0)
     assert running.status is Status.FAIL and "pid 42" in running.summary and "CAP_NET_RAW" in running.summary
@@ -116,7 +116,7 @@ def test_loaders(tmp_path: Path) -> None:
 
 
 def test_addresses(tmp_path: Path) -> None:
-    addresses = hostinfo.parse_ip_addr(IP_ADDR)
+    addresses = machine.parse_ip_addr(IP_ADDR)
     assert check_addresses(settings_for(tmp_path, dhcp={"bind_address": "0.0.0.0"}, tftp={"bind_address": "0.0.0.0"},
                                         http={"bind_address": "0.0.0.0"}), addresses).status is Status.OK  # fmt: skip
     wrong = check_addresses(settings_for(tmp_path, server_address="10.1.1.1", dhcp={"interface": "eth2"}), addresses)

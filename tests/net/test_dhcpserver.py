@@ -20,7 +20,8 @@ import pytest
 from bootbox.store.leases import LEASES_KEY, LEASES_TABLE, lease_callables
 from bootbox.model import BootSpec, Machine
 from bootbox.net.dhcp.packet import DhcpPacket, build, parse
-from bootbox.net.dhcp.server import DhcpServer, OtherDhcpServer, interface_ipv4
+from bootbox.net.dhcp.server import DhcpServer, OtherDhcpServer
+from bootbox.net.interface import interface_ipv4
 from bootbox.net.dhcp.leases import Lease, LeaseState
 from bootbox.store.memory import MemoryStore
 from tests.support.lab_fixtures import LabSegment, require_tools, segment_fixture  # noqa: F401

@@ -24,7 +24,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bootbox.core.dnszone import Zone, ZoneAnswer, build_zone
-from bootbox.net.dns.server import DnsServer, Drop, Forward, Reply, bind_advice, parse_upstream, respond
+from bootbox.net.dns.answer import Drop, Forward, Reply, respond
+from bootbox.net.dns.server import DnsServer, bind_advice
+from bootbox.net.dns.upstream import parse_upstream
 
 from tests.conftest import free_port
 from tests.support.lab_fixtures import lab_unavailable

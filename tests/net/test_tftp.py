@@ -105,8 +105,10 @@ class RawClient:
     def error(self, code: int, message: str = "") -> None:
         self.send(struct.pack("!HH", 5, code) + message.encode() + b"\x00")
 
-    def download(self, name: str, **options: object) -> tuple[bytes, dict[str, str], list[int]]:
-        """Fetch ``name`` (windowed when asked), return (content, OACK options, wire block numbers)."""
+    def download(self, name: str, progress: Callable[[int], None] | None = None,
+                 **options: object) -> tuple[bytes, dict[str, str], list[int]]:
+        """Fetch ``name`` (windowed when asked), return (content, OACK options, wire block numbers);
+        ``progress`` is told the number of each block received."""
         self.send(rrq(name, b"octet", 1, **options))
         blksize, window, oack = 512, 1, {}
         first = self.recv()
@@ -123,6 +125,8 @@ class RawClient:
             if packet[1] == expected & 0xFFFF:
                 chunks.append(packet[2])
                 wire.append(packet[1])
+                if progress is not None:
+                    progress(expected)
                 in_window += 1
                 last = len(packet[2]) < blksize
                 if last or in_window == window:
@@ -923,21 +927,31 @@ def test_a_lone_lock_step_transfer_to_a_slow_client_completes(servers: Servers, 
 
 
 def test_new_requests_are_served_while_a_lone_transfer_runs(servers: Servers, root: Path) -> None:
-    """The poll for a lone transfer's ACKs is bounded: a request arriving meanwhile is answered."""
+    """The poll for a lone transfer's ACKs is bounded: a request arriving meanwhile is answered.
+
+    The short request starts once the long transfer is known to be under way (its client has
+    received block 16, not a sample of the server's counters that a fast transfer can slip
+    between), and must finish while the long one is still running: a server that kept polling
+    for the lone transfer's ACKs would answer it only after the last block of 4 MiB."""
+    (root / "lone.bin").write_bytes(os.urandom(4 << 20))
     server, records = servers.start()
     results: dict[str, bytes] = {}
+    under_way = threading.Event()
 
     def long_download() -> None:
         with RawClient(server.port) as client:
-            results["long"] = client.download("data.bin", blksize=512)[0]
+            results["long"] = client.download(
+                "lone.bin", blksize=512, progress=lambda block: block == 16 and under_way.set())[0]
 
     thread = threading.Thread(target=long_download)
     thread.start()
-    wait_for(lambda: server.stats["active"] == 1)
+    assert under_way.wait(30), "the long transfer never started"
     with RawClient(server.port) as client:
         results["short"] = client.download("small.txt")[0]
-    thread.join(30)
+    long_was_running = "long" not in results
+    thread.join(60)
     assert results["short"] == (root / "small.txt").read_bytes()
-    assert results["long"] == (root / "data.bin").read_bytes()
+    assert results["long"] == (root / "lone.bin").read_bytes()
+    assert long_was_running, "the short request was answered only after the lone transfer ended"
     wait_for(lambda: len(records) == 2)
     assert all(record.ok for record in records)

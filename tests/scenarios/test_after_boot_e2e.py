@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from bootbox.service.pushes import PushPolicy
+from bootbox.config import PushPolicy
 from bootbox.testing import (
     FakeHost,
     TestAppliance,
@@ -28,7 +28,7 @@ from bootbox.testing import (
     http,
 )
 from bootbox_vcd import VcdPlugin
-from tests.support.vcd_endpoint import FakeVcd, fake_vcd
+from bootbox_vcd.tests.vcd_endpoint import FakeVcd, fake_vcd
 
 __all__ = ["bootbox_appliance", "bootbox_config", "bootbox_host", "bootbox_plugins", "bootbox_push_policy", "fake_vcd"]
 

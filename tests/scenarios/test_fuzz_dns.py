@@ -1,6 +1,6 @@
 """Fuzzing the DNS server live: garbage over UDP and TCP at once, then a real question.
 
-``tests/test_dns.py`` already fuzzes the pure responder (``respond``) hard; what it cannot show
+``tests/net/test_dns.py`` already fuzzes the pure responder (``answer.respond``) hard; what it cannot show
 is the server loop itself under a mixed stream: datagrams and TCP connections carrying partial
 length prefixes, several messages, or junk, interleaved. Afterwards the loop must be alive,
 have logged no error, count no internal error, and answer a question from the zone. The pure

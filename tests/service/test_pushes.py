@@ -8,7 +8,9 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from bootbox.service.pushes import PushJob, PushOutcome, PushPolicy, PushPool, PushRefused, next_delay
+from bootbox.config import PushPolicy
+from bootbox.errors import PushRefused
+from bootbox.service.pushes import PushJob, PushOutcome, PushPool, next_delay
 
 FAST = PushPolicy(attempts=3, timeout=2.0, first_delay=0.01, step_min=0.01, step_max=0.02, max_delay=0.05)
 

@@ -246,8 +246,8 @@ def dns_target(data: bytes) -> None:
     a response to that query ID."""
     from dnslib import DNSRecord
 
-    from bootbox.net.dns.server import Drop, Forward, respond
-    from bootbox.net.dns.server import Reply as DnsReply
+    from bootbox.net.dns.answer import Drop, Forward, respond
+    from bootbox.net.dns.answer import Reply as DnsReply
 
     lookup = dns_lookup() if not hasattr(dns_target, "lookup") else dns_target.lookup  # type: ignore[attr-defined]
     dns_target.lookup = lookup  # type: ignore[attr-defined]

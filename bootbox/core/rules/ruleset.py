@@ -11,13 +11,24 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Collection, Iterable, Iterator, Mapping
 
 from bootbox.errors import Conflict, NotFound, ValidationError
 from bootbox.core.rules.pattern import BUILTIN_ATTRIBUTES, Pattern, parse_patterns
 
-BUILTIN_ITEM_TYPES: frozenset[str] = frozenset({"image", "host_profile", "group"})
-"""Item types every bootbox understands; plugins add more through ``bootbox_register_item_types``."""
+BUILTIN_ITEM_TYPE_DESCRIPTIONS: Mapping[str, str] = MappingProxyType({
+    "image": "the profile the host boots (an image profile)",
+    "host_profile": "the host profile: configuration templates and per-host answers",
+    "group": "a location label: cluster, site, rack",
+    "loader": "the first-stage loader kind: ipxe or grub (docs/firmware.md)",
+    "secure_boot": "on: the signed chain, shim -> GRUB -> signed kernel (docs/firmware.md)",
+})
+"""Item types every bootbox understands, with what each chooses; plugins add more through
+``bootbox_register_item_types`` (the service keeps both in ``BootService.item_types``)."""
+
+BUILTIN_ITEM_TYPES: frozenset[str] = frozenset(BUILTIN_ITEM_TYPE_DESCRIPTIONS)
+"""The names of :data:`BUILTIN_ITEM_TYPE_DESCRIPTIONS`: what rules accept when no plugin added any."""
 
 MAX_NAME_LENGTH = 64
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")

@@ -7,7 +7,9 @@ some hosts; for everyone else the rule engine decides. A host that no rule gives
 
 from __future__ import annotations
 
-from bootbox import Host, PluginContext, hookimpl
+from bootbox.hooks.context import PluginContext
+from bootbox.hooks.markers import hookimpl
+from bootbox.model import Host
 
 
 class RulesPlugin:

@@ -8,7 +8,7 @@ One thread, one ``selectors`` loop over two sockets bound to the served interfac
 * udp/4011: the PXE boot-server exchange, answered exactly as the proxy answers it
   (:func:`bootbox.net.dhcp.proxy.respond`), for firmware that asks there anyway.
 
-Before binding, unless told otherwise, it sends one DISCOVER and listens (:mod:`dhcpprobe`):
+Before binding, unless told otherwise, it sends one DISCOVER and listens (:mod:`~bootbox.net.dhcp.probe`):
 if another server answers, it refuses to start, because two address servers on one network
 hand clients conflicting leases. Leases are loaded at start and saved after every change
 through two callables (``load_leases``/``save_leases``); the server never sees the store.
@@ -16,7 +16,6 @@ through two callables (``load_leases``/``save_leases``); the server never sees t
 
 from __future__ import annotations
 
-import fcntl
 import ipaddress
 import logging
 import socket
@@ -33,9 +32,10 @@ from bootbox.net.dhcp.answer import Answer, FullDhcpOptions, LeaseChange, answer
 from bootbox.net.dhcp.probe import HeardServer, probe
 from bootbox.net.dhcp.leases import Lease, LeasePool
 from bootbox.net.dhcp.proxy import RATE_BURST, RATE_PER_SECOND, ClientRateLimiter, Failed, Ignored, Role, respond
+from bootbox.net.interface import interface_ipv4
 from bootbox.net.loop import SelectorLoop
 
-__all__ = ["DhcpServer", "OtherDhcpServer", "interface_ipv4"]
+__all__ = ["DhcpServer", "OtherDhcpServer"]
 
 log = logging.getLogger("bootbox.dhcp")
 
@@ -45,7 +45,6 @@ OnEvent = Callable[[str, str, str, dict[str, Any]], object]
 """``(mac, kind, message, data)``: a lease changed (``dhcp.lease``, ``dhcp.nak``, …); any return
 value is ignored."""
 
-_SIOCGIFADDR, _SIOCGIFNETMASK = 0x8915, 0x891B
 IP_PKTINFO: int = getattr(socket, "IP_PKTINFO", 8)
 _PKTINFO = struct.Struct("=I4s4s")
 _EVENT_KIND = {MessageType.RELEASE: "dhcp.release", MessageType.DECLINE: "dhcp.decline"}
@@ -53,18 +52,6 @@ _EVENT_KIND = {MessageType.RELEASE: "dhcp.release", MessageType.DECLINE: "dhcp.d
 
 class OtherDhcpServer(BootboxError):
     """Full mode heard another DHCP server on its interface and will not compete with it."""
-
-
-def interface_ipv4(interface: str) -> ipaddress.IPv4Interface | None:
-    """The (primary) IPv4 address and prefix of ``interface``, or None when it has none."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        request = struct.pack("256s", interface.encode()[:15])
-        try:
-            address = fcntl.ioctl(sock.fileno(), _SIOCGIFADDR, request)[20:24]
-            netmask = fcntl.ioctl(sock.fileno(), _SIOCGIFNETMASK, request)[20:24]
-        except OSError:
-            return None
-    return ipaddress.IPv4Interface(f"{socket.inet_ntoa(address)}/{socket.inet_ntoa(netmask)}")
 
 
 class DhcpServer:

@@ -6,6 +6,9 @@ to it), holds hosts whose required answers are missing, renders answer files thr
 ``bootbox_render_answer_file``, and serves them only through single-use tokens
 (:mod:`bootbox.service.answers.tokens`), recording every refusal as an ``audit`` event.
 
+It is given what it uses, not the service: the settings (where the secrets key lives), the store,
+the host index, ``record`` and a callable that calls ``bootbox_render_answer_file``.
+
 Secrets never reach a log line or an event: events name fields, never values, and renders for
 operators mask secret answers (and the hashes made from them) unless they ask to reveal them
 with the API token.
@@ -13,18 +16,18 @@ with the API token.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
+from bootbox.hooks import calls
 from bootbox.service.answers.tokens import AnswerTokens
 from bootbox.service.answers.books import AnswerBook, HostProfileBook
 from bootbox.core.render.callin import callin_script
-from bootbox.errors import BootboxError, Forbidden, NotFound, PluginError, ValidationError
+from bootbox.errors import BootboxError, Conflict, Forbidden, NotFound, PluginError, ValidationError
 from bootbox.core.hostprofile import (
     FILE_NAME,
     INPUT_NAME,
@@ -37,11 +40,12 @@ from bootbox.core.hostprofile import (
     render_context,
     template_answers,
 )
+from bootbox.config import Settings
 from bootbox.model import EventKind, Host, mac_key, normalize_mac
+from bootbox.service.collaborators import Record
+from bootbox.service.hostindex import HostIndex
+from bootbox.store import Store
 from bootbox.store.secretbox import KEY_FILE, SecretBox
-
-if TYPE_CHECKING:
-    from bootbox.service.bootservice import BootService
 
 log = logging.getLogger("bootbox.hostconfig")
 
@@ -63,6 +67,14 @@ class AnswerKind:
         return {"kind": self.name, "files": list(self.files), "description": self.description, "plugin": self.plugin}
 
 
+class RenderAnswerFile(Protocol):
+    """``bootbox_render_answer_file`` as the service calls it: the files of ``kind`` for one host
+    (``{file name: text}``), or None when no plugin renders that kind."""
+
+    def __call__(self, *, kind: str, host: Host, profile: HostProfile, answers: Mapping[str, Any],
+                 env: AnswerEnv) -> Any: ...
+
+
 @dataclass(frozen=True)
 class PluginInput:
     """An answer input a plugin contributes, for the hosts ``applies_to`` accepts."""
@@ -75,29 +87,30 @@ class PluginInput:
 class HostConfig:
     """Host profiles, answers, answer kinds and inputs, holds, renders and answer-file tokens."""
 
-    def __init__(self, service: "BootService") -> None:
-        self._service = service
-        settings = service.settings
+    def __init__(self, settings: Settings, store: Store, *, hosts: HostIndex, record: Record,
+                 render_answer_file: RenderAnswerFile) -> None:
+        self._hosts = hosts
+        self._record = record
+        self._render_answer_file = render_answer_file
         key_path = settings.secrets_key_file or str(settings.state_path / KEY_FILE)
         self.box = SecretBox(Path(key_path))
         self.kinds: dict[str, AnswerKind] = {}
         self.inputs: dict[str, PluginInput] = {}
         self.profiles = HostProfileBook(
-            service.store,
+            store,
             kinds=lambda: {name: kind.files for name, kind in self.kinds.items()},
             reserved=lambda: {name: item.plugin for name, item in self.inputs.items()},
         )
-        self.answers = AnswerBook(service.store, self.box)
+        self.answers = AnswerBook(store, self.box)
         self.tokens = AnswerTokens()
 
     # ------------------------------------------------------------------ registration
 
     def register_from(self, pm: Any) -> None:
-        """Ask plugins for answer kinds and inputs (``bootbox_register_answer_*``), at start-up."""
-        for impl in pm.hook.bootbox_register_answer_kinds.get_hookimpls():
-            impl.function(register=functools.partial(self._register_kind, plugin=impl.plugin_name))
-        for impl in pm.hook.bootbox_register_answer_inputs.get_hookimpls():
-            impl.function(register=functools.partial(self._register_input, plugin=impl.plugin_name))
+        """Ask plugins for answer kinds and inputs (``bootbox_register_answer_*``), at start-up,
+        plugin by plugin, so every kind and input records the plugin that registered it."""
+        calls.register_each(pm, "bootbox_register_answer_kinds", self._register_kind)
+        calls.register_each(pm, "bootbox_register_answer_inputs", self._register_input)
 
     def _register_kind(self, kind: str, *, files: Sequence[str] = (), description: str = "", plugin: str) -> None:
         if not isinstance(kind, str) or not FILE_NAME.fullmatch(kind):
@@ -148,7 +161,7 @@ class HostConfig:
     def known_inputs(self, mac: str) -> dict[str, InputSpec]:
         """Inputs an answer for ``mac`` may set: the host's schema, or for a host bootbox has not
         seen yet (answers staged before the first boot) every input any profile or plugin has."""
-        host = self._service.hosts.get(normalize_mac(mac))
+        host = self._hosts.get(normalize_mac(mac))
         if host is not None and (host.associations.get("host_profile") or host.associations.get("image")):
             return {spec.name: spec for spec in self.schema(host)}
         known: dict[str, InputSpec] = {}
@@ -175,6 +188,47 @@ class HostConfig:
             example = " ".join(f"{name}=..." for name in missing)
             return f"answers are missing: {', '.join(missing)} (bootbox answer set {host.mac} {example})"
         return None
+
+    # ------------------------------------------------------------------ operators' edits
+
+    def delete_profile(self, name: str) -> None:
+        """Delete a host profile no host uses (Conflict names the hosts that still do)."""
+        users = [h.mac for h in self._hosts.all() if h.associations.get("host_profile") == name]
+        if users:
+            raise Conflict(f"host profile {name!r} is used by {len(users)} host(s) ({', '.join(users[:5])}); "
+                           "change their rules and repair them first")
+        self.profiles.delete(name)
+
+    def overview(self, mac: str) -> dict[str, Any]:
+        """A host's answers as operators see them (secrets masked), with the inputs it is asked
+        for and those still missing; also for a host bootbox has not seen yet (staged answers)."""
+        mac = normalize_mac(mac)
+        host = self._hosts.get(mac)
+        schema = self.schema(host) if host is not None else []
+        known = self.known_inputs(mac)
+        return {
+            "mac": mac,
+            "host_profile": host.associations.get("host_profile", "") if host else "",
+            "answers": self.answers.masked(mac, list(known.values()) + schema),
+            "inputs": [spec.to_dict() for spec in schema],
+            "missing": self.missing(host) if host is not None else [],
+            "known_host": host is not None,
+        }
+
+    def set_answers(self, mac: str, values: Mapping[str, Any]) -> None:
+        """Set answers for the inputs ``mac`` may have (ValidationError names a bad one)."""
+        self.answers.set(mac, values, self.known_inputs(mac))
+
+    def import_answers(self, text: str) -> list[str]:
+        """Answers for many hosts from CSV (a ``mac`` column, one column per input); the MACs written."""
+        return self.answers.import_csv(text, self.known_inputs)
+
+    def push_answers(self, host: Host) -> dict[str, Any]:
+        """The host's answers in clear, with the defaults of its schema, for the after-boot pushes."""
+        values = self.answers.values(host.mac)
+        for spec in self.schema(host):
+            values.setdefault(spec.name, spec.default)
+        return values
 
     # ------------------------------------------------------------------ tokens
 
@@ -222,8 +276,7 @@ class HostConfig:
         plain = {k: v for k, v in values.items()}
         for spec in schema:
             plain.setdefault(spec.name, spec.default)
-        files = self._service.pm.hook.bootbox_render_answer_file(kind=profile.kind, host=host, profile=profile,
-                                                                  answers=plain, env=env)
+        files = self._render_answer_file(kind=profile.kind, host=host, profile=profile, answers=plain, env=env)
         if files is None:
             raise BootboxError(f"no plugin renders answer files of kind {profile.kind!r}")
         if not isinstance(files, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
@@ -232,7 +285,6 @@ class HostConfig:
 
     def serve(self, mac: str, token: str, name: str, client_ip: str, base_url: str) -> str:
         """One answer file for the host that owns ``token``; anything else is 403 + an audit event."""
-        service = self._service
         try:
             mac = normalize_mac(mac)
         except ValidationError:
@@ -243,7 +295,7 @@ class HostConfig:
         except Forbidden as exc:
             self._audit(mac, name, client_ip, str(exc), token)
             raise
-        host = service.host(mac)
+        host = self._hosts.require(mac)
         instance = f"bootbox-{mac_key(mac)}-{hashlib.sha256(token.encode()).hexdigest()[:12]}"
         profile, files = self.render(host, base_url=base_url, masked=False, instance_id=instance)
         if name not in files:
@@ -253,13 +305,13 @@ class HostConfig:
         except Forbidden as exc:  # a concurrent fetch of the same file won the race
             self._audit(mac, name, client_ip, str(exc), token)
             raise
-        service.record(mac, EventKind.ANSWERS, f"answer file {name} of host profile {profile.name} "
-                                               f"v{profile.version} served to {client_ip}",
-                       file=name, host_profile=profile.name, version=profile.version, ip=client_ip)
+        self._record(mac, EventKind.ANSWERS, f"answer file {name} of host profile {profile.name} "
+                                             f"v{profile.version} served to {client_ip}",
+                     file=name, host_profile=profile.name, version=profile.version, ip=client_ip)
         return files[name]
 
     def _audit(self, mac: str, name: str, client_ip: str, reason: str, token: str) -> None:
         ref = hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()[:8]
         log.warning("%s answer file %s refused to %s: %s (token ref %s)", mac, name, client_ip, reason, ref)
-        self._service.record(mac, EventKind.AUDIT, f"refused answer file {name} to {client_ip}: {reason}",
-                             file=name, ip=client_ip, reason=reason, token_ref=ref)
+        self._record(mac, EventKind.AUDIT, f"refused answer file {name} to {client_ip}: {reason}",
+                     file=name, ip=client_ip, reason=reason, token_ref=ref)

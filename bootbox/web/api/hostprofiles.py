@@ -4,11 +4,12 @@
 writes and the one read that reveals secrets (``POST …/render/<kind>``) need the API token,
 like every ``/api/v1`` write.
 
-``host_blueprint`` (listed in ``api.HOST_BLUEPRINTS``, so not token-checked): what booting hosts
-call. ``GET /boot/hosts/<mac>/answers/<token>/<file>`` serves an answer file once per single-use
-token (403 and an audit event otherwise), and ``POST /api/v1/hosts/<mac>/up`` is the report-in
-with Auto Deploy's status codes: 200 configured, 503 pushes still running (retry later),
-404 unknown host, 401 bad token, 409 a push gave up.
+``host_blueprint``: what booting hosts call. ``GET /boot/hosts/<mac>/answers/<token>/<file>``
+serves an answer file once per single-use token (403 and an audit event otherwise), and
+``POST /api/v1/hosts/<mac>/up`` is the report-in, marked :func:`~bootbox.web.auth.host_facing`
+(it checks the host's up token, not the API token), with Auto Deploy's status codes:
+200 configured, 503 pushes still running (retry later), 404 unknown host, 401 bad token,
+409 a push gave up.
 """
 
 from __future__ import annotations
@@ -17,28 +18,17 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from bootbox.errors import Conflict, ValidationError
+from bootbox.errors import ValidationError
 from bootbox.core.lint import lint
 from bootbox.model import normalize_mac
-from bootbox.web import get_service
+from bootbox.web.auth import bearer_token, host_facing
+from bootbox.web.deps import base_url, client_ip, get_service, json_object
 
 blueprint = Blueprint("hostprofiles", __name__, url_prefix="/api/v1")
 host_blueprint = Blueprint("hostconfig", __name__)
 
 RETRY_AFTER_SECONDS = 10
 """What a host told 503 waits before asking again (the ESXi waiter's first backoff, facts §3)."""
-
-
-def _body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise ValidationError("body", "expected a JSON object (Content-Type: application/json)")
-    return body
-
-
-def _base_url() -> str:
-    public = get_service().settings.http.public_url
-    return public.rstrip("/") if public else request.host_url.rstrip("/")
 
 
 def _summary(profile: Any) -> dict[str, Any]:
@@ -51,7 +41,7 @@ def _summary(profile: Any) -> dict[str, Any]:
 
 @blueprint.get("/hostprofiles")
 def list_hostprofiles() -> Response:
-    return jsonify([_summary(p) for p in get_service().hostconfig.profiles.all()])
+    return jsonify([_summary(p) for p in get_service().host_profiles()])
 
 
 @blueprint.get("/hostprofiles/<name>")
@@ -59,7 +49,7 @@ def show_hostprofile(name: str) -> Response:
     raw = request.args.get("version")
     if raw is not None and not raw.isdigit():
         raise ValidationError("version", "expected a version number")
-    return jsonify(get_service().hostconfig.profiles.get(name, int(raw) if raw else None).to_dict())
+    return jsonify(get_service().host_profile(name, int(raw) if raw else None).to_dict())
 
 
 def _saved(profile: Any, status: int) -> Response:
@@ -70,87 +60,61 @@ def _saved(profile: Any, status: int) -> Response:
 
 @blueprint.post("/hostprofiles")
 def create_hostprofile() -> Response:
-    return _saved(get_service().hostconfig.profiles.put(_body(), replace_existing=False), 201)
+    return _saved(get_service().put_host_profile(json_object(), replace_existing=False), 201)
 
 
 @blueprint.put("/hostprofiles/<name>")
 def replace_hostprofile(name: str) -> Response:
-    body = {**_body(), "name": name}
-    return _saved(get_service().hostconfig.profiles.put(body, replace_existing=True), 200)
+    body = {**json_object(), "name": name}
+    return _saved(get_service().put_host_profile(body, replace_existing=True), 200)
 
 
 @blueprint.delete("/hostprofiles/<name>")
 def delete_hostprofile(name: str) -> Response:
-    service = get_service()
-    users = [h.mac for h in service.list_hosts() if h.associations.get("host_profile") == name]
-    if users:
-        raise Conflict(f"host profile {name!r} is used by {len(users)} host(s) ({', '.join(users[:5])}); "
-                       "change their rules and repair them first")
-    service.hostconfig.profiles.delete(name)
+    get_service().delete_host_profile(name)
     return jsonify({"deleted": name})
 
 
 @blueprint.get("/answer-kinds")
 def answer_kinds() -> Response:
-    return jsonify([kind.to_dict() for kind in get_service().hostconfig.kinds.values()])
+    return jsonify([kind.to_dict() for kind in get_service().answer_kinds()])
 
 
 @blueprint.get("/lint")
 def lint_all() -> Response:
-    profiles = get_service().hostconfig.profiles.all()
+    profiles = get_service().host_profiles()
     return jsonify([w.to_dict() for profile in profiles for w in lint(profile)])
 
 
 # ------------------------------------------------------------------ answers
 
 
-def _answers_json(mac: str) -> dict[str, Any]:
-    service = get_service()
-    config = service.hostconfig
-    host = service.hosts.get(mac)
-    schema = config.schema(host) if host is not None else []
-    known = config.known_inputs(mac)
-    values = config.answers.masked(mac, list(known.values()) + schema)
-    return {
-        "mac": mac,
-        "host_profile": host.associations.get("host_profile", "") if host else "",
-        "answers": values,
-        "inputs": [spec.to_dict() for spec in schema],
-        "missing": config.missing(host) if host is not None else [],
-        "known_host": host is not None,
-    }
-
-
 @blueprint.get("/hosts/<mac>/answers")
 def show_answers(mac: str) -> Response:
-    return jsonify(_answers_json(normalize_mac(mac)))
+    return jsonify(get_service().host_answers(normalize_mac(mac)))
 
 
 @blueprint.patch("/hosts/<mac>/answers")
 def set_answers(mac: str) -> Response:
     mac = normalize_mac(mac)
-    values = _body().get("values")
+    values = json_object().get("values")
     if not isinstance(values, dict):
         raise ValidationError("values", "expected an object of input name: value")
-    config = get_service().hostconfig
-    config.answers.set(mac, values, config.known_inputs(mac))
-    return jsonify(_answers_json(mac))
+    return jsonify(get_service().set_answers(mac, values))
 
 
 @blueprint.delete("/hosts/<mac>/answers/<key>")
 def unset_answer(mac: str, key: str) -> Response:
     mac = normalize_mac(mac)
-    get_service().hostconfig.answers.unset(mac, [key])
-    return jsonify(_answers_json(mac))
+    return jsonify(get_service().unset_answer(mac, key))
 
 
 @blueprint.post("/answers/import")
 def import_answers() -> Response:
-    text = _body().get("csv")
+    text = json_object().get("csv")
     if not isinstance(text, str):
         raise ValidationError("csv", "expected the CSV text")
-    config = get_service().hostconfig
-    written = config.answers.import_csv(text, config.known_inputs)
+    written = get_service().import_answers(text)
     return jsonify({"hosts": written})
 
 
@@ -161,8 +125,8 @@ def _render(mac: str, kind: str, masked: bool) -> Response:
     service = get_service()
     host = service.host(mac)
     profile_name = request.args.get("profile") or None
-    profile, files = service.hostconfig.render(host, base_url=_base_url(), kind=kind, profile_name=profile_name,
-                                               masked=masked)
+    profile, files = service.render_answer_files(host, base_url=base_url(), kind=kind, profile_name=profile_name,
+                                                 masked=masked)
     return jsonify({"host": host.mac, "host_profile": profile.name, "version": profile.version, "kind": profile.kind,
                     "masked": masked, "files": files})
 
@@ -192,7 +156,7 @@ def push(mac: str) -> Response:
 
 @host_blueprint.get("/boot/hosts/<mac>/answers/<token>/<name>")
 def answer_file(mac: str, token: str, name: str) -> Response:
-    text = get_service().answer_file(mac, token, name, request.remote_addr or "", _base_url())
+    text = get_service().answer_file(mac, token, name, client_ip(), base_url())
     response = Response(text, mimetype="text/plain; charset=utf-8")
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -208,10 +172,11 @@ def _up_body() -> dict[str, str]:
 
 
 @host_blueprint.post("/api/v1/hosts/<mac>/up")
+@host_facing
 def host_up(mac: str) -> Response:
-    header = request.headers.get("Authorization", "")
-    token = header[7:].strip() if header.lower().startswith("bearer ") else request.args.get("token")
-    host, status = get_service().host_up(mac, _up_body(), request.remote_addr or "", token)
+    presented = bearer_token()
+    token = presented if presented is not None else request.args.get("token")
+    host, status = get_service().host_up(mac, _up_body(), client_ip(), token)
     if status == "busy":
         response = jsonify({"state": str(host.state), "message": "configuration pushes are running; retry later"})
         response.status_code = 503

@@ -13,17 +13,10 @@ from flask import Blueprint, Response, jsonify, request
 from bootbox.core import rules
 from bootbox.errors import ValidationError
 from bootbox.model import normalize_mac
-from bootbox.web import get_service
-from bootbox.web.api.hosts import read_only
+from bootbox.web.auth import read_only
+from bootbox.web.deps import get_service, json_object
 
 blueprint = Blueprint("rules", __name__, url_prefix="/api/v1")
-
-
-def _body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise ValidationError("body", "expected a JSON object (Content-Type: application/json)")
-    return body
 
 
 def _flag(body: dict[str, Any], name: str, default: bool) -> bool:
@@ -99,22 +92,22 @@ def _explain_json(explanations: list[rules.RuleExplanation]) -> list[dict[str, A
 
 @blueprint.get("/rules")
 def list_rules() -> Response:
-    return jsonify(_ruleset_json(get_service().rules.get(_which())))
+    return jsonify(_ruleset_json(get_service().ruleset(_which())))
 
 
 @blueprint.get("/rules/<name>")
 def show_rule(name: str) -> Response:
-    ruleset = get_service().rules.get(_which())
+    ruleset = get_service().ruleset(_which())
     return jsonify(rule_json(ruleset.get(name), ruleset.index(name)))
 
 
 @blueprint.post("/rules")
 def add_rule() -> Response:
-    body = _body()
-    book = get_service().rules
+    body = json_object()
+    service = get_service()
     fields = {k: v for k, v in body.items() if k not in ("at", "activate")}
-    rule = book.make_rule(fields)
-    working = book.add(rule, at=_position(body), activate=_flag(body, "activate", True))
+    rule = service.make_rule(fields)
+    working = service.add_rule(rule, at=_position(body), activate=_flag(body, "activate", True))
     response = jsonify(rule_json(rule, working.index(rule.name)))
     response.status_code = 201
     return response
@@ -122,31 +115,31 @@ def add_rule() -> Response:
 
 @blueprint.put("/rules/<name>")
 def replace_rule(name: str) -> Response:
-    body = _body()
-    book = get_service().rules
+    body = json_object()
+    service = get_service()
     fields = {k: v for k, v in body.items() if k not in ("at", "activate")}
     fields["name"] = name
-    working = book.replace(book.make_rule(fields), activate=_flag(body, "activate", True))
+    working = service.replace_rule(service.make_rule(fields), activate=_flag(body, "activate", True))
     return jsonify(rule_json(working.get(name), working.index(name)))
 
 
 @blueprint.delete("/rules/<name>")
 def remove_rule(name: str) -> Response:
-    get_service().rules.remove(name, activate=_flag({}, "activate", True))
+    get_service().remove_rule(name, activate=_flag({}, "activate", True))
     return jsonify({"removed": name})
 
 
 @blueprint.post("/rules/<name>/move")
 def move_rule(name: str) -> Response:
-    body = _body()
-    working = get_service().rules.move(name, _position(body, required=True), activate=_flag(body, "activate", True))  # type: ignore[arg-type]
+    body = json_object()
+    working = get_service().move_rule(name, _position(body, required=True), activate=_flag(body, "activate", True))  # type: ignore[arg-type]
     return jsonify(_ruleset_json(working))
 
 
 @blueprint.post("/rules/explain")
 @read_only
 def explain_attrs() -> Response:
-    body = _body()
+    body = json_object()
     attrs = body.get("attrs")
     if not isinstance(attrs, dict) or not all(isinstance(v, (str, list)) for v in attrs.values()):
         raise ValidationError("attrs", "expected an object of attribute: value")
@@ -168,33 +161,31 @@ def explain_host(mac: str) -> Response:
 
 @blueprint.get("/rulesets/<which>")
 def show_ruleset(which: str) -> Response:
-    return jsonify(rules.ruleset_to_dict(get_service().rules.get(which)))
+    return jsonify(rules.ruleset_to_dict(get_service().ruleset(which)))
 
 
 @blueprint.put("/rulesets/working")
 def import_ruleset() -> Response:
-    body = _body()
+    body = json_object()
     activate = _flag({}, "activate", True)
-    ruleset = get_service().rules.load_working(body, activate=activate)
+    ruleset = get_service().load_ruleset(body, activate=activate)
     return jsonify({"rules": len(ruleset), "activated": activate})
 
 
 @blueprint.post("/rulesets/activate")
 def activate() -> Response:
-    book = get_service().rules
-    changes = book.diff()
-    book.activate()
+    changes = get_service().activate_rules()
     return jsonify({"activated": True, "changes": _diff_json(changes)})
 
 
 @blueprint.post("/rulesets/rollback")
 def rollback() -> Response:
-    return jsonify({"active": _ruleset_json(get_service().rules.rollback())})
+    return jsonify({"active": _ruleset_json(get_service().rollback_rules())})
 
 
 @blueprint.get("/rulesets/diff")
 def diff() -> Response:
-    return jsonify(_diff_json(get_service().rules.diff()))
+    return jsonify(_diff_json(get_service().ruleset_diff()))
 
 
 # ------------------------------------------------------------------ compliance
@@ -207,7 +198,7 @@ def compliance() -> Response:
 
 @blueprint.post("/compliance/repair")
 def repair() -> Response:
-    body = _body()
+    body = json_object()
     hosts = body.get("hosts")
     if hosts is not None and (not isinstance(hosts, list) or not all(isinstance(h, str) for h in hosts)):
         raise ValidationError("hosts", "expected a list of MAC addresses")

@@ -25,7 +25,7 @@ from bootbox.store.memory import MemoryStore
 from bootbox_esxi.catalog import BlobStore, Catalog
 from bootbox_esxi.depot import Importer, Limits, Progress
 from bootbox_esxi.xmlutil import DepotError
-from tests.support.esxi_builder import (
+from bootbox_esxi.tests.esxi_builder import (
     PayloadSpec,
     ProfileSpec,
     build_vib,

@@ -30,8 +30,8 @@ from typing import Any
 import pytest
 
 from bootbox.lab.netns import LabError
+from bootbox_esxi.tests.esxi_builder import depot_files, driver, esx_base, write_bundle
 from tests.support.e2e_bootbox import start_bootbox
-from tests.support.esxi_builder import depot_files, driver, esx_base, write_bundle
 from tests.support.lab_fixtures import BOOT_TIMEOUT, LabSegment, lab_unavailable, require_qemu, segment_fixture
 
 __all__ = ["segment_fixture"]

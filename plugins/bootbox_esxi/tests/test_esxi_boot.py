@@ -32,8 +32,8 @@ from bootbox.web import create_app
 from bootbox_esxi import EsxiPlugin, script
 from bootbox_esxi.bootcfg import render_bootcfg
 from bootbox_esxi.hostimage import resolve
+from bootbox_esxi.tests.esxi_builder import depot_files, driver, esx_base, write_bundle
 from tests.conftest import test_settings
-from tests.support.esxi_builder import depot_files, driver, esx_base, write_bundle
 from tests.support.lab_fixtures import lab_unavailable
 
 TOKEN = "t0ken"

@@ -17,10 +17,10 @@ from typing import Iterator
 
 import pytest
 
+from bootbox_esxi.tests.esxi_builder import depot_files, driver, esx_base, write_bundle
+from bootbox_esxi.tests.test_esxi_appliance import Running, http, start
 from tests.conftest import free_port
 from tests.support.lab_fixtures import lab_unavailable
-from tests.support.esxi_builder import depot_files, driver, esx_base, write_bundle
-from tests.plugins.test_esxi_appliance import Running, http, start
 
 NGINX_CONF = """\
 daemon off;

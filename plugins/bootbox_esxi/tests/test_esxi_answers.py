@@ -27,8 +27,8 @@ import pytest
 from bootbox import AnswerEnv, Host, ValidationError
 from bootbox.store.secretbox import sha512_crypt
 from bootbox_esxi import callin, kickstart
+from bootbox_esxi.tests.test_esxi_boot import AUTH, BASE_URL, KICKSTART, MAC, SECRET, Env, _vibs, env, tokens
 from tests.support.lab_fixtures import lab_unavailable
-from tests.plugins.test_esxi_boot import AUTH, BASE_URL, KICKSTART, MAC, SECRET, Env, _vibs, env, tokens
 
 __all__ = ["env"]
 

@@ -22,7 +22,7 @@ from bootbox_esxi.image import name_modules
 from bootbox_esxi.vib import Vib, parse_descriptor
 from bootbox_esxi.vibread import read_vib
 from bootbox_esxi.xmlutil import DepotError
-from tests.support.esxi_builder import PayloadSpec, VibSpec, ar_member, build_vib, descriptor_xml, driver, esx_base
+from bootbox_esxi.tests.esxi_builder import PayloadSpec, VibSpec, ar_member, build_vib, descriptor_xml, driver, esx_base
 
 SHARED = Path("/work/shared/data/esxi")
 REAL_VIB = "ghettoVCB-1.0.0-0.0.0-2020-12-29.vib"

@@ -11,11 +11,11 @@ from typer.testing import CliRunner
 from bootbox import ConfigError, Host, Profile
 from bootbox.cli import build_cli
 from bootbox.hooks.manager import make_plugin_manager
-from bootbox.service.pushes import PushPolicy
+from bootbox.config import PushPolicy
 from bootbox.testing import FakeHost, TestAppliance, bootbox_appliance, bootbox_config, bootbox_host, bootbox_plugins, bootbox_push_policy
 from bootbox_vcd import VcdPlugin
 from bootbox_vcd.config import parse_config
-from tests.support.vcd_endpoint import FakeVcd, fake_vcd
+from bootbox_vcd.tests.vcd_endpoint import FakeVcd, fake_vcd
 
 __all__ = ["bootbox_appliance", "bootbox_config", "bootbox_host", "bootbox_plugins", "bootbox_push_policy", "fake_vcd"]
 

@@ -14,7 +14,7 @@ from bootbox_esxi.catalog import BlobStore, Catalog
 from bootbox_esxi.depot import Importer, Limits
 from bootbox_esxi.image import allocate_modules
 from bootbox_esxi.imageprofile import add_vib, check, diff, normalize_spec, remove_vib
-from tests.support.esxi_builder import PayloadSpec, VibSpec, build_vib, driver, esx_base
+from bootbox_esxi.tests.esxi_builder import PayloadSpec, VibSpec, build_vib, driver, esx_base
 from tests.support.lab_fixtures import lab_unavailable
 
 SHARED_VIB = Path("/work/shared/data/esxi/ghettoVCB-1.0.0-0.0.0-2020-12-29.vib")

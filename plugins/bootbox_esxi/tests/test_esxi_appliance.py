@@ -31,8 +31,8 @@ from bootbox.appliance import Appliance
 from bootbox.cli import build_cli
 from bootbox.hooks.manager import make_plugin_manager
 from bootbox_esxi import EsxiPlugin
+from bootbox_esxi.tests.esxi_builder import ProfileSpec, depot_files, driver, esx_base, write_bundle
 from tests.conftest import test_settings
-from tests.support.esxi_builder import ProfileSpec, depot_files, driver, esx_base, write_bundle
 
 MAC = "52:54:00:e5:0b:01"
 REAL_BUNDLE = Path("/work/shared/data/esxi/ghettoVCB-offline-bundle-2020-12-29.zip")

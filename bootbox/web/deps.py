@@ -1,0 +1,70 @@
+"""What a view needs from the app it runs in: the service, the servers' status, its request's basics.
+
+``create_app`` puts one :class:`WebContext` in ``app.extensions["bootbox"]``; views read it only
+through these functions, never from the app directly. This module imports neither
+``bootbox.web`` nor a blueprint, so every blueprint can import it and the app factory can import
+every blueprint without a cycle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from flask import current_app, request
+
+from bootbox.errors import ValidationError
+from bootbox.service.bootservice import BootService
+
+EXTENSION = "bootbox"
+
+
+@dataclass(frozen=True)
+class WebContext:
+    """The app's dependencies: the service, the API-token check and the protocol servers' status."""
+
+    service: BootService
+    token_ok: Callable[[str | None], bool]
+    """True for the presented ``Authorization: Bearer`` token (None when there was none)."""
+    status: Callable[[], dict[str, Any]] = field(default=lambda: {})
+
+
+def web_context() -> WebContext:
+    return current_app.extensions[EXTENSION]
+
+
+def get_service() -> BootService:
+    """The service behind the current request: the one place views reach it."""
+    return web_context().service
+
+
+def server_status() -> dict[str, Any]:
+    """The protocol servers' status (``/api/v1/status``), as the appliance reports it."""
+    return web_context().status()
+
+
+def base_url() -> str:
+    """The base URL hosts are told to use: ``[http] public_url`` when set, else this request's."""
+    return get_service().base_url(request.host_url)
+
+
+def client_ip() -> str:
+    return request.remote_addr or ""
+
+
+def json_object() -> dict[str, Any]:
+    """The request's JSON body, which must be an object (else a 400 naming ``body``)."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ValidationError("body", "expected a JSON object (Content-Type: application/json)")
+    return body
+
+
+def limit_arg() -> int | None:
+    """The ``limit`` query argument: a positive whole number, or None when absent."""
+    raw = request.args.get("limit")
+    if raw is None:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValidationError("limit", "expected a positive whole number")
+    return int(raw)

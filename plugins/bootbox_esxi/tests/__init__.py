@@ -1,0 +1,2 @@
+"""The esxi plugin's tests (``bootbox_esxi.tests``): collected by the repository's pytest run,
+left out of the installed package (pyproject.toml, ``[tool.setuptools.packages.find]``)."""
