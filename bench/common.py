@@ -171,7 +171,7 @@ class PeakMemory:
     by a thread (each sample reads /proc, so not more often on a 2-core machine): tftpd-hpa's per-transfer processes are gone by the end of a run, so reading
     VmHWM afterwards would miss them. ``peaks`` maps server names to MiB."""
 
-    def __init__(self, servers: Sequence[Server], interval: float = 0.25) -> None:
+    def __init__(self, servers: Sequence["Server | Process"], interval: float = 0.25) -> None:
         self._servers = list(servers)
         self._interval = interval
         self._done = threading.Event()
@@ -235,6 +235,15 @@ def percentile(values: Sequence[float], fraction: float) -> float:
     ordered = sorted(values)
     rank = max(1, math.ceil(fraction * len(ordered)))
     return ordered[rank - 1]
+
+
+@dataclass(frozen=True)
+class Process:
+    """A process measured but not started through :class:`Server` (dnsmasq, started by
+    ``bootbox.lab.sitedhcp``): a name and a PID for :class:`PeakMemory`."""
+
+    name: str
+    pid: int
 
 
 @dataclass
@@ -333,11 +342,19 @@ def launch_bootbox(
     return server
 
 
-def start_tftpd_hpa(root: Path, port: int) -> Server:
+def start_tftpd_hpa(root: Path, port: int, *, address: str = "127.0.0.1", netns: str | None = None) -> Server:
+    """tftpd-hpa in the foreground (``-L``) on ``address:port``, in ``netns`` if given, as
+    references.md §5 runs it: its defaults, no verbose logging."""
     binary = shutil.which("in.tftpd")
     if not binary:
         raise RuntimeError("in.tftpd not found: apt-get install tftpd-hpa")
-    proc = subprocess.Popen([binary, "-L", "-a", f"127.0.0.1:{port}", "-s", str(root)], stderr=subprocess.DEVNULL)
+    argv = [binary, "-L", "-a", f"{address}:{port}", "-s", str(root)]
+    if netns is None:
+        proc = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
+    else:
+        from bootbox.lab.netns import spawn_in_netns
+
+        proc = spawn_in_netns(netns, argv)
     time.sleep(0.3)
     if proc.poll() is not None:
         raise RuntimeError("in.tftpd exited at start")
@@ -386,12 +403,17 @@ def _tcp_open(port: int, address: str = "127.0.0.1") -> bool:
         return True
 
 
-def parallel_curl(urls: Sequence[str], extra: Sequence[str], outdir: Path, expected_size: int) -> float:
-    """Run one curl per URL at once; return wall seconds; fail unless every file is complete."""
+def parallel_curl(urls: Sequence[str], extra: Sequence[str], outdir: Path, expected_size: int,
+                  sources: Sequence[str] = ()) -> float:  # fmt: skip
+    """Run one curl per URL at once; return wall seconds; fail unless every file is complete.
+
+    ``sources`` gives each curl its own interface or address (``--interface``), one simulated host
+    each; called from a thread inside a namespace (``run_in_netns``), the curls run there."""
     outdir.mkdir(parents=True, exist_ok=True)
     outs = [outdir / f"out{i}" for i in range(len(urls))]
+    bind = [["--interface", sources[i % len(sources)]] if sources else [] for i in range(len(urls))]
     start = time.perf_counter()
-    procs = [subprocess.Popen(["curl", "-sS", *extra, "-o", str(out), url]) for url, out in zip(urls, outs)]
+    procs = [subprocess.Popen(["curl", "-sS", *extra, *b, "-o", str(out), url]) for url, out, b in zip(urls, outs, bind)]
     codes = [p.wait(timeout=600) for p in procs]
     elapsed = time.perf_counter() - start
     for code, out in zip(codes, outs):
@@ -413,6 +435,24 @@ class Row:
     higher_is_better: bool = True
     target: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    ours_runs: list[float] = field(default_factory=list)
+    """Each run's figure for bootbox (``ours`` is their median); empty for a single figure."""
+    ref_runs: list[float] = field(default_factory=list)
+
+    @classmethod
+    def of_runs(cls, figure: str, unit: str, ours: Sequence[float], reference: Sequence[float], reference_name: str,
+                **kwargs: Any) -> "Row":
+        """A row whose figures are the medians of per-run values (NaN runs left out), keeping
+        the runs so the table can show min–max beside each median."""
+        clean_ours = [v for v in ours if not math.isnan(v)]
+        clean_ref = [v for v in reference if not math.isnan(v)]
+        return cls(figure, unit, statistics.median(clean_ours) if clean_ours else float("nan"),
+                   statistics.median(clean_ref) if clean_ref else float("nan"), reference_name,
+                   ours_runs=clean_ours, ref_runs=clean_ref, **kwargs)  # fmt: skip
+
+    def spread(self, runs: Sequence[float]) -> str:
+        """``min–max`` of the runs when there were several, else empty."""
+        return f"{_number(min(runs))}–{_number(max(runs))}" if len(runs) > 1 else ""
 
     @property
     def ratio(self) -> float:
@@ -430,7 +470,9 @@ class Row:
             return None if math.isnan(value) or math.isinf(value) else value
 
         return {"figure": self.figure, "unit": self.unit, "bootbox": clean(self.ours), "reference": clean(self.reference),
-                "reference_name": self.reference_name, "ratio": clean(self.ratio), "target": self.target, **self.extra}
+                "reference_name": self.reference_name, "ratio": clean(self.ratio), "target": self.target,
+                **({"bootbox_runs": self.ours_runs, "reference_runs": self.ref_runs} if self.ours_runs else {}),
+                **self.extra}  # fmt: skip
 
 
 def median_of(runs: int, measure: Callable[[], float]) -> float:
@@ -438,14 +480,18 @@ def median_of(runs: int, measure: Callable[[], float]) -> float:
 
 
 def print_table(title: str, rows: Sequence[Row]) -> None:
+    """Figure, bootbox, reference, ratio, target; medians with the runs' min–max in brackets."""
     print(f"\n{title}")
-    header = f"{'figure':<44} {'bootbox':>10} {'reference':>22} {'ratio':>7}  target"
+    header = f"{'figure':<44} {'bootbox':>22} {'reference':>34} {'ratio':>7}  target"
     print(header)
     print("-" * len(header))
     for row in rows:
-        ref = "-" if math.isnan(row.reference) else f"{_number(row.reference)} {row.reference_name}"
+        ours = _number(row.ours) + (f" ({row.spread(row.ours_runs)})" if row.spread(row.ours_runs) else "")
+        ref = "-" if math.isnan(row.reference) else (
+            f"{_number(row.reference)}" + (f" ({row.spread(row.ref_runs)})" if row.spread(row.ref_runs) else "")
+            + f" {row.reference_name}")  # fmt: skip
         ratio = "     -" if math.isnan(row.ratio) else f"{row.ratio:>6.2f}x"
-        print(f"{row.figure + ' (' + row.unit + ')':<44} {_number(row.ours):>10} {ref:>22} {ratio}  {row.target}")
+        print(f"{row.figure + ' (' + row.unit + ')':<44} {ours:>22} {ref:>34} {ratio}  {row.target}")
 
 
 def _number(value: float) -> str:

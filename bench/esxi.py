@@ -1,6 +1,6 @@
 """ESXi depots at real size: import a 400 MB bundle, then serve its modules to 32 hosts at once.
 
-    python -m bench.esxi [--size 400] [--clients 32] [--runs 1] [--json out.json]
+    python -m bench.esxi [--size 400] [--clients 32] [--runs 1] [--hostprofile-hosts 32] [--json out.json]
 
 1. A synthetic offline bundle of ``--size`` MB is written in the real layout (index.xml,
    vendor-index.xml, metadata.zip, vib20/…) by a streaming writer here: one base VIB with a
@@ -276,6 +276,9 @@ def requirements() -> str | None:
     for tool in ("curl", "nginx"):
         if not any(Path(d, tool).exists() for d in os.environ.get("PATH", "").split(":") + ["/usr/sbin"]):
             return f"needs {tool} (apt-get install curl nginx-light)"
+    if not Path("/usr/share/gocode/src/github.com/vmware/govmomi/simulator").is_dir() or not any(
+            Path(d, "go").exists() for d in os.environ.get("PATH", "").split(":")):
+        return "needs the ESXi simulator's sources (apt-get install golang-go golang-github-vmware-govmomi-dev)"
     return None
 
 
@@ -283,8 +286,11 @@ def tables(quick: bool = False, runs: int | None = None) -> list[Table]:
     """For ``python -m bench``: full size 400 MB / 32 clients, quick 20 MB / 8 clients."""
     size, clients = (20, 8) if quick else (400, 32)
     rows, meta = measure(size, clients, runs or 1)
+    from bench import esxi_hostprofile  # apply a host profile to as many simulated hosts
+
     return [Table("esxi", f"ESXi: import a {meta['bundle_mb']:.0f} MB bundle, serve its {meta['modules']} modules "
-                          f"to {clients} hosts at once (loopback, curl)", rows, meta=meta)]
+                          f"to {clients} hosts at once (loopback, curl)", rows, meta=meta),
+            esxi_hostprofile.table(clients)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -294,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=positive_int, default=32, help="concurrent hosts (default 32)")
     parser.add_argument("--runs", type=positive_int, default=1, help="serving runs; the median is reported")
     parser.add_argument("--json", type=Path, help="write the table as JSON")
+    parser.add_argument("--hostprofile-hosts", type=int, default=32,
+                        help="simulated hosts for 'apply a host profile at once' (default 32; 0 skips it)")
     args = parser.parse_args(argv)
     if args.size < 5 or args.clients < 1 or args.runs < 1:
         parser.error("--size must be at least 5 (MB), --clients and --runs at least 1")
@@ -307,6 +315,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  bundle written in {meta['build_seconds']} s; "
           f"server RSS before import {meta['rss_before_import_mib']} MiB")
     write_json(args.json, "esxi", rows, meta)
+    if args.hostprofile_hosts > 0:
+        from bench import esxi_hostprofile
+
+        hp_rows, hp_meta = esxi_hostprofile.measure(args.hostprofile_hosts)
+        print_table(f"ESXi: apply a host profile ({hp_meta['settings_per_host']} settings) to "
+                    f"{args.hostprofile_hosts} hosts at once, report-in to configured", hp_rows)
+        if args.json:
+            write_json(args.json.with_name(args.json.stem + "-hostprofile.json"), "esxi-hostprofile", hp_rows, hp_meta)
     return 0
 
 

@@ -223,7 +223,8 @@ def _ip_checksum(header: bytes) -> int:
     return ~total & 0xFFFF
 
 
-def open_reply_socket(port: int = 68, *, address: str = "0.0.0.0", rcvbuf: int = 16 * 2**20) -> socket.socket:
+def open_reply_socket(port: int = 68, *, address: str = "0.0.0.0", rcvbuf: int = 16 * 2**20,
+                      device: str | None = None) -> socket.socket:  # fmt: skip
     """The client's udp/68 socket: broadcast OFFERs and unicast ACKs both land here, each with
     its kernel receive timestamp (``SO_TIMESTAMPNS``). The 16 MiB buffer (``SO_RCVBUFFORCE``,
     root) makes sure the client never loses a reply, so every loss is the server's."""
@@ -235,6 +236,8 @@ def open_reply_socket(port: int = 68, *, address: str = "0.0.0.0", rcvbuf: int =
     except OSError:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    if device:  # only what arrives on (and leaves by) this interface: one simulated host's
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, device.encode())
     sock.bind((address, port))
     return sock
 
@@ -271,6 +274,40 @@ def drain_timestamped(sock: socket.socket, quiet: float) -> Iterator[Reply]:
         if reply is None:
             return
         yield reply
+
+
+def bind_device(sock: socket.socket, device: str | None) -> None:
+    """Tie ``sock`` to one interface (``SO_BINDTODEVICE``), so a simulated host's packets leave
+    by its own interface, with its own MAC, whatever the routing table would pick."""
+    if device:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, device.encode())
+
+
+class _BoundConnection(http.client.HTTPConnection):
+    """An HTTP connection from one simulated host: its address and its interface."""
+
+    def __init__(self, host: str, port: int, timeout: float, source_ip: str | None, device: str | None) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self._source_ip, self._device = source_ip, device
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            bind_device(sock, self._device)
+            if self._source_ip:
+                sock.bind((self._source_ip, 0))
+            sock.settimeout(self.timeout)  # type: ignore[arg-type]
+            sock.connect((self.host, self.port))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def _connection(parts: urllib.parse.SplitResult, timeout: float, source_ip: str | None,
+                device: str | None) -> http.client.HTTPConnection:  # fmt: skip
+    return _BoundConnection(parts.hostname or "", parts.port or 80, timeout, source_ip, device)
 
 
 # --------------------------------------------------------------------------- TFTP
@@ -313,15 +350,31 @@ def _spin(seconds: float) -> None:
         pass
 
 
+EDK2_TFTP_TIMEOUT, EDK2_TFTP_TRIES = 4.0, 6
+"""EDK2's PxeBcDxe waits 4 s for a TFTP answer and sends a request up to 6 times
+(PXEBC_MTFTP_TIMEOUT, PXEBC_MTFTP_RETRIES)."""
+
+
 def tftp_probe_tsize(server: tuple[str, int], name: str, *, blksize: int = 1468, windowsize: int = 4,
-                     bind: str = "0.0.0.0", timeout: float = 3.0) -> int:  # fmt: skip
+                     bind: str = "0.0.0.0", timeout: float = EDK2_TFTP_TIMEOUT, tries: int = EDK2_TFTP_TRIES,
+                     device: str | None = None) -> int:  # fmt: skip
     """EDK2's first RRQ: ask for tsize (plus blksize/windowsize), read the size from the OACK,
-    then end the transfer with error 8 as EDK2 does (facts/pxe-dhcp.md §7)."""
+    then end the transfer with error 8 as EDK2 does (facts/pxe-dhcp.md §7). The RRQ is sent
+    again after ``timeout`` seconds of silence, ``tries`` times in all, as EDK2 does."""
+    request = _rrq(name, {"tsize": 0, "blksize": blksize, "windowsize": windowsize})
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        bind_device(sock, device)
         sock.bind((bind, 0))
         sock.settimeout(timeout)
-        sock.sendto(_rrq(name, {"tsize": 0, "blksize": blksize, "windowsize": windowsize}), server)
-        data, peer = sock.recvfrom(65536)
+        for _ in range(tries):
+            sock.sendto(request, server)
+            try:
+                data, peer = sock.recvfrom(65536)
+                break
+            except socket.timeout:
+                continue
+        else:
+            raise TftpError(f"{name}: no answer to the tsize probe after {tries} tries of {timeout:g} s")
         opcode = struct.unpack("!H", data[:2])[0]
         if opcode == OP_ERROR:
             raise TftpError(f"{name}: {_error_text(data)}")
@@ -341,6 +394,7 @@ def tftp_fetch(
     timeout: float = 1.0,
     retries: int = 5,
     ack_delay: float = 0.0,
+    device: str | None = None,
 ) -> TftpResult:
     """Download ``name``; ask for ``blksize``/``windowsize`` when given (RFC 2348, RFC 7440).
 
@@ -354,6 +408,7 @@ def tftp_fetch(
     started = time.perf_counter()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 2**20)
+        bind_device(sock, device)
         sock.bind((bind, 0))
         sock.settimeout(timeout)
         sock.sendto(request, server)
@@ -461,15 +516,15 @@ def expand(text: str, settings: dict[str, str]) -> str:
 Fetch = Callable[[str], tuple[int, bytes | None]]
 
 
-def http_getter(source_ip: str | None = None, timeout: float = 30.0, keep: int = 64 * 1024) -> Fetch:
+def http_getter(source_ip: str | None = None, timeout: float = 30.0, keep: int = 64 * 1024,
+                device: str | None = None) -> Fetch:  # fmt: skip
     """A fetch function: GET a URL from ``source_ip`` and return (bytes received, body if it is
     at most ``keep`` bytes, i.e. a script). Big files are read and counted, not kept. Raises
     BootFailure for anything but a complete 200."""
 
     def fetch(url: str) -> tuple[int, bytes | None]:
         parts = urllib.parse.urlsplit(url)
-        conn = http.client.HTTPConnection(parts.hostname or "", parts.port or 80, timeout=timeout,
-                                          source_address=(source_ip, 0) if source_ip else None)  # fmt: skip
+        conn = _connection(parts, timeout, source_ip, device)
         try:
             conn.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""))
             response = conn.getresponse()
@@ -477,13 +532,14 @@ def http_getter(source_ip: str | None = None, timeout: float = 30.0, keep: int =
             if response.status != 200:
                 raise BootFailure(f"GET {url}: HTTP {response.status}")
             received, kept = 0, bytearray()
+            buffer = memoryview(bytearray(256 * 1024))  # readinto: no new object per piece of a kernel
             while True:
-                chunk = response.read(256 * 1024)
-                if not chunk:
+                count = response.readinto(buffer)
+                if not count:
                     break
-                received += len(chunk)
+                received += count
                 if received <= keep:
-                    kept += chunk
+                    kept += buffer[:count]
             if length is not None and int(length) != received:
                 raise BootFailure(f"GET {url}: {received} of {length} bytes")
             return received, bytes(kept) if received <= keep else None
@@ -584,12 +640,12 @@ def callback_url(args: Sequence[str]) -> str | None:
     return None
 
 
-def post(url: str, fields: dict[str, str], source_ip: str | None = None, timeout: float = 30.0) -> int:
+def post(url: str, fields: dict[str, str], source_ip: str | None = None, timeout: float = 30.0,
+         device: str | None = None) -> int:  # fmt: skip
     """POST a form (the booted payload reporting in); returns the HTTP status."""
     parts = urllib.parse.urlsplit(url)
     body = urllib.parse.urlencode(fields)
-    conn = http.client.HTTPConnection(parts.hostname or "", parts.port or 80, timeout=timeout,
-                                      source_address=(source_ip, 0) if source_ip else None)  # fmt: skip
+    conn = _connection(parts, timeout, source_ip, device)
     try:
         conn.request("POST", parts.path + (f"?{parts.query}" if parts.query else ""), body=body,
                      headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip

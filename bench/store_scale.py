@@ -53,6 +53,8 @@ from bootbox.service.hostindex import HOST_LOG
 from bootbox.store.journal import Journal
 from bootbox.model import BootEvent, EventKind, Host, HostState
 from bootbox.store.tinydb import TinyDBStore
+from bootbox.service.answers.tokens import BootTokens
+from bootbox.store.secretbox import KEY_FILE, SecretBox
 
 VENDORS = ("Dell Inc.", "HPE", "Supermicro", "Lenovo", "QEMU")
 EVENT_KINDS = (EventKind.DHCP_OFFER, EventKind.DHCP_ACK, EventKind.TFTP_SENT, EventKind.HTTP_SCRIPT,
@@ -83,6 +85,8 @@ def build_state(state: Path, hosts: int, events_per_host: int, kernel: Path) -> 
             associations={"image": "fleet", "group": f"rack-{n // 40:04d}"},
             profile="fleet",
             boot_id=f"boot-{n}",
+            boot_nonce=f"bench-{n}",  # its current boot, whose up token the report-ins present
+            boot_started=now,
             first_seen=now - 86400,
             last_seen=now - rng.randrange(86400),
         )  # fmt: skip
@@ -153,18 +157,27 @@ def _dhcp_load(port: int, client: socket.socket, hosts: int, stop: threading.Eve
     return xid - 1, latencies
 
 
-def _report_ins(http: int, hosts: int, samples: int, rate: float = REPORT_RATE) -> list[float]:
+def _up_tokens(state: Path, macs: list[str]) -> dict[str, str]:
+    """Each host's up token for the boot build_state gave it (report-ins need it, issue 16)."""
+    tokens = BootTokens(SecretBox(state / KEY_FILE).derive, answer_ttl=1, up_ttl=1)
+    return {mac: tokens.up_token(Host(mac=mac, boot_nonce=f"bench-{int(mac.replace(':', ''), 16) & 0xFFFFFFFF}"))
+            for mac in macs}
+
+
+def _report_ins(http: int, hosts: int, samples: int, state: Path, rate: float = REPORT_RATE) -> list[float]:
     """``samples`` report-ins for random known hosts at ``rate`` per second from a thread pool;
     latency (ms) is counted from when each was *due*, so a stalled server is charged for every
     request that waited, not just the one in flight (no coordinated omission)."""
     rng = random.Random(2)
     macs = [_mac(rng.randrange(hosts)) for _ in range(samples)]
+    tokens = _up_tokens(state, macs)
     start = time.perf_counter()
 
     def one(i: int) -> float:
         due = start + i / rate
         time.sleep(max(0.0, due - time.perf_counter()))
-        status = _post(f"http://127.0.0.1:{http}/api/v1/hosts/{macs[i]}/booted", f"ip=10.9.0.1&boot_id=b{i}".encode(),
+        status = _post(f"http://127.0.0.1:{http}/api/v1/hosts/{macs[i]}/booted?token={tokens[macs[i]]}",
+                       f"ip=10.9.0.1&boot_id=b{i}".encode(),
                        {"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
         if status != 200:
             raise RuntimeError(f"report-in answered {status}")
@@ -198,7 +211,7 @@ def measure_one(hosts: int, events_per_host: int, samples: int, writes: int) -> 
                 loader = threading.Thread(target=lambda: dhcp_result.append(_dhcp_load(dhcp, client, hosts, stop)))
                 loader.start()
                 try:
-                    callbacks = _report_ins(http, hosts, samples)
+                    callbacks = _report_ins(http, hosts, samples, work / "state")
                 finally:
                     stop.set()
                     loader.join()

@@ -42,6 +42,7 @@ from bootbox.config import PushPolicy, Settings  # noqa: E402
 from bootbox.hooks.context import PluginContext, PluginStore  # noqa: E402  (needs the model first)
 from bootbox.core.hostprofile import AnswerEnv, HostProfile, InputSpec  # noqa: E402
 from bootbox.core.render.callin import callin_script  # noqa: E402
+from bootbox.store.secretbox import sha512_crypt  # noqa: E402  (a password as ESXi's /etc/shadow holds it)
 from bootbox.core.render.grub import linux_config as grub_linux_config  # noqa: E402
 
 from bootbox.hooks.markers import hookimpl  # noqa: E402  (``@hookimpl def bootbox_boot_script(...)``)
@@ -91,4 +92,5 @@ __all__ = [
     "hookimpl",
     "normalize_mac",
     "normalize_uuid",
+    "sha512_crypt",
 ]

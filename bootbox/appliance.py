@@ -22,6 +22,7 @@ from bootbox.assets.demo import build_demo_assets
 from bootbox.config import Settings
 from bootbox.errors import BootboxError, NotFound
 from bootbox.service.dnsview import ZoneView
+from bootbox.store.diskhealth import DiskHealth
 from bootbox.store.hostlog import HostLog
 from bootbox.service.hostindex import HOST_LOG
 from bootbox.store.journal import Journal
@@ -38,8 +39,10 @@ from bootbox.service.bootservice import BootService
 from bootbox.store import Store
 from bootbox.store.tinydb import TinyDBStore
 from bootbox.store.apitoken import load_or_create_token
+from bootbox.store.secretbox import KEY_FILE, require_key
 from bootbox.web import create_app
-from bootbox.web.server import HttpServer
+from bootbox.web.limits import HttpLimits
+from bootbox.web.server import HttpServer, tls_context
 
 log = logging.getLogger("bootbox")
 
@@ -103,7 +106,7 @@ def full_dhcp_server(settings: Settings, service: BootService, store: Store) -> 
     dhcp = settings.dhcp
     dns = getattr(settings, "dns", None)
     dns_running = bool(getattr(dns, "enabled", False))
-    load_leases, save_leases = lease_callables(store)
+    load_leases, save_leases = lease_callables(store, settings.state_path)
     return DhcpServer(
         decide=service.decide,
         on_answer=service.dhcp_answered,
@@ -132,7 +135,8 @@ def full_dhcp_server(settings: Settings, service: BootService, store: Store) -> 
 
 def dns_server(settings: Settings, service: BootService) -> DnsServer:
     """The authoritative DNS for managed hosts (forward and reverse), forwarding the rest."""
-    zone = ZoneView(settings.dns, service.hosts, server_address=settings.server_address)
+    zone = ZoneView(settings.dns, service.hosts, server_address=settings.server_address,
+                    configured_name=service.configured_hostname)
     return DnsServer(
         lookup=zone.lookup,
         upstreams=settings.dns.upstreams,
@@ -153,6 +157,7 @@ class Appliance:
         self.servers: dict[str, Server] = {}
         self._closers: list[Any] = []
         self._stopped = threading.Event()
+        self._disk_health: dict[str, DiskHealth] = {}
 
     def start(self) -> None:
         """Open the store (taking the state-dir lock), load plugins, start every server."""
@@ -166,6 +171,7 @@ class Appliance:
             settings.state_path.mkdir(parents=True, exist_ok=True, mode=0o700)
             store = TinyDBStore(settings.state_path)
             self._closers.append(store.close)
+            require_key(Path(settings.secrets_key_file or settings.state_path / KEY_FILE), store)
             journal = Journal(settings.state_path / "events.jsonl")
             journal.start()
             self._closers.append(journal.close)
@@ -174,7 +180,9 @@ class Appliance:
                 blocked=settings.disable_plugins,
                 extra_plugins=self._extra_plugins,
             )
-            service = BootService(settings, store, journal, pm, host_log=HostLog(settings.state_path / HOST_LOG))
+            host_log = HostLog(settings.state_path / HOST_LOG)
+            service = BootService(settings, store, journal, pm, host_log=host_log)
+            self._disk_health = {"store": store.disk, "journal": journal.disk, "host log": host_log.disk}
             service.start()
             self._closers.append(service.close)
             self.service = service
@@ -189,8 +197,14 @@ class Appliance:
                     port=settings.http.port,
                     threads=settings.http.threads,
                     connection_limit=settings.http.connection_limit,
+                    limits=HttpLimits.of(settings.http),
                 ),
             )
+            if settings.http.tls_cert:  # the API and the console over HTTPS too; firmware stays on plain HTTP
+                self._start_server("https", HttpServer(
+                    app, host=settings.http.bind_address, port=settings.http.tls_port, threads=settings.http.threads,
+                    connection_limit=settings.http.connection_limit, limits=HttpLimits.of(settings.http),
+                    tls=tls_context(settings.http.tls_cert, settings.http.tls_key)))
             if settings.tftp.enabled:
                 self._start_server(
                     "tftp",
@@ -202,6 +216,8 @@ class Appliance:
                         timeout=settings.tftp.timeout,
                         retries=settings.tftp.retries,
                         engine=settings.tftp.engine,
+                        max_transfers=settings.tftp.max_transfers,
+                        per_address_transfers=settings.tftp.per_address_transfers,
                     ),
                 )
             if settings.dhcp.enabled and settings.dhcp.mode == "full":
@@ -239,12 +255,15 @@ class Appliance:
         """DHCPv6 PXE plus TFTP and HTTP on ``::`` (each IPv6-only beside its IPv4 twin)."""
         dhcp6 = settings.dhcp6
         self._start_server("http6", HttpServer(app, host="::", port=settings.http.port, threads=settings.http.threads,
-                                               connection_limit=settings.http.connection_limit))
+                                               connection_limit=settings.http.connection_limit,
+                                               limits=HttpLimits.of(settings.http)))
         if settings.tftp.enabled:
             self._start_server("tftp6", TftpServer(open_file=service.open_tftp, on_transfer=service.tftp_done,
                                                    bind_address="::", port=settings.tftp.port,
                                                    timeout=settings.tftp.timeout, retries=settings.tftp.retries,
-                                                   engine=settings.tftp.engine))
+                                                   engine=settings.tftp.engine,
+                                                   max_transfers=settings.tftp.max_transfers,
+                                                   per_address_transfers=settings.tftp.per_address_transfers))
         self._start_server("dhcp6", Dhcp6Server(decide=service.decide, on_answer=service.dhcp_answered,
                                                 interface=dhcp6.interface, server_address=dhcp6.server_address,
                                                 address_pool=dhcp6.address_pool, port=dhcp6.port,
@@ -270,8 +289,26 @@ class Appliance:
         return f"tcp/{getattr(server, 'port', '?')}"
 
     def status(self) -> dict[str, Any]:
-        """Per-server counters for ``/api/v1/status``."""
-        return {name: dict(getattr(server, "stats", {}) or {}) for name, server in self.servers.items()}
+        """Per-server counters for ``/api/v1/status``, and ``disk``: whether state writes work."""
+        found = {name: dict(getattr(server, "stats", {}) or {}) for name, server in self.servers.items()}
+        found["disk"] = self.disk_status()
+        if self.service is not None:
+            found["boot"] = self.service.boot_stats()  # loader_missing: requests not offered a missing loader
+        return found
+
+    def disk_status(self) -> dict[str, Any]:
+        """``state``: ``ok``, ``full`` (no space for the store, host log or journal) or ``failing``
+        (another write error); which writers fail, the error, and the events the journal dropped."""
+        writers = {name: health.snapshot() for name, health in self._disk_health.items()}
+        failing = {name: snap for name, snap in writers.items() if not snap["ok"]}
+        state = "ok" if not failing else "full" if any(s["disk_full"] for s in failing.values()) else "failing"
+        result: dict[str, Any] = {"state": state}
+        if failing:
+            result["failing"] = ", ".join(sorted(failing))
+            result["error"] = next(iter(failing.values()))["error"]
+        if self.service is not None:
+            result["events_dropped"] = self.service.journal.stats["dropped"]
+        return result
 
     def ports(self) -> dict[str, int]:
         return {name: int(getattr(server, "port", 0)) for name, server in self.servers.items()}
@@ -287,6 +324,8 @@ class Appliance:
         for close in reversed(self._closers):
             try:
                 close()
+            except (BootboxError, OSError) as exc:  # already explained (e.g. a full disk): no traceback
+                log.warning("closing %s: %s", getattr(close, "__qualname__", close), exc)
             except Exception:
                 log.exception("closing %s failed", getattr(close, "__qualname__", close))
         self._closers.clear()
@@ -340,6 +379,27 @@ class _BackgroundListener(logging.handlers.QueueListener):
         super().handle(record)
 
 
+class EscapingFormatter(logging.Formatter):
+    """Writes each message's control characters escaped (``\\n``, ``\\x1b``, ``\\u2028``).
+
+    Log messages quote what clients send (TFTP file names, URLs, DHCP options): a newline in a
+    file name must not start a line that looks like bootbox's own, and an escape sequence must not
+    reach the operator's terminal. One formatter for every logger, so no call site can forget it;
+    tracebacks (added after the message) keep their lines.
+    """
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every non-printable character except the space written as its escape."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
 def configure_logging(level: str) -> logging.handlers.QueueListener:
     """One line per event on stderr, written by a listener thread.
 
@@ -349,7 +409,7 @@ def configure_logging(level: str) -> logging.handlers.QueueListener:
     """
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     output = logging.StreamHandler()
-    output.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    output.setFormatter(EscapingFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     listener = _BackgroundListener(records, output, respect_handler_level=False)
     root = logging.getLogger()
     root.handlers[:] = [logging.handlers.QueueHandler(records)]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -26,10 +27,22 @@ from bootbox.store.apitoken import read_token
 
 
 class ApiClient:
-    def __init__(self, base_url: str, token: str | None = None, timeout: float = 30.0) -> None:
+    """JSON over HTTP(S) to ``base_url``. An ``https://`` appliance's certificate is verified
+    against ``ca`` (a PEM file: the site's CA or the appliance's own certificate) when given, else
+    against the system's trust store; never skipped."""
+
+    def __init__(self, base_url: str, token: str | None = None, timeout: float = 30.0, ca: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout = timeout
+        self.ca = ca
+        self._context: ssl.SSLContext | None = None
+        if self.base_url.lower().startswith("https:"):
+            try:
+                self._context = ssl.create_default_context(cafile=ca)
+            except (OSError, ssl.SSLError) as exc:
+                raise BootboxError(f"cannot use {ca!r} as the CA to verify the appliance with (--ca / BOOTBOX_CA): "
+                                   f"{getattr(exc, 'strerror', None) or exc}") from None
 
     def request(self, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None) -> Any:
         url = f"{self.base_url}/api/v1{path}"
@@ -43,12 +56,18 @@ class ApiClient:
         if self.token:
             request.add_header("Authorization", f"Bearer {self.token}")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with urllib.request.urlopen(request, timeout=self.timeout, context=self._context) as response:
                 return json.loads(response.read() or b"null")
         except urllib.error.HTTPError as exc:
             raise _error_from(exc) from None
-        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+        except (urllib.error.URLError, ConnectionError, TimeoutError, ssl.SSLError) as exc:
             reason = getattr(exc, "reason", exc)
+            if isinstance(reason, ssl.SSLCertVerificationError):
+                raise BootboxError(
+                    f"the appliance at {self.base_url} presented a certificate that is not trusted "
+                    f"({reason.verify_message}); give its CA with --ca FILE or BOOTBOX_CA"
+                    + (f" (now {self.ca})" if self.ca else "")
+                ) from None
             raise BootboxError(
                 f"cannot reach the appliance at {self.base_url} ({reason}). "
                 "Is `bootbox serve` running? Point --url or BOOTBOX_URL at it."
@@ -91,6 +110,9 @@ class CliState:
     config: Path | None = None
     url: str | None = None
     state_dir: Path | None = None
+    ca: Path | None = None
+    """PEM file to verify an ``https://`` appliance with (``--ca``; else ``BOOTBOX_CA``, else the
+    system's trust store)."""
 
     def settings(self, **overrides: Any) -> Settings:
         extra: dict[str, Any] = dict(overrides)
@@ -102,7 +124,8 @@ class CliState:
         settings = self.settings()
         url = self.url or os.environ.get("BOOTBOX_URL") or f"http://127.0.0.1:{settings.http.port}"
         token = os.environ.get("BOOTBOX_TOKEN") or read_token(settings.state_path)
-        return ApiClient(url, token)
+        ca = str(self.ca) if self.ca else os.environ.get("BOOTBOX_CA") or None
+        return ApiClient(url, token, ca=ca)
 
 
 class CommandContext(Protocol):

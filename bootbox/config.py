@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import os
 import re
 import tomllib
@@ -86,8 +87,10 @@ class TftpSettings:
     port: int = 69
     root: str = "/usr/lib/ipxe"
     timeout: float = 1.0
-    retries: int = 5
+    retries: int = 5  # resends of an unanswered window, each waiting twice as long (≤ 8 timeouts)
     engine: bool = True  # the compiled block engine, when built (bootbox.net.tftp.engine)
+    max_transfers: int = 512  # transfers at once; more get error 0 "server busy"
+    per_address_transfers: int = 32  # transfers at once to one client address; more are dropped unanswered
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,49 @@ class HttpSettings:
     threads: int = 16
     connection_limit: int = 1000
     public_url: str = ""
+    # Per-client limits (bootbox.web.limits, docs/limits.md):
+    max_body: int = 4 * 2**20  # bytes of a request body; larger is refused (413) before it is read
+    per_address_connections: int = 64  # open connections from one client address; more get 503
+    request_timeout: float = 20.0  # seconds to receive one whole request once it began (slow senders)
+    idle_timeout: float = 60.0  # seconds a connection may sit idle between requests
+    # HTTPS for the API and the console (docs/limits.md#tls): PEM files; both or neither.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_port: int = 8443
+    read_token: str = ""
+    """When set, every read outside the boot endpoints (the API, the status page) needs
+    ``Authorization: Bearer`` with this token (or the API token); empty: reads are open."""
+
+
+@dataclass(frozen=True)
+class HostsSettings:
+    """Who may act for a host on the boot network (bootbox.service.identity; docs/security.md)."""
+
+    adopt: str = "auto"
+    """``auto``: a new MAC boots at once; ``manual``: it stays ``discovered`` (a waiting script,
+    no secrets) until ``bootbox host adopt MAC``."""
+    trust_loopback: bool = True
+    """Requests from the appliance itself (127.0.0.0/8, ::1, its own addresses) may act for any
+    host: QEMU's user-mode network (the demo) and local tools arrive that way. Set false when a
+    proxy on the appliance forwards boot requests, or every forwarded request would be trusted."""
+    trusted_networks: tuple[str, ...] = ()
+    """Source networks (CIDR) whose requests are trusted for the MAC they name: hosts behind a
+    DHCP relay or router, whose MAC the appliance's neighbour table cannot show."""
+    neighbour_cache: float = 1.0
+    """Seconds a read of the kernel's neighbour table is reused before a miss reads it again."""
+    boot_token_ttl: float = 86400.0
+    """Seconds a boot's up token lasts (a new boot replaces it sooner)."""
+    answer_token_ttl: float = 1800.0
+    """Seconds a boot's answer-file token lasts after the boot started."""
+    new_hosts_per_source: int = 100
+    """New host records one HTTP/TFTP source address may cause per minute (bootbox.service.newhosts)."""
+    new_hosts_per_second: float = 200.0
+    """New host records per second overall, DHCP included (a token bucket) ..."""
+    new_hosts_burst: int = 2000
+    """... with this burst: 1,000 new PXE clients in one second are all recorded."""
+    discovered_expiry: float = 86400.0
+    """Seconds after which a host only ever seen (never booted, not adopted, not awaiting adoption)
+    is forgotten."""
 
 
 @dataclass(frozen=True)
@@ -175,6 +221,7 @@ class Settings:
     push: PushSettings = field(default_factory=PushSettings)
     demo: DemoSettings = field(default_factory=DemoSettings)
     dhcp6: Dhcp6Settings = field(default_factory=Dhcp6Settings)
+    hosts: HostsSettings = field(default_factory=HostsSettings)
     groups: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """``[groups.NAME]``: boot settings of the hosts whose ``group`` rule item is NAME
     (``loader = "ipxe"|"grub"``, ``secure_boot = true|false``; docs/firmware.md)."""
@@ -191,13 +238,14 @@ class Settings:
 
 _SECTIONS = {"dhcp": DhcpSettings, "tftp": TftpSettings, "http": HttpSettings, "demo": DemoSettings, "dns": DnsSettings,
              "push": PushSettings,
-             "dhcp6": Dhcp6Settings}
+             "dhcp6": Dhcp6Settings, "hosts": HostsSettings}
 _GROUP_KEYS = {"loader": ("ipxe", "grub"), "secure_boot": (True, False)}
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 DHCP_MODES = ("proxy", "full")
+ADOPT_MODES = ("auto", "manual")
 # BOOTBOX_* variables that are not settings: the CLI's (config file, API URL and token), the demo
 # payload's download cache (set by the systemd unit), and the test suite's lab switch.
-_NOT_SETTINGS = ("BOOTBOX_CONFIG", "BOOTBOX_URL", "BOOTBOX_TOKEN", "BOOTBOX_CACHE", "BOOTBOX_LAB_REQUIRED")
+_NOT_SETTINGS = ("BOOTBOX_CONFIG", "BOOTBOX_URL", "BOOTBOX_TOKEN", "BOOTBOX_CA", "BOOTBOX_CACHE", "BOOTBOX_LAB_REQUIRED")
 _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
@@ -333,6 +381,7 @@ def _validate(settings: Settings) -> None:
             ipaddress.IPv4Address(settings.server_address)
         except ValueError:
             raise ConfigError("server_address", f"{settings.server_address!r} is not an IPv4 address") from None
+    _validate_hosts(settings.hosts)
     if settings.dhcp.mode not in DHCP_MODES:
         raise ConfigError("dhcp.mode", f"{settings.dhcp.mode!r} is not a mode; use \"proxy\" or \"full\"")
     if settings.dhcp.rate_limit < 0:
@@ -360,10 +409,53 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("push.step_min", "must not exceed push.step_max")
     if settings.http.threads < 1:
         raise ConfigError("http.threads", "must be at least 1")
+    _validate_limits(settings.http, settings.tftp)
     if settings.retry_seconds < 1:
         raise ConfigError("retry_seconds", "must be at least 1")
     if not settings.state_dir:
         raise ConfigError("state_dir", "must not be empty")
+
+
+def _validate_limits(http: HttpSettings, tftp: TftpSettings) -> None:
+    """The per-client limits (docs/limits.md): each a positive number, and a per-address share
+    no larger than the whole."""
+    for key, value in (("http.max_body", http.max_body), ("http.per_address_connections", http.per_address_connections),
+                       ("tftp.max_transfers", tftp.max_transfers),
+                       ("tftp.per_address_transfers", tftp.per_address_transfers)):
+        if value < 1:
+            raise ConfigError(key, f"{value} is not allowed; use a whole number of at least 1")
+    for key, seconds in (("http.request_timeout", http.request_timeout), ("http.idle_timeout", http.idle_timeout)):
+        if not 1 <= seconds <= 86400:  # (NaN fails too)
+            raise ConfigError(key, f"{seconds} is not allowed; use a number of seconds from 1 to 86400")
+    if http.per_address_connections > http.connection_limit > 0:
+        raise ConfigError("http.per_address_connections", f"must not exceed http.connection_limit ({http.connection_limit})")
+    if tftp.per_address_transfers > tftp.max_transfers:
+        raise ConfigError("tftp.per_address_transfers", f"must not exceed tftp.max_transfers ({tftp.max_transfers})")
+    if bool(http.tls_cert) != bool(http.tls_key):
+        raise ConfigError("http.tls_key" if http.tls_cert else "http.tls_cert",
+                          "set both tls_cert and tls_key (PEM files), or neither")
+    if not 0 <= http.tls_port <= 65535:
+        raise ConfigError("http.tls_port", f"port {http.tls_port} is outside 0..65535")
+    if http.tls_cert and http.tls_port == http.port != 0:
+        raise ConfigError("http.tls_port", f"must differ from http.port ({http.port}): firmware fetches plain HTTP there")
+
+
+def _validate_hosts(hosts: HostsSettings) -> None:
+    if hosts.adopt not in ADOPT_MODES:
+        raise ConfigError("hosts.adopt", f"{hosts.adopt!r} is not a mode; use \"auto\" or \"manual\"")
+    for net in hosts.trusted_networks:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise ConfigError("hosts.trusted_networks", f"{net!r} is not a network like 198.18.5.0/24") from None
+    for key in ("neighbour_cache", "boot_token_ttl", "answer_token_ttl", "discovered_expiry"):
+        if not getattr(hosts, key) > 0:
+            raise ConfigError(f"hosts.{key}", "must be a positive number of seconds")
+    if not hosts.new_hosts_per_second > 0:
+        raise ConfigError("hosts.new_hosts_per_second", "must be a positive number of records per second")
+    for key in ("new_hosts_per_source", "new_hosts_burst"):
+        if getattr(hosts, key) < 1:
+            raise ConfigError(f"hosts.{key}", "must be at least 1")
 
 
 def _validate_dhcp6(dhcp6: Dhcp6Settings) -> None:
@@ -433,6 +525,46 @@ def _validate_full_dhcp(dhcp: DhcpSettings) -> None:
         raise ConfigError("dhcp.domain", f"{dhcp.domain!r} is not a domain name like lab.example")
 
 
+def _read_text(path: Path) -> str:
+    """The config file as text; a ConfigError (never a traceback) if it cannot be read or is not UTF-8."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot be read: {exc.strerror}") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(str(path), f"is not UTF-8 text (byte {raw[exc.start]:#04x} on line {line}); "
+                                     "save it as UTF-8, as TOML requires") from None
+
+
+# Numeric settings that must be at least 1, or greater than 0; every other number must be
+# finite and 0 or more (0 often means "off" or "no limit": see appliance/bootbox.toml).
+_AT_LEAST_ONE = {"tftp.retries": "tries", "http.connection_limit": "connections", "http.threads": "threads",
+                 "push.attempts": "attempts", "push.workers": "threads", "retry_seconds": "seconds"}
+_ABOVE_ZERO = {"tftp.timeout": "seconds", "dns.timeout": "seconds"}
+
+
+def _validate_numbers(settings: Settings) -> None:
+    """Every numeric setting, in every section: a clear error naming the key and the expected
+    form, so a negative limit never gives a server that starts but accepts nothing."""
+    sections: list[tuple[str, Any]] = [("", settings)]
+    sections += [(f"{name}.", getattr(settings, name)) for name in _SECTIONS if hasattr(settings, name)]
+    for prefix, values in sections:
+        for item in dataclasses.fields(values):
+            value = getattr(values, item.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            key = f"{prefix}{item.name}"
+            if key in _AT_LEAST_ONE and value < 1:
+                raise ConfigError(key, f"expected a whole number of {_AT_LEAST_ONE[key]}, 1 or more; got {value!r}")
+            if key in _ABOVE_ZERO and not (math.isfinite(value) and value > 0):
+                raise ConfigError(key, f"expected a number of {_ABOVE_ZERO[key]} greater than 0 (e.g. 1.5); got {value!r}")
+            if not math.isfinite(value) or value < 0:
+                raise ConfigError(key, f"expected a finite number, 0 or more; got {value!r}")
+
+
 def load_settings(
     path: Path | None = None,
     *,
@@ -450,7 +582,7 @@ def load_settings(
     config_path = path or Path(env.get("BOOTBOX_CONFIG") or DEFAULT_CONFIG_PATH)
     if config_path.exists():
         try:
-            data = tomllib.loads(config_path.read_text())
+            data = tomllib.loads(_read_text(config_path))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(str(config_path), f"not valid TOML: {exc}") from None
     elif explicit:
@@ -459,4 +591,5 @@ def load_settings(
     data = _merge(data, overrides or {})
     settings = _build(Settings, data, "")
     _validate(settings)
+    _validate_numbers(settings)
     return settings

@@ -91,6 +91,19 @@ ARCHITECTURES: Mapping[int, ArchInfo] = {
 }
 
 
+BUILD_ARCH: Mapping[Platform, str] = {
+    Platform.X86: "i386",
+    Platform.X86_64: "x86_64",
+    Platform.ARM32: "arm32",
+    Platform.ARM64: "arm64",
+}
+"""A platform as iPXE's ``${buildarch}`` names it: the ``arch`` host attribute's vocabulary."""
+
+PACKET_FACTS: frozenset[str] = frozenset({"vendor_class", "user_class"})
+"""Facts that describe one DHCP packet rather than the machine: the latest packet's value
+replaces the host's, and an absent one removes it (a PXE ROM after iPXE sends no user class)."""
+
+
 @dataclass(frozen=True)
 class Machine:
     """A client as one DHCP/PXE request describes it: the DHCP server's whole view of a host.
@@ -125,6 +138,27 @@ class Machine:
             return Firmware.UEFI_HTTP
         return info.firmware if info else Firmware.BIOS
 
+    def facts(self) -> dict[str, str]:
+        """The host attributes this packet reports, as rules match them (like SMBIOS facts).
+
+        ``arch`` and ``platform`` are spelled as iPXE reports ``${buildarch}`` and ``${platform}``
+        (``arm64``, ``x86_64``, ``i386``; ``efi``, ``pcbios``), so one rule (``arch=arm64``)
+        matches a host whether the fact came from its DHCP packet or from iPXE's query string,
+        and a GRUB-booted host, which never runs iPXE, is matched on what its DHCP said.
+        ``vendor_class`` and ``user_class`` describe this packet only: an empty one clears the
+        host's (see :data:`PACKET_FACTS`). An unknown architecture code gives no ``arch``.
+        """
+        facts = {"firmware": str(self.firmware), "vendor_class": self.vendor_class, "user_class": self.user_class}
+        info = self.arch_info
+        if info is not None:
+            facts["arch"] = BUILD_ARCH[info.platform]
+            facts["platform"] = "pcbios" if self.firmware is Firmware.BIOS else "efi"
+        if self.uuid:
+            facts["uuid"] = self.uuid
+        if self.client_ip and self.client_ip != "0.0.0.0":
+            facts["ipv6" if ":" in self.client_ip else "ipv4"] = self.client_ip
+        return facts
+
 
 @dataclass(frozen=True)
 class BootSpec:
@@ -147,6 +181,7 @@ class HostState(StrEnum):
     BOOTING = "booting"  # loader or script fetched
     WAITING = "waiting"  # matched no profile; retrying
     NEEDS_ANSWERS = "needs-answers"  # held: required answers of its host profile are missing
+    CONFLICT = "conflict"  # two machines claimed its identity; no secrets until an operator resolves it
     BOOTED = "booted"  # kept so hosts stored by older versions load; reports now lead to UP
     UP = "up"  # the booted OS reported in with a new boot ID; pushes not started yet
     CONFIGURING = "configuring"  # plugins are pushing configuration (bootbox_host_up)
@@ -181,6 +216,23 @@ class Host:
     """Why the host is ``failed`` or ``needs-answers`` (empty otherwise)."""
     pushes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """The last push of each plugin for this host: ``{plugin: {result, message, attempts, boot_id, time}}``."""
+    boot_nonce: str = ""
+    """This boot's random nonce: its up and answer tokens are keyed HMACs of it (bootbox.service.answers.tokens);
+    a new boot draws a new one, which voids the earlier tokens. Useless without the secrets key."""
+    boot_started: float = 0.0
+    """When this boot's tokens were drawn (they expire from here)."""
+    adopted: bool = False
+    """An operator adopted the host (``[hosts] adopt = "manual"``: only adopted hosts get secrets)."""
+    verified: Mapping[str, str] = field(default_factory=dict)
+    """What the network vouched for (bootbox.service.identity): ``ipv4``/``ipv6``, where its last
+    verified request came from (what DNS publishes), and ``uuid``, the SMBIOS UUID bound at its
+    first verified boot (another one later is a ``conflict``). ``attrs`` keep what was *said*."""
+    name: str = ""
+    """The DNS name an operator gave it (``bootbox host adopt MAC --hostname``)."""
+    checks: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """The last compliance check of each plugin that checks hosts (e.g. the esxi plugin's host
+    profile): ``{plugin: {result, message, time}}``, set through ``PluginContext.report_check``
+    and shown by ``bootbox host list`` without contacting any host."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -195,6 +247,12 @@ class Host:
             "note": self.note,
             "reason": self.reason,
             "pushes": {name: dict(push) for name, push in self.pushes.items()},
+            "boot_nonce": self.boot_nonce,
+            "boot_started": self.boot_started,
+            "adopted": self.adopted,
+            "verified": dict(self.verified),
+            "name": self.name,
+            "checks": {name: dict(check) for name, check in self.checks.items()},
         }
 
     @classmethod
@@ -211,6 +269,12 @@ class Host:
             note=str(doc.get("note") or ""),
             reason=str(doc.get("reason") or ""),
             pushes={str(k): dict(v) for k, v in (doc.get("pushes") or {}).items()},
+            boot_nonce=str(doc.get("boot_nonce") or ""),
+            boot_started=float(doc.get("boot_started") or 0.0),
+            adopted=bool(doc.get("adopted")),
+            verified={str(k): str(v) for k, v in (doc.get("verified") or {}).items()},
+            name=str(doc.get("name") or ""),
+            checks={str(k): dict(v) for k, v in (doc.get("checks") or {}).items()},
         )
 
 
@@ -319,8 +383,9 @@ class BootContext:
 
     @property
     def callback_url(self) -> str:
-        """Where the booted OS reports in (``POST``)."""
-        return f"{self.base_url.rstrip('/')}/api/v1/hosts/{self.mac}/booted"
+        """Where the booted OS reports in (``POST``), with this boot's up token."""
+        url = f"{self.base_url.rstrip('/')}/api/v1/hosts/{self.mac}/booted"
+        return f"{url}?token={self.up_token}" if self.up_token else url
 
     @property
     def up_url(self) -> str:

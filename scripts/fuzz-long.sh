@@ -3,7 +3,7 @@
 # crash-safety test with many more kills. CI runs the same targets for a few seconds each
 # (tests/test_fuzz_*.py); this is the run to do before a release or after touching a parser.
 #
-#   scripts/fuzz-long.sh                     dhcp tftp dns api, 1,000,000 inputs each
+#   scripts/fuzz-long.sh                     dhcp tftp dns api query, 1,000,000 inputs each
 #   scripts/fuzz-long.sh 100000 dhcp api     fewer inputs, some targets
 #   CRASH_CYCLES=0 scripts/fuzz-long.sh      skip the crash-safety part (default 200 kills)
 #
@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 
 runs=${1:-1000000}
 shift || true
-if [ $# -gt 0 ]; then targets=("$@"); else targets=(dhcp tftp dns api); fi
+if [ $# -gt 0 ]; then targets=("$@"); else targets=(dhcp tftp dns api query); fi
 python=.venv/bin/python
 [ -x "$python" ] || { echo "fuzz-long.sh: no .venv; run scripts/test.sh once first" >&2; exit 1; }
 
@@ -38,7 +38,8 @@ for target in "${targets[@]}"; do
     "$python" -m tests.support.fuzz_targets "$target" -atheris_runs="$runs" -rss_limit_mb=4096 \
       -artifact_prefix="$artifacts/$target-" -print_final_stats=1 || status=1
   else
-    BOOTBOX_FUZZ_EXAMPLES="$runs" .venv/bin/pytest -p no:cacheprovider -q "tests/test_fuzz_$target.py" || status=1
+    # query strings are fuzzed by the API's test file (test_api_query_fuzz)
+    BOOTBOX_FUZZ_EXAMPLES="$runs" .venv/bin/pytest -p no:cacheprovider -q "tests/scenarios/test_fuzz_${target/query/api}.py" || status=1
   fi
 done
 

@@ -34,6 +34,7 @@ apt_packages=(
   vagrant vagrant-libvirt                # `vagrant validate` of the Vagrantfile, libvirt provider included
   qemu-system-arm qemu-efi-aarch64       # the firmware matrix: arm64 `virt` + AAVMF
   shim-signed grub-efi-amd64-signed      # the Secure Boot chain: signed shim + network GRUB (x64)
+  golang-go golang-github-vmware-govmomi-dev  # govmomi's vSphere simulator, built offline: the ESXi host-profile tests' peer
 )
 # Reference servers are installed as programs only: their system services must not start (and
 # take ports 69 or 80) on a developer's machine. policy-rc.d tells the packages not to start them.

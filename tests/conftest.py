@@ -31,6 +31,9 @@ def test_settings(tmp_path: Path, **overrides: object) -> Settings:
         "tftp": {"bind_address": "127.0.0.1", "port": free_port(), "root": str(loaders)},
         "dhcp": {"bind_address": "127.0.0.1", "port": free_port(), "boot_server_port": free_port(),
                  "client_port": free_port()},
+        # In-process tests call the service with made-up lab addresses that no neighbour table
+        # holds; tests of the identity check itself set trusted_networks=() (tests/service/test_identity.py).
+        "hosts": {"trusted_networks": ["198.18.0.0/15"]},
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):

@@ -17,6 +17,7 @@ from typer.core import TyperGroup
 
 from bootbox import __version__
 from bootbox.cli import answers, config_cmd, doctor, hostprofiles, hosts, lab, lint, plugins, profiles, rules, serve
+from bootbox.cli import state as cli_state
 from bootbox.cli.common import CliState, JsonOption, print_json, state
 from bootbox.errors import BootboxError, PluginError
 from bootbox.hooks import calls
@@ -56,9 +57,10 @@ def build_cli(pm: pluggy.PluginManager | None = None) -> typer.Typer:
         config: Annotated[Optional[Path], typer.Option("--config", "-c", envvar="BOOTBOX_CONFIG", help="Config file (default /etc/bootbox/bootbox.toml if present).")] = None,
         url: Annotated[Optional[str], typer.Option("--url", envvar="BOOTBOX_URL", help="API of the running appliance (default http://127.0.0.1:<http.port>).")] = None,
         state_dir: Annotated[Optional[Path], typer.Option("--state-dir", help="State directory (default /var/lib/bootbox).")] = None,
+        ca: Annotated[Optional[Path], typer.Option("--ca", envvar="BOOTBOX_CA", help="PEM CA (or certificate) to verify an https:// --url with (default: the system's trust store).")] = None,
         version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
     ) -> None:
-        ctx.obj = CliState(config=config, url=url, state_dir=state_dir)
+        ctx.obj = CliState(config=config, url=url, state_dir=state_dir, ca=ca)
 
     app.command("serve")(serve.serve)
     app.command("doctor")(doctor.doctor)
@@ -74,6 +76,8 @@ def build_cli(pm: pluggy.PluginManager | None = None) -> typer.Typer:
         typer.echo(f"bootbox {data['version']}: {data['hosts']} hosts, {data['profiles']} profiles")
         for name, stats in data["servers"].items():
             typer.echo(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in stats.items()))
+        if data.get("refused"):  # requests for a host from another machine, new-host limits (docs/security.md)
+            typer.echo("  refused: " + ", ".join(f"{k}={v}" for k, v in data["refused"].items()))
 
     nouns = {
         "host": hosts.build(),
@@ -84,6 +88,7 @@ def build_cli(pm: pluggy.PluginManager | None = None) -> typer.Typer:
         "lab": lab.build(),
     }
     nouns["hostprofile"] = hostprofiles.build()
+    nouns["state"] = cli_state.build()
     nouns["answer"] = answers.build()
     hostprofiles.add_host_verbs(nouns["host"])
     nouns["plugin"].command("new")(hostprofiles.plugin_new)

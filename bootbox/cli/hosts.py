@@ -20,6 +20,12 @@ def last_push(host: dict) -> str:
     return ", ".join(f"{name} {push.get('result', '?')}" for name, push in sorted(pushes.items())) or "-"
 
 
+def last_checks(host: dict) -> str:
+    """``esxi compliant`` from the host's last compliance check per plugin (``-`` if none)."""
+    checks = host.get("checks") or {}
+    return ", ".join(f"{name} {check.get('result', '?')}" for name, check in sorted(checks.items())) or "-"
+
+
 def list_hosts(ctx: typer.Context, json: JsonOption = False) -> None:
     """List every known host with its state, profile and address."""
     hosts = state(ctx).client().get("/hosts")
@@ -27,10 +33,10 @@ def list_hosts(ctx: typer.Context, json: JsonOption = False) -> None:
         print_json(hosts)
         return
     print_table(
-        ["mac", "state", "profile", "ipv4", "firmware", "last seen", "last push"],
+        ["mac", "state", "adopted", "profile", "ipv4", "firmware", "last seen", "last push", "compliance"],
         [
-            [h["mac"], h["state"], h["profile"] or "-", h["attrs"].get("ipv4", "-"),
-             h["attrs"].get("firmware", "-"), clock(h["last_seen"]), last_push(h)]
+            [h["mac"], h["state"], "yes" if h.get("adopted") else "-", h["profile"] or "-", h["attrs"].get("ipv4", "-"),
+             h["attrs"].get("firmware", "-"), clock(h["last_seen"]), last_push(h), last_checks(h)]
             for h in hosts
         ],
         empty="No host has asked to boot yet.",
@@ -45,6 +51,9 @@ def show_host(ctx: typer.Context, mac: MacArg, json: JsonOption = False) -> None
         return
     typer.echo(f"mac:        {host['mac']}\nstate:      {host['state']}\nprofile:    {host['profile'] or '-'}")
     typer.echo(f"boot id:    {host['boot_id'] or '-'}")
+    typer.echo(f"adopted:    {'yes' if host.get('adopted') else 'no'}")
+    if host.get("reason"):
+        typer.echo(f"reason:     {host['reason']}")
     typer.echo(f"first seen: {clock(host['first_seen'])}\nlast seen:  {clock(host['last_seen'])}")
     typer.echo("associations:")
     for key, value in sorted(host["associations"].items()) or [("(none)", "")]:
@@ -66,6 +75,30 @@ def host_events(
         print_json(events)
         return
     print_table(["time", "step", "what happened"], [[clock(e["time"]), e["kind"], e["message"]] for e in events])
+
+
+def adopt_host(
+    ctx: typer.Context,
+    mac: MacArg,
+    hostname: Annotated[str, typer.Option("--hostname", help="Its DNS name (under [dns] domain).")] = "",
+    json: JsonOption = False,
+) -> None:
+    """Vouch for a host ([hosts] adopt = "manual"): it gets its profile and secrets from its next
+    boot; also clears a conflict."""
+    host = state(ctx).client().post(f"/hosts/{normalize_mac(mac)}/adopt", {"hostname": hostname})
+    if json:
+        print_json(host)
+        return
+    typer.echo(f"adopted {host['mac']}{f' as {hostname}' if hostname else ''} (state {host['state']})")
+
+
+def resolve_host(ctx: typer.Context, mac: MacArg, json: JsonOption = False) -> None:
+    """Clear a host's conflict (two machines claimed its MAC): its next boot binds afresh."""
+    host = state(ctx).client().post(f"/hosts/{normalize_mac(mac)}/resolve", {})
+    if json:
+        print_json(host)
+        return
+    typer.echo(f"resolved {host['mac']} (state {host['state']}); its next verified boot binds its UUID")
 
 
 def remove_host(ctx: typer.Context, mac: MacArg) -> None:
@@ -123,5 +156,7 @@ def build() -> typer.Typer:
     app.command("show")(show_host)
     app.command("events")(host_events)
     app.command("remove")(remove_host)
+    app.command("adopt")(adopt_host)
+    app.command("resolve")(resolve_host)
     app.command("rules")(host_rules)
     return app

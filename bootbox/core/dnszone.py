@@ -69,6 +69,7 @@ from bootbox.errors import ConfigError
 __all__ = [
     "DEFAULT_TTL",
     "HostEntry",
+    "LiveZone",
     "NOERROR",
     "NXDOMAIN",
     "STATIC_TYPES",
@@ -157,40 +158,57 @@ class Zone:
         return self._resolve(".".join(labels), apex, qtype.upper())
 
     def _resolve(self, name: str, apex: str, qtype: str) -> ZoneAnswer:
-        """RFC 1034 §4.3.2 step 3 for one zone: match, follow a CNAME, or say why not.
+        return _resolve(self._exists, self._rrsets_of, self._apex_of, self._soa, name, apex, qtype)
 
-        Terminates because CNAMEs only come from static records and
-        :func:`parse_static_records` rejects loops among them.
-        """
-        chain: list[Record] = []
-        while True:
-            if name not in self._names:
-                return ZoneAnswer(NXDOMAIN, tuple(chain), (self._soa(apex),))
-            rrsets = self._rrsets.get(name, {})
-            found = _matching(rrsets, qtype)
-            if found:
-                return ZoneAnswer(NOERROR, (*chain, *found), ())
-            alias = rrsets.get("CNAME")
-            if not alias:
-                return ZoneAnswer(NOERROR, tuple(chain), (self._soa(apex),))
-            chain.append(alias[0])
-            name = str(alias[0].data[0])
-            target_apex = self._apex_of(tuple(name.split(".")))
-            if target_apex is None:  # outside: the client's resolver follows it
-                return ZoneAnswer(NOERROR, tuple(chain), ())
-            apex = target_apex
+    def _exists(self, name: str) -> bool:
+        return name in self._names
+
+    def _rrsets_of(self, name: str) -> Mapping[str, tuple[Record, ...]]:
+        return self._rrsets.get(name, {})
 
     def _apex_of(self, labels: tuple[str, ...]) -> str | None:
-        """The closest enclosing apex (compared label by label, so an escaped dot inside a
-        query label can never pass for a label boundary)."""
-        for apex in self.apexes:  # longest first
-            apex_labels = tuple(apex.split("."))
-            if len(labels) >= len(apex_labels) and labels[len(labels) - len(apex_labels) :] == apex_labels:
-                return apex
-        return None
+        return _apex_of(self.apexes, labels)
 
     def _soa(self, apex: str) -> Record:
         return self._rrsets[apex]["SOA"][0]
+
+
+def _resolve(exists: Callable[[str], bool], rrsets_of: Callable[[str], Mapping[str, tuple[Record, ...]]],
+             apex_of: Callable[[tuple[str, ...]], str | None], soa: Callable[[str], Record],
+             name: str, apex: str, qtype: str) -> ZoneAnswer:
+    """RFC 1034 §4.3.2 step 3 for one zone: match, follow a CNAME, or say why not (one piece
+    of code for :class:`Zone` and :class:`LiveZone`).
+
+    Terminates because CNAMEs only come from static records and
+    :func:`parse_static_records` rejects loops among them.
+    """
+    chain: list[Record] = []
+    while True:
+        if not exists(name):
+            return ZoneAnswer(NXDOMAIN, tuple(chain), (soa(apex),))
+        rrsets = rrsets_of(name)
+        found = _matching(rrsets, qtype)
+        if found:
+            return ZoneAnswer(NOERROR, (*chain, *found), ())
+        alias = rrsets.get("CNAME")
+        if not alias:
+            return ZoneAnswer(NOERROR, tuple(chain), (soa(apex),))
+        chain.append(alias[0])
+        name = str(alias[0].data[0])
+        target_apex = apex_of(tuple(name.split(".")))
+        if target_apex is None:  # outside: the client's resolver follows it
+            return ZoneAnswer(NOERROR, tuple(chain), ())
+        apex = target_apex
+
+
+def _apex_of(apexes: Sequence[str], labels: tuple[str, ...]) -> str | None:
+    """The closest enclosing apex (compared label by label, so an escaped dot inside a query
+    label can never pass for a label boundary); ``apexes`` longest first."""
+    for apex in apexes:
+        apex_labels = tuple(apex.split("."))
+        if len(labels) >= len(apex_labels) and labels[len(labels) - len(apex_labels) :] == apex_labels:
+            return apex
+    return None
 
 
 def _matching(rrsets: Mapping[str, tuple[Record, ...]], qtype: str) -> tuple[Record, ...]:
@@ -584,3 +602,209 @@ def build_zone(
     for host in hosts:
         builder.add_host(*host)
     return builder.finish(ns_name, extra)
+
+
+# --------------------------------------------------------------------------- the live zone
+class _Claim(NamedTuple):
+    name: str
+    ipv4: Address | None
+    ipv6: Address | None
+    rank: tuple[int, float, str]
+    """Who wins a contested name: (priority, first seen, key); the smallest."""
+
+
+class LiveZone:
+    """The zone with host records that change one host at a time (``set_host``), never rebuilt.
+
+    The configuration part (static records, the name server, configured reverse networks) is a
+    :class:`Zone` built once; hosts are kept as claims on names and addresses, so a change
+    touches the host's old and new name, its addresses, their reverse names and their parents:
+    O(labels), whatever the number of hosts. Answers follow the same rules as :class:`Zone`
+    (one :func:`_resolve`), with the same precedence: static records and the name server first,
+    then among hosts the lowest ``priority`` (an operator's or a host profile's name before a
+    reported one), then the earliest ``first_seen``; an address's PTR names its first publisher.
+    The SOA serial counts changes. Not thread-safe by itself (the core takes no threads): the
+    service's :class:`~bootbox.service.dnsview.ZoneView` holds a lock around changes and answers.
+    """
+
+    def __init__(self, domain: str, static_records: Iterable[object] = (), *, ttl: int = DEFAULT_TTL,
+                 nameserver: str = "ns", nameserver_addresses: Iterable[str] = (),
+                 reverse_networks: Iterable[str] = ()) -> None:
+        self._base = build_zone(domain, (), static_records, ttl=ttl, nameserver=nameserver,
+                                nameserver_addresses=nameserver_addresses, reverse_networks=reverse_networks)
+        self.domain = self._base.domain
+        self.ttl = self._base.ttl
+        base_soa = self._base._soa(self.domain)
+        self._nameserver = str(base_soa.data[0])
+        self._serial = int(base_soa.data[2])
+        self._taken = set(self._base._rrsets) | {self.domain, self._nameserver}
+        self._hosts: dict[str, _Claim] = {}
+        self._claims: dict[str, dict[str, _Claim]] = {}  # name → claimants
+        self._ptrs: dict[str, dict[str, tuple[tuple[int, float, str], str]]] = {}  # reverse name → publishers
+        self._names: dict[str, int] = {}  # host-layer names and their parents → references
+        self._reverse: dict[str, int] = {}  # automatic reverse apexes → addresses in them
+        self._apexes = self._base.apexes
+        self.problems: dict[str, str] = {}
+        self.changes = 0
+
+    # -- changes ------------------------------------------------------------------------------
+
+    def set_host(self, key: str, hostname: str | None, ipv4: str | None, ipv6: str | None, *,
+                 priority: int = 0, first_seen: float = 0.0) -> None:
+        """Make ``key``'s records say ``hostname`` → ``ipv4``/``ipv6`` (None or "" removes them)."""
+        claim = self._claim(key, hostname, ipv4, ipv6, (priority, first_seen, key))
+        old = self._hosts.get(key)
+        if old == claim:
+            return
+        touched = {c.name for c in (old, claim) if c is not None}
+        before = {name: self._published(name) for name in touched}
+        if old is not None:
+            del self._hosts[key]
+            self._claims[old.name].pop(key, None)
+            if not self._claims[old.name]:
+                del self._claims[old.name]
+        if claim is not None:
+            self._hosts[key] = claim
+            self._claims.setdefault(claim.name, {})[key] = claim
+        for name in touched:
+            self._republish(name, before[name], self._published(name))
+        self.changes += 1
+        self._serial = (self._serial + 1) % 2**32
+
+    def remove_host(self, key: str) -> None:
+        self.set_host(key, None, None, None)
+        self.problems.pop(key, None)
+
+    def _claim(self, key: str, hostname: str | None, ipv4: str | None, ipv6: str | None,
+               rank: tuple[int, float, str]) -> _Claim | None:
+        self.problems.pop(key, None)
+        if not hostname:
+            return None
+        try:
+            name = _owner(hostname, self.domain)
+        except ValueError as exc:
+            self.problems[key] = f"host {hostname!r}: no DNS records: {exc}"
+            return None
+        if name in self._taken:
+            self.problems[key] = f"host {hostname!r}: no DNS records: {name} belongs to the apex, a static record or the name server"
+            return None
+        addresses: list[Address | None] = []
+        for text, version in ((ipv4, 4), (ipv6, 6)):
+            try:
+                addresses.append(_address(text, version) if text else None)
+            except ValueError as exc:
+                self.problems[key] = f"host {hostname!r}: address skipped: {exc}"
+                addresses.append(None)
+        return _Claim(name, addresses[0], addresses[1], rank)
+
+    def _published(self, name: str) -> _Claim | None:
+        claimants = self._claims.get(name)
+        return min(claimants.values(), key=lambda c: c.rank) if claimants else None
+
+    def _republish(self, name: str, before: _Claim | None, after: _Claim | None) -> None:
+        if before == after:
+            return
+        if before is not None:
+            self._unref(name)
+            for address in (before.ipv4, before.ipv6):
+                if address is not None:
+                    self._unpublish_ptr(address, before)
+        if after is not None:
+            self._ref(name)
+            for address in (after.ipv4, after.ipv6):
+                if address is not None:
+                    self._publish_ptr(address, after)
+
+    def _publish_ptr(self, address: Address, claim: _Claim) -> None:
+        rname = address.reverse_pointer
+        publishers = self._ptrs.setdefault(rname, {})
+        if not publishers:
+            self._ref(rname)
+            apex = _reverse_apex(address)
+            self._reverse[apex] = self._reverse.get(apex, 0) + 1
+            if self._reverse[apex] == 1:
+                self._recompute_apexes()
+        publishers[claim.rank[2]] = (claim.rank, claim.name)
+
+    def _unpublish_ptr(self, address: Address, claim: _Claim) -> None:
+        rname = address.reverse_pointer
+        publishers = self._ptrs.get(rname, {})
+        publishers.pop(claim.rank[2], None)
+        if not publishers:
+            self._ptrs.pop(rname, None)
+            self._unref(rname)
+            apex = _reverse_apex(address)
+            self._reverse[apex] -= 1
+            if not self._reverse[apex]:
+                del self._reverse[apex]
+                self._recompute_apexes()
+
+    def _ref(self, owner: str) -> None:
+        labels = owner.split(".")
+        for i in range(len(labels) - 1):
+            name = ".".join(labels[i:])
+            self._names[name] = self._names.get(name, 0) + 1
+
+    def _unref(self, owner: str) -> None:
+        labels = owner.split(".")
+        for i in range(len(labels) - 1):
+            name = ".".join(labels[i:])
+            self._names[name] -= 1
+            if not self._names[name]:
+                del self._names[name]
+
+    def _recompute_apexes(self) -> None:
+        apexes = _outermost({*self._base.apexes, *self._reverse}) | {self.domain}
+        self._apexes = tuple(sorted(apexes, key=lambda a: (-a.count("."), a)))
+
+    # -- answers ------------------------------------------------------------------------------
+
+    @property
+    def apexes(self) -> tuple[str, ...]:
+        return self._apexes
+
+    def answer(self, qname: str, qtype: str) -> ZoneAnswer | None:
+        """As :meth:`Zone.answer`, over the configuration and the hosts as they are now."""
+        labels = _query_labels(qname)
+        if labels is None:
+            return None
+        apex = _apex_of(self._apexes, labels)
+        if apex is None:
+            return None
+        return _resolve(self._exists, self._rrsets_of, lambda ls: _apex_of(self._apexes, ls), self._soa,
+                        ".".join(labels), apex, qtype.upper())
+
+    def _exists(self, name: str) -> bool:
+        return self._base._exists(name) or name in self._names or name in self._apexes
+
+    def _rrsets_of(self, name: str) -> Mapping[str, tuple[Record, ...]]:
+        base = self._base._rrsets_of(name)
+        if base:
+            return {**base, **self._apex_records(name)} if name in self._base.apexes else base
+        rrsets: dict[str, tuple[Record, ...]] = dict(self._apex_records(name))
+        claim = self._published(name)
+        if claim is not None:
+            if claim.ipv4 is not None:
+                rrsets["A"] = (Record(name, "A", self.ttl, (str(claim.ipv4),)),)
+            if claim.ipv6 is not None:
+                rrsets["AAAA"] = (Record(name, "AAAA", self.ttl, (str(claim.ipv6),)),)
+        publishers = self._ptrs.get(name)
+        if publishers:
+            rrsets["PTR"] = (Record(name, "PTR", self.ttl, (min(publishers.values())[1],)),)
+        return rrsets
+
+    def _apex_records(self, name: str) -> dict[str, tuple[Record, ...]]:
+        if name not in self._apexes:
+            return {}
+        return {"SOA": (self._soa(name),), "NS": (Record(name, "NS", self.ttl, (self._nameserver,)),)}
+
+    def _soa(self, apex: str) -> Record:
+        return Record(apex, "SOA", self.ttl, (self._nameserver, f"hostmaster.{self.domain}", self._serial,
+                                             *SOA_TIMERS, self.ttl))
+
+    @property
+    def records(self) -> tuple[Record, ...]:
+        """Every record, sorted by name and type (for listings and tests)."""
+        names = set(self._base._rrsets) | set(self._claims) | set(self._ptrs) | set(self._apexes)
+        found = [rec for name in names for recs in self._rrsets_of(name).values() for rec in recs]
+        return tuple(sorted(found, key=_sort_key))

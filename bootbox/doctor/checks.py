@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -20,10 +21,12 @@ from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 from typing import Any
 
+from bootbox.assets.signedloaders import LOADER_PACKAGES
 from bootbox.doctor import machine
 from bootbox.config import Settings
 from bootbox.net.dhcp.probe import HeardServer, ProbeError, probe
 from bootbox.store.lock import LOCK_FILENAME
+from bootbox.store.setaside import list_set_aside, set_aside_dir
 
 __all__ = ["Check", "Status", "appliance_pid", "run_checks"]
 
@@ -123,16 +126,64 @@ def check_capabilities(settings: Settings, ours: int | None, mask: int | None = 
 
 
 def check_loaders(settings: Settings) -> Check:
-    """Every loader named in ``[dhcp.loaders]`` exists in ``tftp.root``."""
+    """Every loader the DHCP tables may offer is there: the iPXE builds in ``tftp.root`` (missing:
+    fail, most clients need them) and the signed shim/GRUB files of ``[dhcp.loader_files]``
+    (missing: warn; only ARM64, Secure Boot and ``loader = grub`` clients need them, and those get
+    no offer until the files are there). The fix names the exact command for each missing file."""
     root = Path(settings.tftp.root)
-    names = sorted({name for name in settings.dhcp.loaders.values() if name and "://" not in name})
+    named = {name: _loader_file(settings, target) for name, target in settings.dhcp.loader_files.items() if target}
+    names = sorted({name for name in settings.dhcp.loaders.values() if name and "://" not in name} - set(named))
     missing = [name for name in names if not (root / name).is_file()]
-    details = tuple(f"{name}: {'missing' if name in missing else 'present'}" for name in names)
-    if not missing:
-        return Check("loaders", Status.OK, f"{len(names)} loaders present in {root}", details=details)
-    return Check("loaders", Status.FAIL, f"missing in {root}: {', '.join(missing)}",
-                 "apt-get install ipxe (Debian puts undionly.kpxe and snponly.efi in /usr/lib/ipxe), "
-                 "or point tftp.root / [dhcp.loaders] at your files", details)  # fmt: skip
+    absent = {name: path for name, path in sorted(named.items()) if not path.is_file()}
+    details = tuple([f"{name}: {'missing' if name in missing else 'present'} in {root}" for name in names]
+                    + [f"{name}: {'missing' if name in absent else 'present'} ({path})" for name, path in sorted(named.items())])
+    fixes = []
+    if missing:
+        fixes.append("apt-get install ipxe (Debian puts undionly.kpxe and snponly.efi in /usr/lib/ipxe), "
+                     "or point tftp.root / [dhcp.loaders] at your files")
+    fixes += _signed_loader_fixes(absent)
+    problems = ([f"missing in {root}: {', '.join(missing)}"] if missing else []) + (
+        [f"signed loaders missing: {', '.join(f'{name} ({path})' for name, path in absent.items())}; the ARM64 / "
+         "Secure Boot clients that need them get no offer until they are there"] if absent else [])
+    if not problems:
+        return Check("loaders", Status.OK, f"{len(names) + len(named)} loaders present", details=details)
+    return Check("loaders", Status.FAIL if missing else Status.WARN, "; ".join(problems), "; ".join(fixes), details)
+
+
+def _loader_file(settings: Settings, target: str) -> Path:
+    """A ``[dhcp.loader_files]`` value as bootbox resolves it (relative: under ``state_dir``)."""
+    path = Path(target)
+    return path if path.is_absolute() else settings.state_path / path
+
+
+def _signed_loader_fixes(absent: Mapping[str, Path]) -> list[str]:
+    """How to get each absent signed loader: Debian's package for x64 files at Debian's own
+    paths, ``bootbox.signedloaders`` (download + unpack, never install) for the rest."""
+    by_file = {Path(inner).name: (arch, "/" + inner) for arch, packages in LOADER_PACKAGES.items()
+               for inner in packages.values()}
+    fetch: dict[tuple[str, Path], None] = {}
+    install: dict[str, None] = {}
+    unknown: list[str] = []
+    for name, path in absent.items():
+        arch, debian_path = by_file.get(path.name, ("", ""))
+        if not arch:
+            unknown.append(f"put {name} at {path}, or change [dhcp.loader_files] {name}")
+        elif str(path) == debian_path:
+            install.update(dict.fromkeys(package for package, inner in LOADER_PACKAGES[arch].items()
+                                         if Path(inner).name == path.name))
+        else:
+            fetch[(arch, path.parent)] = None
+    fixes = [f"apt-get install {' '.join(install)}"] if install else []
+    for arch, directory in fetch:
+        add_arch = f"dpkg --add-architecture {arch} && apt-get update && " if arch != "amd64" else ""
+        debs = " ".join(f"{package}:{arch}" for package in LOADER_PACKAGES[arch])
+        inner = " and ".join(LOADER_PACKAGES[arch].values())
+        fixes.append(f"{add_arch}{sys.executable} -m bootbox.signedloaders {arch} {directory} (downloads "
+                     f"Debian's signed {arch} shim and GRUB and unpacks them there; nothing is installed). It needs "
+                     f"the network: offline, run it on a machine that has access and copy {directory} here, or get "
+                     f"the packages there (apt-get download {debs}), copy the .deb files here, unpack each with "
+                     f"dpkg -x FILE.deb DIR and copy {inner} from DIR into {directory}")
+    return fixes + unknown
 
 
 def check_addresses(settings: Settings, addresses: Mapping[str, list[IPv4Interface]] | None = None) -> Check:
@@ -241,6 +292,28 @@ def check_store(settings: Settings, ours: int | None) -> Check:
     return Check("store", Status.OK, f"readable and not locked{stale}")
 
 
+def check_set_aside(settings: Settings) -> Check:
+    """Files bootbox kept because it could not read them all (bootbox.store.setaside), and whether
+    the state directory's disk has room for the store, host log and journal."""
+    state = settings.state_path
+    kept = list_set_aside(state)
+    details = tuple(f"{item.path} ({item.size} bytes): {item.why}" for item in kept)
+    try:
+        disk = os.statvfs(state) if state.exists() else None
+    except OSError:
+        disk = None
+    if disk is not None and disk.f_bavail * disk.f_frsize < 1 << 20:
+        return Check("set-aside files", Status.FAIL,
+                     f"the disk of {state} is full: bootbox cannot save hosts, events or API writes",
+                     f"free space on the file system of {state}; bootbox resumes writing by itself", details)
+    if not kept:
+        return Check("set-aside files", Status.OK, "no damaged state files were set aside")
+    return Check("set-aside files", Status.WARN,
+                 f"{len(kept)} damaged state file(s) kept in {set_aside_dir(state)}; bootbox runs with what it could read",
+                 "read each .why note; restore a backup (bootbox state restore FILE, with bootbox stopped) if records "
+                 "are missing; delete the kept files once you no longer need them", details)
+
+
 def check_tftp_engine(settings: Settings, available: bool | None = None) -> Check:
     """Whether TFTP blocks are served by the compiled engine (bootbox.net.tftp.engine) or by the
     Python loop: the latter works, but many clients at once get less throughput."""
@@ -263,7 +336,8 @@ def run_checks(settings: Settings, *, network: bool = True, probe_seconds: float
     addresses = machine.interface_addresses()
     local = {str(a.ip) for items in addresses.values() for a in items}
     checks = [check_ports(settings, ours), check_capabilities(settings, ours), check_loaders(settings),
-              check_addresses(settings, addresses), check_store(settings, ours), check_tftp_engine(settings)]  # fmt: skip
+              check_addresses(settings, addresses), check_store(settings, ours), check_set_aside(settings),
+              check_tftp_engine(settings)]  # fmt: skip
     interface = probe_interface(settings, addresses)
     heard: list[HeardServer] | None = None
     if not network:

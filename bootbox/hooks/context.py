@@ -15,6 +15,7 @@ from typing import Any, Callable, ContextManager, Mapping
 
 from bootbox.config import Settings
 from bootbox.model import BootEvent, Host, Profile
+from bootbox.core.hostprofile import HostProfile
 
 
 class PluginStore:
@@ -80,3 +81,13 @@ class PluginContext:
     associations: Callable[[Host], Mapping[str, str]]
     """``associations(host)``: the host's cached rule items (image, host_profile, group, …); on its
     first boot, what the active rule set gives it (then cached, as Auto Deploy does)."""
+    host_profile_files: Callable[[Host], tuple[HostProfile, dict[str, str]]]
+    """``host_profile_files(host)``: the host's host profile and every file it renders for the host
+    (unmasked, as the host itself would fetch them), for plugins that apply a host profile after
+    boot; raises :class:`bootbox.NotFound` if the host has none."""
+    answers: Callable[[Host], dict[str, Any]]
+    """``answers(host)``: the host's answers in clear with its schema's defaults (what
+    ``bootbox_host_up`` gets), for work outside a push (compliance checks, reboot watchers)."""
+    report_check: Callable[..., None]
+    """``report_check(mac, result, message="")``: record this plugin's latest compliance result
+    for a host (``compliant``, ``non-compliant``, ``unknown``); ``bootbox host list`` shows it."""

@@ -89,6 +89,31 @@ class AfterBoot:
     def close(self) -> None:
         self.pool.close()
 
+    def resume(self) -> list[str]:
+        """After a start: restart the round of every host a stop left mid-round; return their MACs.
+
+        Rounds live in memory (a retry waits in the pool's timer heap), but the host's state is
+        saved: a host left ``up`` or ``configuring`` by a stop — SIGTERM drops waiting retries,
+        SIGKILL drops everything — would answer 503 "pushes running" forever, with nothing
+        running. Pushes are meant to be repeated (a stateless host gets them at every boot), so
+        its round simply starts again; it ends ``configured`` or ``failed`` as any round does.
+        """
+        resumed = []
+        for host in self._hosts.all():
+            if host.state not in (HostState.UP, HostState.CONFIGURING):
+                continue
+            with self._lock:
+                if host.mac in self._rounds:
+                    continue
+            event = self._record(host.mac, EventKind.STATE,
+                                 f"bootbox restarted while the pushes for boot {host.boot_id} were unfinished: "
+                                 "pushing again", boot_id=host.boot_id)
+            self._start_round(host, event)
+            resumed.append(host.mac)
+        if resumed:
+            log.info("restarted the after-boot pushes of %d host(s) a stop had interrupted", len(resumed))
+        return resumed
+
     # ------------------------------------------------------------------ reports
 
     def report(self, mac: str, report: Mapping[str, Any], client_ip: str, *, token: str | None = None,

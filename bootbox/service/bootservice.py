@@ -21,8 +21,9 @@ acknowledged write survives a crash.
 from __future__ import annotations
 
 import logging
+import re
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Mapping
 
@@ -34,12 +35,15 @@ from bootbox.hooks import calls
 from bootbox.service.afterboot import AfterBoot
 from bootbox.config import Settings
 from bootbox.hooks.context import PluginContext, PluginStore
-from bootbox.errors import BootboxError, NotFound, ValidationError
+from bootbox.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationError
 from bootbox.service.firmware import FirmwareBoot
 from bootbox.service.profiles import ProfileRepository
 from bootbox.core.render.grub import waiting_config as grub_waiting_config
 from bootbox.core.hostprofile import HostProfile
 from bootbox.service.answers.files import AnswerKind, HostConfig
+from bootbox.service.answers.tokens import new_nonce
+from bootbox.service.identity import Identity, Verdict
+from bootbox.service.newhosts import AWAITING_ADOPTION, NewHostGate, NewHostRefused, Sweeper, expired
 from bootbox.store.hostlog import HostLog
 from bootbox.service.hostindex import HostIndex, HostPersister
 from bootbox.runtime.pacing import BOOT_PATH
@@ -52,6 +56,8 @@ from bootbox.model import (
     Host,
     HostState,
     Machine,
+    PACKET_FACTS,
+    REPORTED_STATES,
     Profile,
     normalize_mac,
     normalize_uuid,
@@ -92,6 +98,8 @@ class ServiceCounts:
     hosts: int
     profiles: int
     journal: dict[str, Any]
+    refused: dict[str, int] = field(default_factory=dict)
+    """Requests refused because the requester may not act for the host it named (identity)."""
 
 
 class BootService:
@@ -111,7 +119,7 @@ class BootService:
         self.journal = journal
         self.pm = pm
         self.host_log = host_log or HostLog(None)
-        self.hosts = HostIndex(Host.from_dict(doc) for doc in self.host_log.load().values())
+        self.hosts = HostIndex(self.host_log.load(parse=Host.from_dict).values())
         self._persister = HostPersister(self.hosts, self.host_log)
         self.registries = Registries()
         self.kinds: dict[str, ProfileKind] = self.registries.kinds
@@ -128,6 +136,10 @@ class BootService:
             settings, store, hosts=self.hosts, record=self.record,
             render_answer_file=lambda **kwargs: self.pm.hook.bootbox_render_answer_file(**kwargs),
         )
+        self.identity = Identity.from_settings(settings.hosts)
+        self.new_hosts = NewHostGate(settings.hosts)
+        self._sweeper = Sweeper(self.expire_discovered)
+        self._refusals_logged = (0.0, 0)
         self.after_boot = AfterBoot(settings.push, hosts=self.hosts, record=self.record, pm=pm,
                                     up_token_ok=self.hostconfig.up_token_ok, answers=self.hostconfig.push_answers)
         self.firmware = FirmwareBoot(settings, hosts=self.hosts, decide=self.rules.decide, record=self.record,
@@ -151,7 +163,9 @@ class BootService:
         self.hostconfig.register_from(self.pm)
         self.rules.load()
         self._persister.start()
+        self._sweeper.start()
         self._started = True
+        self.after_boot.resume()  # rounds a stop cut off (issue 17): no host stays "pushes running"
         for warning in self.firmware.startup_warnings():
             log.warning("%s", warning)
 
@@ -172,7 +186,24 @@ class BootService:
             delete_profile=self.delete_profile,
             image_packages=self.image_packages,
             associations=self.associate,
+            host_profile_files=lambda host: self.hostconfig.render(
+                host, base_url=self.firmware.base_url_for(host.attrs.get("ipv4") or "127.0.0.1"), masked=False),
+            answers=self.hostconfig.push_answers,
+            report_check=lambda mac, result, message="": self._report_check(plugin, mac, result, message),
         )
+
+    def _report_check(self, plugin: str, mac: str, result: str, message: str = "") -> None:
+        """``PluginContext.report_check``: keep a plugin's last compliance result on the host."""
+        mac = normalize_mac(mac)
+        if self.hosts.get(mac) is None:
+            return
+        check = {"result": str(result), "message": str(message)[:256], "time": time.time()}
+
+        def change(host: Host | None) -> Host:
+            base = host or Host(mac=mac)
+            return replace(base, checks={**base.checks, plugin: check})
+
+        self.hosts.update(mac, change)
 
     def plugin_blueprints(self) -> list[Any]:
         """Blueprints plugins add to the web app (``bootbox_register_routes``)."""
@@ -187,6 +218,7 @@ class BootService:
     def close(self) -> None:
         """Flush hosts and events; wait for after-boot work (bounded); let plugins clean up."""
         self.after_boot.close()
+        self._sweeper.stop()
         if self._started:
             self._persister.stop()
             calls.call_each(self.pm, "bootbox_shutdown", on_error=_log_shutdown_failure)
@@ -201,13 +233,22 @@ class BootService:
         log.info("%s %s %s", mac, kind, message)
         return event
 
-    def _see(self, mac: str, state: HostState | None = None, attrs: Mapping[str, str] | None = None) -> Host:
+    def _see(self, mac: str, state: HostState | None = None, attrs: Mapping[str, str] | None = None,
+             *, clear: frozenset[str] = frozenset(), source: str = "") -> Host:
+        """Record that ``mac`` was seen, with the facts it reported: non-empty ``attrs`` replace
+        the host's; an empty value of a key in ``clear`` removes it (a per-packet DHCP fact)."""
         now = time.time()
+        if self.hosts.get(mac) is None and not self.new_hosts.allow(source):  # bootbox.service.newhosts
+            return Host(mac=mac, attrs={**(attrs or {}), "mac": mac}, first_seen=now, last_seen=now)  # not recorded
 
         def change(host: Host | None) -> Host:
             host = host or Host(mac=mac, first_seen=now)
             new_attrs = dict(host.attrs)
-            new_attrs.update({k: v for k, v in (attrs or {}).items() if v})
+            for key, value in (attrs or {}).items():
+                if value:
+                    new_attrs[key] = value
+                elif key in clear:
+                    new_attrs.pop(key, None)
             new_attrs["mac"] = mac
             return replace(host, attrs=new_attrs, state=state or host.state, last_seen=now)
 
@@ -217,20 +258,22 @@ class BootService:
 
     def decide(self, machine: Machine) -> BootSpec | None:
         """Answer a PXE client's DHCP request (called on the DHCP thread; memory only): the
-        loader its architecture, group and rule items call for (bootbox.service.firmware)."""
+        loader its architecture, group and rule items call for (bootbox.service.firmware).
+
+        Every DHCP path (proxy, full, DHCPv6; PXE ROM, shim, GRUB, HTTP boot, iPXE) comes
+        through here, so this is where the facts the packet carries (arch, platform, firmware,
+        vendor and user class, UUID, address: :meth:`Machine.facts`) land on the host, *before*
+        any rule decision: the loader choice now and the first-boot association later, which
+        for a GRUB-booted host (ARM64, Secure Boot) has nothing else to go on.
+        """
         BOOT_PATH.touch()  # background writers hold back while packets keep coming (bootbox.runtime.pacing)
+        self._see(machine.mac, None, machine.facts(), clear=PACKET_FACTS)  # a new host starts DISCOVERED
         return self.firmware.decide(machine)
 
     def dhcp_answered(self, machine: Machine, spec: BootSpec, port: int) -> None:
-        """Record that the proxy answered ``machine`` (an OFFER on 67, an ACK on 4011)."""
+        """Record that the proxy answered ``machine`` (an OFFER on 67, an ACK on 4011); its
+        facts were recorded by :meth:`decide`."""
         kind = EventKind.DHCP_OFFER if port in (self.settings.dhcp.port, self.settings.dhcp6.port) else EventKind.DHCP_ACK
-        attrs = {"firmware": str(machine.firmware)}
-        if machine.uuid:
-            attrs["uuid"] = machine.uuid
-        if machine.client_ip and machine.client_ip != "0.0.0.0":
-            attrs["ipv6" if ":" in machine.client_ip else "ipv4"] = machine.client_ip
-        host = self.hosts.get(machine.mac)
-        self._see(machine.mac, None if host and host.state != HostState.DISCOVERED else HostState.DISCOVERED, attrs)
         self.record(
             machine.mac,
             kind,
@@ -244,7 +287,7 @@ class BootService:
     # ---------------------------------------------------------------- TFTP and loaders
 
     def _mac_for_ip(self, ip: str) -> str:
-        mac = self.hosts.mac_for_ip(ip) or _arp_lookup(ip)
+        mac = self.identity.neighbours.mac_of(ip, wait=False) or self.hosts.mac_for_ip(ip)  # evidence first, then what was said
         return mac or f"ip:{ip}"
 
     def open_tftp(self, name: str, client: tuple[str, int]) -> BinaryIO:
@@ -299,6 +342,7 @@ class BootService:
         loader reported, choose a profile, render it."""
         mac = normalize_mac(mac)
         grub = loader == "grub"
+        verdict = self._verify(mac, client_ip, "GRUB config" if grub else "boot script")
         self.firmware.progressed(mac)
 
         def waiting(boot: BootContext, attrs: Mapping[str, str], reason: str) -> str:
@@ -313,7 +357,17 @@ class BootService:
             except ValidationError:
                 attrs.pop("uuid")
         attrs.setdefault("ipv4", client_ip)
-        host = self._see(mac, None, attrs)
+        host = self._see(mac, None, attrs, source=client_ip if verdict.vouched else "")
+        if self.hosts.get(mac) is None:
+            raise NewHostRefused(f"too many new hosts right now; {mac} is not recorded (retry later)")
+        host = self._vouch(host, client_ip, verdict, uuid=attrs.get("uuid", ""))
+        gate = self._secret_gate(host)
+        if gate and gate.startswith(AWAITING_ADOPTION) and host.reason != gate:  # it never expires now
+            host = self.hosts.update(mac, lambda h: replace(h or host, reason=gate))  # type: ignore[arg-type]
+        if gate:
+            self.record(mac, EventKind.HTTP_SCRIPT, f"waiting script: {gate}", reason=gate)
+            return waiting(BootContext(base_url=base_url, mac=mac), host.attrs, gate)
+        host = self._begin_boot(host)
         extra = self._call_boot_hook(mac, "bootbox_host_attributes", host=host, params=dict(params)) or []
         merged = {k: _clean_attr(str(v)) for result in reversed(extra) if result for k, v in result.items()}
         if merged:
@@ -337,8 +391,7 @@ class BootService:
             self.hosts.update(mac, lambda h: replace(h, reason=held))  # type: ignore[arg-type]
             self.record(mac, EventKind.ANSWERS, f"held: {held}", reason=held, profile=profile.name)
             return waiting(boot, host.attrs, f"it is held: {held}")
-        boot = replace(boot, answer_token=self.hostconfig.mint(host, client_ip),
-                       up_token=self.hostconfig.up_token(mac))
+        boot = replace(boot, answer_token=self.hostconfig.mint(host), up_token=self.hostconfig.tokens.up_token(host))
         hook = "bootbox_grub_config" if grub else "bootbox_boot_script"
         script = self._call_boot_hook(mac, hook, host=host, profile=profile, boot=boot)
         if not script:
@@ -366,21 +419,176 @@ class BootService:
             self.record(mac, EventKind.HTTP_FILE, f"http {name} of profile {profile.name}", file=name, ip=client_ip)
         return Path(path)
 
-    def booted(self, mac: str, report: Mapping[str, str], client_ip: str) -> Host:
-        """The Linux demo's report-in (``/booted``, no token): the same state change as ``/up``."""
-        return self.after_boot.report(mac, report, client_ip, check_token=False)[0]
+    def booted(self, mac: str, report: Mapping[str, str], client_ip: str, token: str | None = None) -> Host:
+        """The Linux demo's report-in (``/booted``): the same state change as ``/up``, with the
+        same checks (the requester, then this boot's up token)."""
+        return self.host_up(mac, report, client_ip, token, what="report-in (booted)")[0]
 
-    def host_up(self, mac: str, report: Mapping[str, str], client_ip: str, token: str | None) -> tuple[Host, str]:
-        """``/up``: a report-in with the host's token; returns the host and done/busy/failed."""
-        return self.after_boot.report(mac, report, client_ip, token=token)
+    def host_up(self, mac: str, report: Mapping[str, str], client_ip: str, token: str | None, *,
+                what: str = "report-in (up)") -> tuple[Host, str]:
+        """``/up``: a report-in from the host itself with its current boot's up token (else 403
+        or 401, an audit event, and nothing changes); returns the host and done/busy/failed."""
+        mac = normalize_mac(mac)
+        verdict = self._verify(mac, client_ip, what)
+        host = self.hosts.require(mac)
+        refusal = self._secret_gate(host) or self.hostconfig.up_refusal(mac, token)
+        if refusal:
+            self._audit(mac, client_ip, what, refusal)
+            raise Unauthorized(f"host {mac}: {what} refused: {refusal} (use the URL bootbox gave the host)")
+        result = self.after_boot.report(mac, report, client_ip, token=token)
+        self._vouch(self.hosts.get(mac) or host, client_ip, verdict)
+        return result
 
     def push(self, mac: str) -> Host:
         """Run every plugin's after-boot push again for the host's current boot."""
         return self.after_boot.push(mac)
 
     def answer_file(self, mac: str, token: str, name: str, client_ip: str, base_url: str) -> str:
-        """One answer file, for the host its single-use token was minted for (else 403 + audit)."""
+        """One answer file of the host's current boot, to that host only (else 403 + audit)."""
+        try:
+            mac = normalize_mac(mac)
+        except ValidationError:
+            raise Forbidden("malformed host in the answer-file URL") from None
+        self._verify(mac, client_ip, f"answer file {name}")
+        host = self.hosts.get(mac)
+        gate = self._secret_gate(host) if host is not None else None
+        if gate:
+            self._audit(mac, client_ip, f"answer file {name}", gate)
+            raise Forbidden(f"answer file {name} of {mac} refused: {gate}")
         return self.hostconfig.serve(mac, token, name, client_ip, base_url)
+
+    # ---------------------------------------------------------------- identity, boots, adoption
+
+    def _verify(self, mac: str, client_ip: str, what: str) -> Verdict:
+        """Refuse (403, an audit event on the host's timeline, a counter) a request from
+        ``client_ip`` that may not act for ``mac`` (bootbox.service.identity). Nothing else changes."""
+        verdict = self.identity.check(mac, client_ip)
+        if not verdict.ok:
+            self._audit(mac, client_ip, what, verdict.reason)
+            raise Forbidden(f"the {what} of {mac} is served only to that host ({verdict.reason})")
+        return verdict
+
+    def verify_requester(self, mac: str, client_ip: str, what: str) -> None:
+        """:meth:`_verify` for routes plugins add under ``/boot/<plugin>/hosts/<mac>/`` (the web
+        app's gate), and refuse a host whose secrets are stopped (conflict, awaiting adoption)."""
+        mac = normalize_mac(mac)
+        self._verify(mac, client_ip, what)
+        host = self.hosts.get(mac)
+        gate = self._secret_gate(host) if host is not None else None
+        if gate:
+            self._audit(mac, client_ip, what, gate)
+            raise Forbidden(f"the {what} of {mac} is refused: {gate}")
+
+    def _audit(self, mac: str, client_ip: str, what: str, reason: str) -> None:
+        """An audit event for a known host (a stranger's MAC gets no record); the log says it
+        once per 10 s with a count, so a flood of refusals is not a flood of log lines."""
+        if self.hosts.get(mac) is not None:
+            self.record(mac, EventKind.AUDIT, f"refused {what} to {client_ip}: {reason}", ip=client_ip,
+                        reason=reason, what=what)
+        last, quiet = self._refusals_logged
+        now = time.monotonic()
+        if now - last >= 10.0:
+            more = f" (and {quiet} more refusals in the last 10 s)" if quiet else ""
+            log.warning("%s: refused %s to %s: %s%s", mac, what, client_ip, reason, more)
+            self._refusals_logged = (now, 0)
+        else:
+            self._refusals_logged = (last, quiet + 1)
+
+    def _vouch(self, host: Host, client_ip: str, verdict: Verdict, *, uuid: str = "") -> Host:
+        """Remember what a verified request showed: the address the network vouched for (DNS
+        publishes it), and the SMBIOS UUID of the host's first verified boot. A later verified
+        request for the same MAC with another UUID is a second machine: ``conflict``."""
+        verified = dict(host.verified)
+        if verdict.vouched:
+            verified["ipv6" if ":" in client_ip else "ipv4"] = client_ip.removeprefix("::ffff:")
+        bound = verified.get("uuid", "")
+        if uuid and not bound:
+            verified["uuid"] = uuid
+        if uuid and bound and uuid != bound and host.state != HostState.CONFLICT:
+            reason = (f"two machines claim {host.mac}: SMBIOS UUID {uuid} from {client_ip}, bound to {bound}; "
+                      f"secrets stop until an operator runs: bootbox host resolve {host.mac}")
+            self.record(host.mac, EventKind.AUDIT, f"conflict: {reason}", ip=client_ip, uuid=uuid, bound=bound)
+            return self.hosts.update(host.mac, lambda h: replace(h or host, state=HostState.CONFLICT,
+                                                                  reason=reason))
+        if verified == dict(host.verified):
+            return host
+        return self.hosts.update(host.mac, lambda h: replace(h or host, verified=verified))
+
+    def _secret_gate(self, host: Host) -> str | None:
+        """Why ``host`` gets no profile and no secrets now (conflict, awaiting adoption), or None."""
+        if host.state == HostState.CONFLICT:
+            return host.reason or f"its identity is in conflict (bootbox host resolve {host.mac})"
+        if self.settings.hosts.adopt == "manual" and not host.adopted:
+            return f"{AWAITING_ADOPTION} (bootbox host adopt {host.mac})"
+        return None
+
+    def _begin_boot(self, host: Host) -> Host:
+        """The host's current boot, or a new one (new tokens, the earlier ones void) when it
+        reported in since its boot began, has none, or its boot is older than the answer-token
+        lifetime. Re-fetches within one boot keep its tokens."""
+        now = time.time()
+        ttl = self.settings.hosts.answer_token_ttl
+        if host.boot_nonce and host.state not in REPORTED_STATES and now < host.boot_started + ttl:
+            return host
+        host = self.hosts.update(host.mac, lambda h: replace(h or host, boot_nonce=new_nonce(), boot_started=now))
+        self.hostconfig.tokens.forget(host.mac)
+        return host
+
+    def configured_hostname(self, host: Host) -> str:
+        """The DNS name the host's host profile answers give it (its ``hostname`` answer), or ""."""
+        if not host.associations.get("host_profile"):
+            return ""
+        value = self.hostconfig.answers.stored(host.mac).get("hostname")
+        return value if isinstance(value, str) else ""
+
+    def adopt(self, mac: str, hostname: str = "") -> Host:
+        """An operator vouches for ``mac`` (``[hosts] adopt = "manual"``): it boots with its
+        profile and secrets from its next script request; a conflict is cleared and the next
+        verified boot binds its UUID afresh. ``hostname`` becomes its DNS name."""
+        mac = normalize_mac(mac)
+        hostname = _check_hostname(hostname)
+        now = time.time()
+
+        def change(h: Host | None) -> Host:
+            base = h or Host(mac=mac, first_seen=now, last_seen=now)
+            state, reason, verified = base.state, base.reason, dict(base.verified)
+            if reason.startswith(AWAITING_ADOPTION):
+                reason = ""
+            if state == HostState.CONFLICT:
+                state, reason = HostState.DISCOVERED, ""
+                verified.pop("uuid", None)
+            return replace(base, adopted=True, state=state, reason=reason, verified=verified,
+                           name=hostname or base.name)
+
+        host = self.hosts.update(mac, change)
+        self._persister.flush()
+        self.record(mac, EventKind.STATE, f"adopted by an operator{f' as {hostname}' if hostname else ''}",
+                    hostname=hostname)
+        return host
+
+    def expire_discovered(self) -> list[str]:
+        """Forget hosts only ever seen and not seen for ``[hosts] discovered_expiry`` seconds
+        (never those awaiting adoption); the sweeper calls it every minute."""
+        macs = expired(self.hosts.all(), now=time.time(), after=self.settings.hosts.discovered_expiry)
+        for mac in macs:
+            if self.hosts.remove(mac):
+                self._persister.forget(mac)
+        if macs:
+            log.info("forgot %d host(s) only ever seen, not for %.0f s ([hosts] discovered_expiry)",
+                     len(macs), self.settings.hosts.discovered_expiry)
+        return macs
+
+    def resolve(self, mac: str) -> Host:
+        """Clear a ``conflict``: the next verified boot binds the host's UUID afresh."""
+        mac = normalize_mac(mac)
+        host = self.hosts.require(mac)
+        if host.state != HostState.CONFLICT:
+            raise Conflict(f"host {mac} is not in conflict (state {host.state})")
+        host = self.hosts.update(mac, lambda h: replace(h or host, state=HostState.DISCOVERED, reason="", verified={
+            k: v for k, v in (h or host).verified.items() if k != "uuid"}))
+        self._persister.flush()
+        self.record(mac, EventKind.STATE, "conflict resolved by an operator; the next boot binds its UUID")
+        return host
 
     # ---------------------------------------------------------------- rules and associations
 
@@ -553,7 +761,13 @@ class BootService:
 
     def counts(self) -> ServiceCounts:
         """How many hosts and profiles, and the journal's counters (``/api/v1/status``)."""
-        return ServiceCounts(hosts=len(self.hosts), profiles=len(self._profiles), journal=dict(self.journal.stats))
+        return ServiceCounts(hosts=len(self.hosts), profiles=len(self._profiles), journal=dict(self.journal.stats),
+                             refused={"identity": self.identity.refused, **self.new_hosts.refused})
+
+    def boot_stats(self) -> dict[str, int]:
+        """Boot-path counters for ``/api/v1/status`` (``bootbox status``): ``loader_missing``, the
+        DHCP requests left unanswered because the client's loader file is not there."""
+        return self.firmware.stats
 
     def recent_events(self, limit: int) -> list[BootEvent]:
         """The latest ``limit`` boot steps of every host, oldest first."""
@@ -577,17 +791,17 @@ class BootService:
         return plugin_infos(self.pm)
 
 
+def _check_hostname(name: str) -> str:
+    """A DNS name an operator gives a host: letters, digits, hyphens, dots; ValidationError otherwise."""
+    name = name.strip().rstrip(".").lower()
+    labels = name.split(".") if name else []
+    if len(name) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        raise ValidationError("hostname", f"{name[:64]!r} is not a host name (letters, digits, hyphens, dots)")
+    return name
+
+
+_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+
+
 def _log_shutdown_failure(plugin: str, exc: Exception) -> None:
     log.error("shutdown hook of %s failed", plugin, exc_info=exc)
-
-
-def _arp_lookup(ip: str, arp_table: Path = Path("/proc/net/arp")) -> str | None:
-    """The kernel's neighbour table knows the MAC of a client that just talked to us."""
-    try:
-        for line in arp_table.read_text().splitlines()[1:]:
-            fields = line.split()
-            if len(fields) >= 4 and fields[0] == ip and fields[3] != "00:00:00:00:00:00":
-                return normalize_mac(fields[3])
-    except (OSError, BootboxError):
-        return None
-    return None

@@ -9,7 +9,10 @@ between firmware kinds (docs/firmware.md):
 * the files GRUB reads over TFTP (and HTTP): the one ``grub/grub.cfg``, each host's
   ``grub/hosts/<mac>.cfg`` rendered at request time, and the host's profile files under
   ``boot/hosts/<mac>/assets/``;
-* loader names resolved through ``[dhcp.loader_files]`` (:mod:`bootbox.service.bootfiles`).
+* loader names resolved through ``[dhcp.loader_files]`` (:mod:`bootbox.service.bootfiles`), and
+  no offer at all for a client whose loader file is not there: its firmware then falls through
+  to its next boot option instead of failing on "file not found"; the host's timeline says why,
+  the log says it once per file, and :attr:`FirmwareBoot.stats` counts it (``bootbox status``).
 
 It is given what it uses, not the service: the settings, the host index, the active rules'
 decision, ``record``, and the two service operations a GRUB file stands for (a host's script,
@@ -47,6 +50,8 @@ GRUB_NEXT_SERVER_WARNING = (
     "this proxy's: set the site DHCP's next-server to bootbox (dnsmasq: dhcp-boot=,,ADDRESS; ISC: "
     "next-server), or run bootbox with [dhcp] mode = \"full\""
 )
+_MISSING_TOLD_MAX = 65536
+"""(host, loader) pairs remembered as told "your loader is missing" (memory bound)."""
 _ASSET_PATH = re.compile(r"^boot/hosts/([0-9a-fA-F]{12})/assets/([A-Za-z0-9._-]{1,64})$")
 
 
@@ -85,12 +90,29 @@ class FirmwareBoot:
         self._ipxe = {name for name in dhcp.loaders.values() if name}
         self._pending: dict[str, str] = {}  # MAC → first-stage loader it fetched and has not run yet
         self._pending_lock = threading.Lock()
+        self._missing_lock = threading.Lock()
+        self._missing_logged: set[str] = set()  # loader names logged as missing (once each)
+        self._missing_told: set[tuple[str, str]] = set()  # (MAC, name) put on a timeline
+        self._stats = {"loader_missing": 0}
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters for ``/api/v1/status``: ``loader_missing`` is how many DHCP requests went
+        unanswered because the loader chosen for the client is not there."""
+        with self._missing_lock:
+            return dict(self._stats)
 
     def startup_warnings(self) -> list[str]:
         """What an operator should fix before GRUB-booted hosts arrive (logged at start-up)."""
         settings = self._settings
-        warnings = [f"loader {name} is configured as {path}, which does not exist"
-                    for name, path in sorted(self.files.missing().items())]
+        missing = self.files.missing()
+        with self._missing_lock:
+            self._missing_logged.update(missing)  # said here: the DHCP path does not say it again
+        warnings = []
+        if missing:  # one line for all of them: on an offline install that is the three ARM64 files
+            warnings.append("clients whose loader is not there get no offer until it is (`bootbox doctor` says how "
+                            "to fetch it): " + "; ".join(f"loader {name} is configured as {path}, which does not exist"
+                                                         for name, path in sorted(missing.items())))
         secure_groups = sorted(name for name, table in settings.groups.items() if table.get("secure_boot"))
         if secure_groups and settings.dhcp.mode == "proxy":
             warnings.append(f"groups {', '.join(secure_groups)} boot with Secure Boot in proxy mode: "
@@ -106,9 +128,8 @@ class FirmwareBoot:
         associations: Mapping[str, str] = host.associations if host is not None else {}
         if not associations.get("image"):
             attrs: dict[str, Any] = dict(host.attrs) if host is not None else {}
-            attrs.setdefault("mac", machine.mac)
-            if machine.uuid:
-                attrs.setdefault("uuid", machine.uuid)
+            attrs.update(machine.facts())  # this packet's facts, even before the host records them
+            attrs["mac"] = machine.mac
             associations = {item: choice.value for item, choice in self._decide(attrs).items()}
         return policy.choice_from(associations, self._settings.groups)
 
@@ -127,11 +148,48 @@ class FirmwareBoot:
             self._record(machine.mac, EventKind.DHCP_IGNORED, f"not answered: {spec.reason}", arch=machine.arch,
                            reason=spec.reason)
             return None
-        if settings.dhcp.mode == "proxy" and ":" not in machine.server_ip and not machine.is_ipxe:
-            picked = policy.select_loader(machine.arch, self.tables, choice)
-            if isinstance(picked, policy.Loader) and picked.kind is policy.LoaderKind.GRUB:
+        if machine.is_ipxe:
+            return spec
+        picked = policy.select_loader(machine.arch, self.tables, choice)
+        if isinstance(picked, policy.Loader):
+            if not self.files.exists(picked.name):
+                self._loader_missing(machine, picked.name)
+                return None
+            self._loader_present(picked.name)
+            if (picked.kind is policy.LoaderKind.GRUB and settings.dhcp.mode == "proxy"
+                    and ":" not in machine.server_ip):
                 self._warn_proxy_grub(machine.mac, spec)
         return spec
+
+    def _loader_missing(self, machine: Machine, name: str) -> None:
+        """No offer: the loader chosen for ``machine`` is not there. Logged once per file,
+        counted per request, put on the host's timeline (and as its reason) once per host."""
+        where = self.files.where(name)
+        why = (f"its loader {name} is not there ({where}), so it gets no offer and its firmware moves on to its "
+               "next boot option; `bootbox doctor` says how to install or fetch it")
+        with self._missing_lock:
+            self._stats["loader_missing"] += 1
+            first_log = name not in self._missing_logged
+            self._missing_logged.add(name)
+            first_for_host = (machine.mac, name) not in self._missing_told
+            if len(self._missing_told) >= _MISSING_TOLD_MAX:  # a flood of forged MACs: start over
+                self._missing_told.clear()
+            self._missing_told.add((machine.mac, name))
+        if first_log:
+            log.warning("loader %s is not there (%s): clients that need it (arch %s first) get no offer until it "
+                        "is; `bootbox doctor` says how to fetch it", name, where, machine.arch)
+        if first_for_host:
+            self._hosts.update(machine.mac, lambda h: replace(h or Host(mac=machine.mac), reason=f"not answered: {why}"))
+            self._record(machine.mac, EventKind.DHCP_IGNORED, f"not answered: {why}", arch=machine.arch,
+                         loader=name, missing=str(where))
+
+    def _loader_present(self, name: str) -> None:
+        """A loader that was missing is there again: a later disappearance is logged and put
+        on the timelines anew."""
+        if name in self._missing_logged:  # racy read on purpose: the common case takes no lock
+            with self._missing_lock:
+                self._missing_logged.discard(name)
+                self._missing_told = {told for told in self._missing_told if told[1] != name}
 
     # ------------------------------------------------------------------ did the loader run?
 

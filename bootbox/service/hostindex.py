@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from typing import Callable, Iterable
 
 from bootbox.store.hostlog import HostLog, encode_lines
@@ -20,6 +21,8 @@ from bootbox.runtime.pacing import PAUSE, lower_priority, sliced
 log = logging.getLogger("bootbox.index")
 
 HOST_LOG = "hosts.jsonl"
+CHANGE_LOG = 65536
+"""How many host changes the index remembers for :meth:`HostIndex.changed_since`."""
 _IP_ATTRS = ("ipv4", "ipv6")
 
 
@@ -33,6 +36,7 @@ class HostIndex:
         self._dirty: set[str] = set()
         self.version = 0
         """Grows on every change, so derived views (the DNS zone) know when to rebuild."""
+        self._changes: deque[tuple[int, str]] = deque(maxlen=CHANGE_LOG)
         for host in hosts:
             self._put(host)
 
@@ -42,6 +46,7 @@ class HostIndex:
             self._forget_ips(old)
         self._hosts[host.mac] = host
         self.version += 1
+        self._changes.append((self.version, host.mac))
         for key in _IP_ATTRS:  # TFTP and HTTP clients are known by address, over IPv4 or IPv6
             if host.attrs.get(key):
                 self._by_ip[host.attrs[key]] = host.mac
@@ -87,10 +92,25 @@ class HostIndex:
         with self._lock:
             host = self._hosts.pop(mac, None)
             self.version += 1
+            self._changes.append((self.version, mac))
             if host is not None:
                 self._forget_ips(host)
             self._dirty.discard(mac)
             return host is not None
+
+    def changed_since(self, version: int) -> tuple[int, set[str] | None]:
+        """``(current version, MACs changed after version)``, or None for the MACs when the change
+        log (the last :data:`CHANGE_LOG` changes) does not reach back that far: a derived view
+        (the DNS zone) updates those hosts only, or everything on None."""
+        with self._lock:
+            if version < 0 or not self._changes or self._changes[0][0] > version + 1:
+                return self.version, None if self.version != version else set()
+            changed: set[str] = set()
+            for v, mac in reversed(self._changes):  # newest first: only the changes since version
+                if v <= version:
+                    break
+                changed.add(mac)
+            return self.version, changed
 
     def take_dirty(self) -> dict[str, Host]:
         with self._lock:
@@ -153,6 +173,8 @@ class HostPersister:
         while not self._stop.wait(self._interval):
             try:
                 self.flush(pause=PAUSE)
+            except OSError:
+                pass  # the host log says so itself, once per interval (HostLog.disk); kept dirty, retried
             except Exception:
                 log.exception("could not save hosts to the host log; will retry")
 

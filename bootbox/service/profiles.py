@@ -15,6 +15,7 @@ from typing import Callable, Mapping
 
 from bootbox.errors import Conflict, NotFound, ValidationError
 from bootbox.model import Profile
+from bootbox.store.records import load_records
 from bootbox.service.registries import NAME_CHARS, ProfileKind
 from bootbox.store import Store
 
@@ -35,8 +36,8 @@ class ProfileRepository:
         self._store = store
         self._kinds = kinds
         self._lock = threading.Lock()
-        self._profiles: dict[str, Profile] = {
-            doc["name"]: Profile.from_dict(doc) for doc in store.all(PROFILES_TABLE).values()
+        self._profiles: dict[str, Profile] = {  # a record of the wrong shape is skipped and kept aside
+            p.name: p for p in load_records(store, PROFILES_TABLE, Profile.from_dict).values()
         }
 
     def all(self) -> list[Profile]:

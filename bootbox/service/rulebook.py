@@ -13,6 +13,7 @@ from typing import Any, Callable, Collection, Mapping
 
 from bootbox.core import rules
 from bootbox.errors import ValidationError
+from bootbox.store.records import load_records
 from bootbox.core.rules import CompiledRuleSet, Decision, Rule, RuleSet
 from bootbox.store import Store
 
@@ -41,9 +42,9 @@ class RuleBook:
 
     def load(self) -> None:
         """Read the sets from the store (plugins' attributes and item types must be registered)."""
-        docs = self._store.all(RULESETS_TABLE)
+        loaded = load_records(self._store, RULESETS_TABLE, self._from_doc)  # a damaged set is skipped and kept aside
         with self._lock:
-            self._sets = {name: self._from_doc(docs[name]) if name in docs else RuleSet() for name in (WORKING, ACTIVE, PREVIOUS)}
+            self._sets = {name: loaded.get(name, RuleSet()) for name in (WORKING, ACTIVE, PREVIOUS)}
             self._compiled = rules.compile_ruleset(self._sets[ACTIVE])
 
     def _from_doc(self, doc: Mapping[str, Any]) -> RuleSet:

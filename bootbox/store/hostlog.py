@@ -9,7 +9,8 @@ the log has grown to several times the live hosts it is rewritten once, atomical
 fsync, rename), so disk use stays bounded.
 
 Each line is ``{"key": <12 hex digits>, "host": <Host.to_dict()> | null}``; ``null`` removes the
-host. The last line of a crashed write may be torn: it is skipped on load.
+host. A line a crashed write tore is skipped on load; any other line that cannot be read (a zeroed
+region, the wrong shape) is counted, and the file is set aside before it can be rewritten.
 """
 
 from __future__ import annotations
@@ -19,15 +20,20 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from bootbox.runtime.atomic import atomic_write_bytes
+from bootbox.store.diskhealth import DiskHealth
+from bootbox.store.setaside import set_aside
 
 log = logging.getLogger("bootbox.hostlog")
 
 COMPACT_FACTOR = 4
 """Compact when the log holds this many lines per live host (and at least ``COMPACT_MIN``)."""
 COMPACT_MIN = 10_000
+
+_APPLIED, _TORN, _DAMAGED = "applied", "torn", "damaged"
+_LINE_START = b'{"key":'
 
 
 class HostLog:
@@ -38,30 +44,59 @@ class HostLog:
         self._lock = threading.Lock()
         self._lines = 0
         self._live = 0
+        self._frozen = False  # damaged and not set aside: never rewrite it
+        self.disk = DiskHealth(f"host log {path}")
 
-    def load(self) -> dict[str, dict[str, Any]]:
-        """Replay the log: the last line for each key wins, ``null`` removes it."""
-        hosts: dict[str, dict[str, Any]] = {}
+    def load(self, parse: Callable[[dict[str, Any]], Any] | None = None) -> dict[str, Any]:
+        """Replay the log: the last line for each key wins, ``null`` removes it.
+
+        ``parse`` (e.g. ``Host.from_dict``) turns each document into what is returned; a document
+        it rejects counts as damaged, like an undecodable line or valid JSON of the wrong shape.
+        A line a crash tore (the start of a line, cut short) is skipped quietly. If anything was
+        damaged, a byte-for-byte copy of the file is set aside (:mod:`bootbox.store.setaside`)
+        before anything can rewrite it; if that copy cannot be made, the log is never compacted.
+        """
+        found: dict[str, Any] = {}
         if self.path is None or not self.path.exists():
-            return hosts
-        skipped = 0
+            return found
+        records = damaged = torn = 0
+        docs: dict[str, dict[str, Any]] = {}  # what was read, as stored, for the rewrite
         with self.path.open("rb") as handle:
             for raw in handle:
-                self._lines += 1
-                try:
-                    entry = json.loads(raw)
-                    key, doc = entry["key"], entry["host"]
-                except (ValueError, KeyError, TypeError):
-                    skipped += 1  # a torn last line after a crash
+                if not raw.strip():
                     continue
-                if doc is None:
-                    hosts.pop(key, None)
-                else:
-                    hosts[key] = doc
-        if skipped:
-            log.warning("skipped %d unreadable line(s) in %s (a write torn by a crash)", skipped, self.path)
-        self._live = len(hosts)
-        return hosts
+                records += 1
+                outcome = _replay(raw.rstrip(b"\n"), found, docs, parse)
+                damaged += outcome == _DAMAGED
+                torn += outcome == _TORN
+        self._lines, self._live = records, len(found)
+        if damaged:
+            self._keep_damaged(docs, records, damaged, torn)
+        elif torn:
+            log.warning("host log %s: skipped %d line(s) torn by a crash; recovered %d of %d records",
+                        self.path, torn, records - torn, records)
+        return found
+
+    def _keep_damaged(self, docs: Mapping[str, dict[str, Any]], records: int, damaged: int, torn: int) -> None:
+        """Set the file aside, then rewrite it with what was recovered, so the damage is reported
+        once (not at every start) and the copy is the only place the damaged bytes live."""
+        assert self.path is not None
+        summary = (f"host log {self.path}: recovered {records - damaged - torn} of {records} records "
+                   f"({len(docs)} hosts); {damaged} damaged, {torn} torn by a crash")
+        why = (f"{summary}. bootbox runs with what it recovered; the hosts on the damaged lines are "
+               f"missing until they boot again. Inspect this copy, or restore a backup "
+               f"(bootbox state restore) with bootbox stopped.")
+        try:
+            kept = set_aside(self.path, why)
+        except OSError as err:
+            self._frozen = True
+            log.error("%s; could not set a copy aside (%s), so the log will not be compacted", summary, err)
+            return
+        log.error("%s; the file as it was is kept in %s", summary, kept)
+        try:
+            self.replace_lines(encode_lines(docs), len(docs))
+        except OSError as err:
+            log.warning("host log %s: could not rewrite it without the damaged lines yet: %s", self.path, err)
 
     def append(self, changes: Mapping[str, dict[str, Any] | None]) -> None:
         """Write one line per changed host (``None``: removed) and fsync; durable on return."""
@@ -73,20 +108,37 @@ class HostLog:
         if not data or self.path is None:
             return
         with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
             try:
-                if _ends_torn(fd):
-                    os.write(fd, b"\n")  # never glue a new line onto a torn one
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+                self._append(self.path, data)
+            except OSError as err:
+                self.disk.failed(err)
+                raise
+            self.disk.succeeded()
             self._lines += count
+
+    @staticmethod
+    def _append(path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            size = os.fstat(fd).st_size
+            if _ends_torn(fd):
+                os.write(fd, b"\n")  # never glue a new line onto a torn one
+            try:
+                _write_all(fd, data)
+                os.fsync(fd)
+            except OSError:
+                # A short write on a full disk would leave half a line that the next append ends
+                # with a newline: cut it off so the retry writes the whole batch again.
+                os.ftruncate(fd, size)
+                raise
+        finally:
+            os.close(fd)
 
     def wants_compaction(self, live_hosts: int) -> bool:
         self._live = live_hosts
-        return self.path is not None and self._lines > max(COMPACT_MIN, COMPACT_FACTOR * live_hosts)
+        return (self.path is not None and not self._frozen
+                and self._lines > max(COMPACT_MIN, COMPACT_FACTOR * live_hosts))
 
     def compact(self, hosts: Mapping[str, dict[str, Any]]) -> None:
         """Rewrite the log as one line per live host, atomically."""
@@ -94,10 +146,15 @@ class HostLog:
 
     def replace_lines(self, data: bytes, count: int) -> None:
         """Replace the whole log with ``count`` lines made by :func:`encode_lines`, atomically."""
-        if self.path is None:
+        if self.path is None or self._frozen:
             return
         with self._lock:
-            atomic_write_bytes(self.path, data)
+            try:
+                atomic_write_bytes(self.path, data)
+            except OSError as err:
+                self.disk.failed(err)
+                raise
+            self.disk.succeeded()
             self._lines = count
         log.info("compacted the host log to %d hosts", count)
 
@@ -107,6 +164,37 @@ def encode_lines(changes: Mapping[str, dict[str, Any] | None]) -> bytes:
     return b"".join(
         json.dumps({"key": key, "host": doc}, separators=(",", ":")).encode() + b"\n" for key, doc in changes.items()
     )
+
+
+def _replay(raw: bytes, found: dict[str, Any], docs: dict[str, dict[str, Any]],
+            parse: Callable[[dict[str, Any]], Any] | None) -> str:
+    """Apply one line to ``found``; say whether it was applied, torn by a crash, or damaged."""
+    try:
+        entry = json.loads(raw)
+    except ValueError:
+        # A crash cuts an append short: what is left is the start of a line, without NUL bytes.
+        # Anything else that does not decode (a zeroed region, garbage) is damage.
+        return _TORN if raw.startswith(_LINE_START) and b"\0" not in raw else _DAMAGED
+    if not (isinstance(entry, dict) and isinstance(entry.get("key"), str)
+            and "host" in entry and (entry["host"] is None or isinstance(entry["host"], dict))):
+        return _DAMAGED
+    key, doc = entry["key"], entry["host"]
+    if doc is None:
+        found.pop(key, None)
+        docs.pop(key, None)
+        return _APPLIED
+    try:
+        found[key] = parse(doc) if parse is not None else doc
+    except Exception:  # whatever the parser refuses is a record of the wrong shape
+        return _DAMAGED
+    docs[key] = doc
+    return _APPLIED
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _ends_torn(fd: int) -> bool:

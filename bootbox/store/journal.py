@@ -32,6 +32,8 @@ from typing import BinaryIO, Iterator
 from bootbox.errors import BootboxError, ValidationError
 from bootbox.model import BootEvent
 from bootbox.runtime.pacing import PAUSE, lower_priority, sliced
+from bootbox.store.diskhealth import DiskHealth
+from bootbox.store.setaside import set_aside
 
 log = logging.getLogger("bootbox.journal")
 
@@ -100,8 +102,9 @@ class Journal:
         self._writer_alive = False
         self._file: BinaryIO | None = None  # the append handle, used by the writer thread only
         self._size = 0
-        self._last_error = ""  # the current run of write failures; "" while writes succeed
         self._lost_reason = ""  # the most recent failure, kept for flush() to report
+        self._unsynced = 0  # events written since the last fsync (lost if that fsync fails)
+        self.disk = DiskHealth(f"journal {self.path}")
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -283,17 +286,31 @@ class Journal:
         return self.path.with_name(f"{self.path.name}.{n}")
 
     def _read_events(self, path: Path, offset: int) -> Iterator[BootEvent]:
+        """The events in ``path`` from ``offset``. A line a crash tore is skipped; if other lines
+        are damaged (zeroed, garbage, the wrong shape) the file is set aside first, byte for byte."""
+        lines = damaged = 0
         try:
             with path.open("rb") as fh:
                 _seek_line_start(fh, offset)
                 for line in fh:
+                    if not line.strip():
+                        continue
+                    lines += 1
                     try:
                         yield BootEvent.from_dict(json.loads(line))
                     except _BAD_LINE_ERRORS:
                         with self._lock:
                             self._stats["skipped"] += 1
+                        damaged += not _torn(line)
         except OSError as err:
             log.warning("journal %s: cannot read %s: %s", self.path, path, err)
+        if damaged:
+            summary = f"journal file {path}: {lines - damaged} of {lines} events read, {damaged} damaged line(s) skipped"
+            try:
+                kept = set_aside(path, f"{summary}. The events bootbox could read are loaded; the rest are only in this copy.")
+                log.error("%s; the file as it was is kept in %s", summary, kept)
+            except OSError as err:
+                log.error("%s; could not set a copy aside: %s", summary, err)
 
     # -- the writer thread -----------------------------------------------------------------
 
@@ -337,53 +354,85 @@ class Journal:
         return not closing
 
     def _write_batch(self, batch: list[BootEvent], pause: float = 0.0) -> bool:
-        """Append ``batch`` to the file, rotating as needed; on failure count it dropped."""
+        """Append ``batch`` to the file, rotating as needed; count what did not reach it dropped.
+
+        Lines are written with plain ``os.write`` (no buffer that would fail later, at a flush,
+        after the events were already counted written), one write per file; a write that fails
+        part-way is cut off again, so every event is either wholly in the file and counted
+        ``written`` or not there and counted ``dropped``.
+        """
         written = size = 0
+        chunk: list[bytes] = []
+        chunk_size = 0
         try:
+            self._ensure_open()
             for part in sliced(batch, pause=pause):
                 for event in part:
                     line = _encode(event)
-                    self._handle_for(len(line)).write(line)
-                    self._size += len(line)
-                    written, size = written + 1, size + len(line)
-            if self._file is not None:
-                self._file.flush()
+                    if self._size + chunk_size and self._size + chunk_size + len(line) > self.max_bytes:
+                        self._write_chunk(chunk)
+                        written, size = written + len(chunk), size + chunk_size
+                        chunk, chunk_size = [], 0
+                        self._rotate()
+                    chunk.append(line)
+                    chunk_size += len(line)
+            self._write_chunk(chunk)
+            written, size = written + len(chunk), size + chunk_size
         except OSError as err:
-            self._count(written=written, bytes=size, errors=1, dropped=len(batch) - written)
-            self._failing(err)
+            dropped = len(batch) - written
+            self._count(written=written, bytes=size, errors=1, dropped=dropped)
+            self._unsynced += written
+            self._failing(err, f"{dropped} boot event(s) dropped")
             self._close_file()
             return False
         self._count(written=written, bytes=size)
+        self._unsynced += written
         self._recovered()
         return True
 
-    def _handle_for(self, length: int) -> BinaryIO:
-        """The open journal file, rotated first if ``length`` more bytes would pass ``max_bytes``
-        (unless the file is empty: a line longer than ``max_bytes`` still gets written)."""
-        if self._file is not None and self._size and self._size + length > self.max_bytes:
-            self._rotate(self._file)
+    def _ensure_open(self) -> None:
         if self._file is None:
             self._file = self._open_file()
-        return self._file
+
+    def _write_chunk(self, chunk: list[bytes]) -> None:
+        """Append ``chunk`` to the open file whole, or cut the file back to where it was."""
+        if not chunk:
+            return
+        self._ensure_open()
+        assert self._file is not None
+        fd, start = self._file.fileno(), self._size
+        try:
+            _write_all(fd, b"".join(chunk))
+        except OSError:
+            try:
+                os.ftruncate(fd, start)
+            except OSError:
+                pass  # the line a crash tore is skipped on load; this is no worse
+            raise
+        self._size = start + sum(map(len, chunk))
 
     def _open_file(self) -> BinaryIO:
-        """Open the journal for appending; end a line a crash left unfinished so the next event
-        does not get glued onto it."""
+        """Open the journal for appending (unbuffered); end a line a crash left unfinished so the
+        next event does not get glued onto it."""
         assert self.path is not None
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "ab")
-        self._size = handle.tell()
-        if self._size and _last_byte(self.path) != b"\n":
-            handle.write(b"\n")
-            self._size += 1
-        return handle
+        handle = open(self.path, "ab", buffering=0)
+        try:
+            self._size = handle.tell()
+            if self._size and _last_byte(self.path) != b"\n":
+                _write_all(handle.fileno(), b"\n")
+                self._size += 1
+        except OSError:
+            handle.close()
+            raise
+        return handle  # type: ignore[return-value]
 
-    def _rotate(self, handle: BinaryIO) -> None:
+    def _rotate(self) -> None:
         """Shift ``events.jsonl`` → ``.1`` → ``.2`` …, dropping the oldest; the next write opens
         a new file. The old file is fsynced first: once renamed, nothing would sync it."""
-        assert self.path is not None
-        handle.flush()
-        os.fsync(handle.fileno())
+        assert self.path is not None and self._file is not None
+        os.fsync(self._file.fileno())
+        self._unsynced = 0
         self._close_file()
         for n in range(self.backups - 1, 0, -1):
             if self._rotated(n).exists():
@@ -392,19 +441,23 @@ class Journal:
             os.replace(self.path, self._rotated(1))
         else:
             self.path.unlink()
+        self._ensure_open()
 
     def _fsync(self) -> bool:
+        """fsync the file; if that fails, the events written since the last fsync may never reach
+        the disk (a full disk found at write-back): they move from ``written`` to ``dropped``."""
         if self._file is None:
             return True
         try:
-            self._file.flush()
             os.fsync(self._file.fileno())
-            return True
         except OSError as err:
-            self._count(errors=1)
-            self._failing(err)
+            lost, self._unsynced = self._unsynced, 0
+            self._count(errors=1, dropped=lost, written=-lost)
+            self._failing(err, f"{lost} boot event(s) written since the last fsync may be lost")
             self._close_file()
             return False
+        self._unsynced = 0
+        return True
 
     def _close_file(self) -> None:
         handle, self._file = self._file, None
@@ -419,16 +472,14 @@ class Journal:
             for name, amount in amounts.items():
                 self._stats[name] += amount
 
-    def _failing(self, err: OSError) -> None:
-        """Log the first failure of a run of failures, not one line per batch in a storm."""
-        if not self._last_error:
-            log.warning("journal %s: cannot write boot events: %s", self.path, err)
-        self._last_error = self._lost_reason = str(err)
+    def _failing(self, err: OSError, lost: str) -> None:
+        """Count and log (once per interval, :class:`DiskHealth`) a failed write, not one line per
+        batch in a storm; the next batch tries again by itself."""
+        self.disk.failed(err, lost)
+        self._lost_reason = str(err)
 
     def _recovered(self) -> None:
-        if self._last_error:
-            log.warning("journal %s: writing boot events again", self.path)
-            self._last_error = ""
+        self.disk.succeeded()
 
 
 def _encode(event: BootEvent) -> bytes:
@@ -443,6 +494,12 @@ def _encode(event: BootEvent) -> bytes:
     return (text + "\n").encode("ascii")
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def _seek_line_start(fh: BinaryIO, offset: int) -> None:
     """Position ``fh`` at the first line that starts at or after ``offset``."""
     if offset == 0:
@@ -450,6 +507,11 @@ def _seek_line_start(fh: BinaryIO, offset: int) -> None:
     fh.seek(offset - 1)
     if fh.read(1) != b"\n":
         fh.readline()  # the rest of a line cut by the offset: not an event, not corrupt either
+
+
+def _torn(line: bytes) -> bool:
+    """A line a crash cut short: the start of an event, without the zeroes of a damaged region."""
+    return line.startswith(b"{") and b"\0" not in line and not line.endswith(b"}\n")
 
 
 def _last_byte(path: Path) -> bytes:

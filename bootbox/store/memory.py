@@ -73,6 +73,11 @@ class DictStore:
                 raise NotFound(f"{table} {key!r} not found")
             self._set(table, key, None)
 
+    def table_names(self) -> list[str]:
+        """Every table that holds documents (for checks over the whole store, e.g. secrets)."""
+        with self._lock:
+            return sorted(name for name, rows in self._tables.items() if rows)
+
     def all(self, table: str) -> dict[str, dict[str, Any]]:
         check_table(table)
         with self._lock:

@@ -100,6 +100,40 @@ def is_encrypted(value: object) -> bool:
     return isinstance(value, str) and value.startswith(PREFIX)
 
 
+def require_key(key_path: Path, store: object) -> None:
+    """Refuse to start when the key is missing but ``store`` holds values encrypted with it.
+
+    Making a new key then would leave every stored secret undecryptable, and it would only show
+    when a host boots; a fresh state directory (no secrets yet) still gets its key made.
+
+    :raises BootboxError: naming the key file, how many secrets need it, and how to restore it.
+    """
+    if Path(key_path).exists():
+        return
+    tables = getattr(store, "table_names", None)
+    if tables is None:
+        return
+    count = sum(_count_encrypted(store.all(name)) for name in tables())  # type: ignore[attr-defined]
+    if count:
+        raise BootboxError(
+            f"the secrets key {key_path} is missing, but the store holds {count} secret value(s) encrypted with it; "
+            f"bootbox will not make a new key (those secrets could never be decrypted again). Restore {key_path} "
+            "(mode 0600) from a backup: `bootbox state restore FILE` restores it with the rest of the state, or copy "
+            "secrets.key out of a backup's keys/ folder. If the key is truly lost, move the store aside and set the "
+            "secret answers again."
+        )
+
+
+def _count_encrypted(value: object) -> int:
+    if isinstance(value, str):
+        return int(is_encrypted(value))
+    if isinstance(value, dict):
+        return sum(_count_encrypted(item) for item in value.values())
+    if isinstance(value, list):
+        return sum(_count_encrypted(item) for item in value)
+    return 0
+
+
 def _load_or_create_key(path: Path) -> bytes:
     """Read the key; create it (mode 0600, atomically) if absent; refuse a malformed one."""
     if path.exists():

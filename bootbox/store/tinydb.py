@@ -31,8 +31,10 @@ from tinydb.storages import Storage
 
 from bootbox.errors import BootboxError, ValidationError
 from bootbox.runtime.atomic import atomic_write_bytes, remove_stale_temp_files
+from bootbox.store.diskhealth import DiskHealth
 from bootbox.store.lock import StateDirLock
 from bootbox.store.memory import DictStore, Tables
+from bootbox.store.setaside import set_aside
 
 DEFAULT_FILENAME = "bootbox.json"
 
@@ -74,11 +76,18 @@ class AtomicJSONStorage(Storage):
         atomic_write_bytes(self.path, payload, backup=self.backup)
 
     def _corrupt(self, reason: str) -> BootboxError:
+        """The refusal to start; a byte-for-byte copy of the file is set aside first, so whatever
+        an operator does next (copying the backup over it) cannot destroy the only copy."""
+        try:
+            kept = f" A copy of it as it is was kept as {set_aside(self.path, f'store unreadable: {reason}')}."
+        except OSError as err:
+            kept = f" (A copy could not be set aside: {err.strerror}.)"
         if self.backup.exists():
             advice = f"the previous good version is {self.backup}: check it, then copy it over {self.path} to restore it"
         else:
             advice = f"there is no backup ({self.backup}); move {self.path} aside to start with an empty store"
-        return BootboxError(f"store file {self.path} is unreadable ({reason}); bootbox will not start empty: {advice}")
+        return BootboxError(f"store file {self.path} is unreadable ({reason}); bootbox will not start empty: "
+                            f"{advice}, or restore a backup (bootbox state restore FILE).{kept}")
 
 
 class TinyDBStore(DictStore):
@@ -94,6 +103,7 @@ class TinyDBStore(DictStore):
             raise ValidationError("filename", f"{filename!r} must be a plain file name")
         self.path = Path(state_dir) / filename
         self._dir_lock = StateDirLock(state_dir)
+        self.disk = DiskHealth(f"store {self.path}")
         try:
             remove_stale_temp_files(self.path)
             self._storage = AtomicJSONStorage(self.path)
@@ -110,7 +120,12 @@ class TinyDBStore(DictStore):
             self._dir_lock.release()
 
     def _commit(self) -> None:
-        self._storage.write(self._tables)
+        try:
+            self._storage.write(self._tables)
+        except OSError as err:
+            self.disk.failed(err, "the API write was refused and rolled back")
+            raise
+        self.disk.succeeded()
 
     def __repr__(self) -> str:
         return f"TinyDBStore({str(self.path.parent)!r}, filename={self.path.name!r})"

@@ -19,7 +19,7 @@ from flask.json.provider import DefaultJSONProvider
 from bootbox.service.bootservice import BootService
 from bootbox.web import boot, pages
 from bootbox.web.api import hostprofiles, hosts, profiles, rules, status as api_status
-from bootbox.web.auth import require_token_for_writes
+from bootbox.web.auth import guard_reads_and_host_paths, require_token_for_writes
 from bootbox.web.deps import EXTENSION, WebContext
 from bootbox.web.errors import register_error_handlers
 
@@ -48,6 +48,7 @@ def create_app(service: BootService, *, token: str, status: Callable[[], dict[st
     for blueprint in service.plugin_blueprints():
         app.register_blueprint(blueprint)
     app.before_request(require_token_for_writes)
+    app.before_request(guard_reads_and_host_paths)  # [http] read_token; plugins' /boot/<p>/hosts/<mac>/
     register_error_handlers(app)
     return app
 

@@ -1,7 +1,9 @@
 """Endpoints that booting hosts use: iPXE scripts, profile files, loaders, the report-in.
 
-All are read-only except the report-in, and each is scoped to the asking host: a host's files
-are reachable only through its own MAC's path, and only those of the profile it was given.
+All are read-only except the report-in, and each is scoped to the asking host: a host's script,
+GRUB config, answer files and report-in are served only to a requester the network shows to be
+that host (bootbox.service.identity; else 403 and an audit event), and its profile files only
+through its own MAC's path (they hold nothing secret, so a caching proxy may fetch them).
 Files go through ``send_file(conditional=True)`` so Range, ETag and Last-Modified work (and a
 caching proxy can sit in front). No redirects anywhere: UEFI HTTP boot breaks on a 301.
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, request, send_file
 
 from bootbox.errors import NotFound, ValidationError
-from bootbox.web.auth import host_facing
+from bootbox.web.auth import bearer_token, host_facing
 from bootbox.web.deps import base_url, client_ip, get_service
 
 blueprint = Blueprint("boot", __name__)
@@ -76,12 +78,15 @@ def grub_config(name: str = "") -> Response:
 @blueprint.post("/api/v1/hosts/<mac>/booted")
 @host_facing
 def booted(mac: str) -> Response:
-    """The booted OS reports in (form or JSON body: ip, boot_id, kernel, hostname, message)."""
+    """The booted OS reports in (form or JSON body: ip, boot_id, kernel, hostname, message), with
+    this boot's up token (``?token=``, as ``boot.callback_url`` carries it, or a bearer token)."""
     if request.is_json:
         body = request.get_json(silent=True)
         if not isinstance(body, dict):
             raise ValidationError("body", "expected a JSON object")
     else:
         body = request.form.to_dict()
-    host = get_service().booted(mac, {str(k): str(v) for k, v in body.items()}, client_ip())
+    presented = bearer_token()
+    token = presented if presented is not None else request.args.get("token")
+    host = get_service().booted(mac, {str(k): str(v) for k, v in body.items()}, client_ip(), token)
     return Response(f"ok {host.mac}\n", mimetype="text/plain")

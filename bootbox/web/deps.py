@@ -8,6 +8,7 @@ every blueprint without a cycle.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -60,11 +61,23 @@ def json_object() -> dict[str, Any]:
     return body
 
 
-def limit_arg() -> int | None:
-    """The ``limit`` query argument: a positive whole number, or None when absent."""
-    raw = request.args.get("limit")
+_WHOLE = re.compile(r"[0-9]{1,12}")
+MAX_LIMIT = 1_000_000
+"""The largest ``limit`` a read accepts (a bigger one would only cost memory)."""
+
+
+def int_arg(name: str, *, minimum: int, maximum: int) -> int | None:
+    """A whole-number query argument in ``minimum..maximum``, or None when absent; anything else
+    (``²``, ``10^20``, ``-1``, a number too large) is a 422 naming the argument, never a 500.
+    ASCII digits only: ``str.isdigit`` accepts ``²``, which ``int`` then refuses."""
+    raw = request.args.get(name)
     if raw is None:
         return None
-    if not raw.isdigit() or int(raw) < 1:
-        raise ValidationError("limit", "expected a positive whole number")
+    if not _WHOLE.fullmatch(raw) or not minimum <= int(raw) <= maximum:
+        raise ValidationError(name, f"expected a whole number from {minimum} to {maximum}")
     return int(raw)
+
+
+def limit_arg() -> int | None:
+    """The ``limit`` query argument: a whole number from 1 to :data:`MAX_LIMIT`, or None."""
+    return int_arg("limit", minimum=1, maximum=MAX_LIMIT)

@@ -18,6 +18,10 @@ a file (``send_file`` of a path hands waitress its ``wsgi.file_wrapper``):
   per-thread arenas: resident memory grew by ~60 MiB with every 8 parallel 16 MiB downloads
   (53 → 173 MiB after six rounds); with 256 KiB pieces it stays at ~60 MiB (``python -m
   bench.boot_path`` reports the peak).
+
+Every connection is also held to the per-client limits of :mod:`bootbox.web.limits` (bodies,
+connections per address, slow and idle connections; docs/limits.md), and an HTTPS listener
+(``[http] tls_cert``) uses :class:`TlsChannel`, since waitress has no TLS of its own.
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ import errno
 import io
 import logging
 import os
+import ssl
 import stat
 import threading
+import time
 from typing import Any, NamedTuple
 
 import waitress
@@ -35,12 +41,18 @@ from flask import Flask
 from waitress.buffers import ReadOnlyFileBasedBuffer
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer
+from waitress.utilities import RequestEntityTooLarge
 from waitress.wasyncore import _DISCONNECTED  # the errors waitress's own send() takes for a gone client
+
+from bootbox.errors import ConfigError
+from bootbox.web.limits import ConnectionGuard, HttpLimits
 
 log = logging.getLogger("bootbox.http")
 
 SEND_PIECE = 256 * 1024
 """Most bytes of a response read and sent in one go (see the module docstring)."""
+ACCEPT_BATCH = 64
+"""Connections accepted per readiness event of a listening socket (waitress accepts one)."""
 SENDFILE_PIECE = 4 * 2**20
 """Most bytes of a file handed to one ``os.sendfile`` call (no memory is involved)."""
 _NO_SENDFILE = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP})
@@ -93,11 +105,42 @@ class SendfileBuffer(ReadOnlyFileBasedBuffer):  # type: ignore[misc]
 
 class BoundedSendChannel(HTTPChannel):  # type: ignore[misc]  # waitress has no type hints
     """waitress's connection: regular files go out with ``os.sendfile``, other responses are
-    read at most :data:`SEND_PIECE` bytes at a time (see the module docstring)."""
+    read at most :data:`SEND_PIECE` bytes at a time (see the module docstring).
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    With a :class:`ConnectionGuard` it also keeps what the guard's sweep needs
+    (``reading_since``: when the request being read began, None between requests), counts
+    bodies waitress refused as too large, and gives its address's place back when it closes.
+    """
+
+    reading_since: float | None = None
+
+    def __init__(self, server: Any, sock: Any, addr: Any, adj: Any, map: Any = None,
+                 guard: ConnectionGuard | None = None) -> None:
+        self.guard = guard
+        super().__init__(server, sock, addr, adj, map=map)
         self.sendbuf_len = min(self.sendbuf_len, SEND_PIECE)
+        self.reading_since = self.creation_time  # its first request is due within request_timeout
+
+    def received(self, data: bytes) -> bool:
+        if self.reading_since is None and data:
+            self.reading_since = time.time()
+        result = bool(super().received(data))
+        if self.request is None:  # no request half-read: the idle rule applies until the next byte
+            self.reading_since = None
+        # (waitress reads nothing more while a request waits for its answer, and closes after
+        # an error answer: the rest of a refused body is never read.)
+        if self.guard is not None:
+            for request in self.requests:
+                if type(request.error) is RequestEntityTooLarge and not getattr(request, "counted", False):
+                    request.counted = True
+                    self.guard.refusals.count("refused_body_too_large", str(self.addr[0]))
+        return result
+
+    def del_channel(self, map: Any = None) -> None:
+        super().del_channel(map)
+        guard, self.guard = self.guard, None
+        if guard is not None:
+            guard.release(str(self.addr[0]))
 
     def write_soon(self, data: Any) -> Any:
         if type(data) is ReadOnlyFileBasedBuffer:
@@ -130,11 +173,96 @@ class BoundedSendChannel(HTTPChannel):  # type: ignore[misc]  # waitress has no 
         return sent
 
 
-class HttpServer:
-    """waitress running ``app`` on one address, in one background thread."""
+class TlsChannel(BoundedSendChannel):
+    """A connection of the HTTPS listener (``[http] tls_cert``): waitress itself has no TLS, so
+    the accepted socket is wrapped here and read and written the non-blocking TLS way.
 
-    def __init__(self, app: Flask, *, host: str, port: int, threads: int = 16, connection_limit: int = 1000) -> None:
+    * The handshake runs from the loop's read and write events (``do_handshake_on_connect``
+      off), so a client that never finishes it is only a slow connection (``request_timeout``).
+    * OpenSSL's "want read/write" means "try again when ready", not an error (waitress's own
+      ``recv``/``send`` would close the connection on them), and a record may leave decrypted
+      bytes inside OpenSSL that poll() cannot see, so each read drains ``pending()``.
+    * Files are never handed to ``os.sendfile``: the kernel would write them unencrypted.
+    """
+
+    _handshaken = False
+    _want_write = False
+
+    def __init__(self, server: Any, sock: Any, addr: Any, adj: Any, map: Any = None,
+                 guard: ConnectionGuard | None = None, context: ssl.SSLContext | None = None) -> None:
+        assert context is not None
+        sock = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        super().__init__(server, sock, addr, adj, map=map, guard=guard)
+
+    def _handshake(self) -> bool:
+        """Advance the handshake; True once it is done."""
+        if self._handshaken:
+            return True
+        try:
+            self.socket.do_handshake()
+        except ssl.SSLWantReadError:
+            self._want_write = False
+            return False
+        except ssl.SSLWantWriteError:
+            self._want_write = True
+            return False
+        except (ssl.SSLError, OSError) as exc:  # not TLS, a bad certificate on their side, a reset...
+            log.debug("%s TLS handshake failed: %s", self.addr, exc)
+            self.handle_close()
+            return False
+        self._handshaken, self._want_write = True, False
+        return True
+
+    def writable(self) -> bool:
+        return bool(self._want_write or super().writable())
+
+    def handle_read(self) -> None:
+        if not self._handshake():
+            return
+        while self.connected:
+            try:
+                data = self.socket.recv(self.adj.recv_bytes)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                return
+            except (ssl.SSLError, OSError):
+                self.handle_close()
+                return
+            if not data:  # the client closed (or sent close_notify)
+                self.handle_close()
+                return
+            self.last_activity = time.time()
+            self.received(data)
+            if not self.socket.pending():
+                return
+
+    def handle_write(self) -> None:
+        if self._handshake():
+            super().handle_write()
+
+    def write_soon(self, data: Any) -> Any:
+        return HTTPChannel.write_soon(self, data)  # no SendfileBuffer: see the class docstring
+
+    def send(self, data: Any, do_close: bool = True) -> int:
+        try:
+            return int(self.socket.send(data))
+        except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            return 0  # waitress offers the same bytes again when the socket is writable
+        except (ssl.SSLError, OSError):
+            if do_close:
+                self.handle_close()
+            return 0
+
+
+class HttpServer:
+    """waitress running ``app`` on one address, in one background thread, with the per-client
+    limits of :mod:`bootbox.web.limits`."""
+
+    def __init__(self, app: Flask, *, host: str, port: int, threads: int = 16, connection_limit: int = 1000,
+                 limits: HttpLimits | None = None, tls: ssl.SSLContext | None = None) -> None:
         self._app = app
+        self._tls = tls
+        self._guard = ConnectionGuard(limits or HttpLimits())
+        limits = self._guard.limits
         self._options: dict[str, Any] = dict(
             host=host,
             port=port,
@@ -142,8 +270,14 @@ class HttpServer:
             connection_limit=connection_limit,
             asyncore_use_poll=True,
             ident="bootbox",
-            channel_timeout=60,
+            # The guard's sweep replaces waitress's maintenance; it runs every second so a slow or
+            # idle connection is closed within a second of its limit.
+            channel_timeout=max(1, int(limits.idle_timeout)),
+            cleanup_interval=1,
+            # A Content-Length above this is refused at the headers; a chunked body is read up to it.
+            max_request_body_size=limits.max_body,
             clear_untrusted_proxy_headers=True,
+            url_scheme="https" if tls is not None else "http",
         )
         self._server: Any = None
         self._thread: threading.Thread | None = None
@@ -156,15 +290,33 @@ class HttpServer:
             raise OSError(
                 exc.errno,
                 f"cannot listen for HTTP on {self._options['host']}:{port}: {exc.strerror}. "
-                f"Stop what uses port {port}, or choose another with --http-port / http.port",
+                f"Stop what uses port {port}, or choose another with "
+                f"{'http.tls_port' if self._tls is not None else '--http-port / http.port'}",
             ) from exc
         # One listening dispatcher per address ("localhost" may give two): each makes the channels.
         listeners = getattr(self._server, "map", None) or self._server._map
         for dispatcher in list(listeners.values()):
             if isinstance(dispatcher, BaseWSGIServer):
-                dispatcher.channel_class = BoundedSendChannel
+                dispatcher.channel_class = self._make_channel
+                dispatcher.maintenance = _sweeper(self._guard, dispatcher)
+                dispatcher.handle_accept = _acceptor(dispatcher)
         self._thread = threading.Thread(target=self._server.run, name="bootbox-http", daemon=True)
         self._thread.start()
+
+    def _make_channel(self, server: Any, sock: Any, addr: Any, adj: Any, map: Any = None) -> Any:
+        """waitress's ``channel_class``: a :class:`BoundedSendChannel`, or None (the socket
+        closed) when the client's address holds all the connections it may."""
+        address = str(addr[0]) if isinstance(addr, tuple) and addr else str(addr)
+        if not self._guard.admit(address, sock):
+            sock.close()
+            return None
+        try:
+            if self._tls is not None:
+                return TlsChannel(server, sock, addr, adj, map=map, guard=self._guard, context=self._tls)
+            return BoundedSendChannel(server, sock, addr, adj, map=map, guard=self._guard)
+        except BaseException:
+            self._guard.release(address)
+            raise
 
     @property
     def port(self) -> int:
@@ -174,7 +326,7 @@ class HttpServer:
     def stats(self) -> dict[str, Any]:
         if not self._server:
             return {}
-        return {"port": self.port, "connections": max(0, len(self._server._map) - 2)}
+        return {"port": self.port, "connections": max(0, len(self._server._map) - 2), **self._guard.counts()}
 
     def stop(self) -> None:
         server = self._server
@@ -198,3 +350,56 @@ class HttpServer:
             if self._thread.is_alive():
                 log.warning("the HTTP server thread did not stop within 5 s")
         server.task_dispatcher.shutdown(cancel_pending=True, timeout=5)
+
+
+def _sweeper(guard: ConnectionGuard, dispatcher: Any) -> Any:
+    """A listening dispatcher's ``maintenance(now)``: the guard's sweep over its channels."""
+
+    def maintenance(now: float) -> None:
+        guard.sweep(list(dispatcher.active_channels.values()), now)
+
+    return maintenance
+
+
+def tls_context(cert: str, key: str) -> ssl.SSLContext:
+    """The HTTPS listener's context from PEM files (``[http] tls_cert``, ``tls_key``): TLS 1.2 or
+    newer, the library's default ciphers.
+
+    :raises ConfigError: a file is missing or unreadable, or the pair does not load (not PEM,
+        a key that does not match the certificate, an encrypted key), naming the key to fix.
+    """
+    for name, path in (("http.tls_cert", cert), ("http.tls_key", key)):
+        if not os.path.isfile(path) or not os.access(path, os.R_OK):
+            raise ConfigError(name, f"{path!r} is not a readable file (a PEM {'certificate' if 'cert' in name else 'key'})")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key, password=lambda: b"")  # an encrypted key fails instead of prompting
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise ConfigError("http.tls_cert", f"{cert!r} and {key!r} do not load as a PEM certificate chain and its "
+                                           f"unencrypted private key: {exc}") from None
+    return context
+
+
+def _acceptor(dispatcher: Any) -> Any:
+    """A listening dispatcher's ``handle_accept``: waitress's, for up to :data:`ACCEPT_BATCH`
+    waiting connections instead of one. Each turn of waitress's loop walks every open
+    connection, so a flood of new connections (refused, most of them, by the per-address limit)
+    cost the loop thread a whole walk per connection: about 0.25 ms with 64 open, most of the CPU
+    it spent under ``bench.flood``. Never past ``connection_limit``."""
+
+    def handle_accept() -> None:
+        for _ in range(ACCEPT_BATCH):
+            if len(dispatcher._map) >= dispatcher.adj.connection_limit:
+                return
+            try:
+                accepted = dispatcher.accept()
+                if accepted is None:  # nothing more waiting
+                    return
+                conn, addr = accepted
+                dispatcher.set_socket_options(conn)
+            except OSError:  # a connection gone before it was accepted, or no descriptor: as waitress
+                return
+            dispatcher.channel_class(dispatcher, conn, dispatcher.fix_addr(addr), dispatcher.adj, map=dispatcher._map)
+
+    return handle_accept

@@ -39,5 +39,7 @@ bootbox_boot_script = _plugin.bootbox_boot_script
 bootbox_profile_asset = _plugin.bootbox_profile_asset
 bootbox_register_answer_kinds = _plugin.bootbox_register_answer_kinds
 bootbox_render_answer_file = _plugin.bootbox_render_answer_file
+bootbox_register_answer_inputs = _plugin.bootbox_register_answer_inputs
+bootbox_host_up = _plugin.bootbox_host_up
 
 __all__ = ["KIND", "EsxiPlugin", "__version__"]

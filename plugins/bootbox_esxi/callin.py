@@ -25,20 +25,22 @@ in a ruleset, and ``httpClient`` covers only 80/443) with a rule file in
 VMware's firewall docs describe; not tried on a host here).
 
 The module carries the host's up token, so it is served only through a **per-boot key**
-(:class:`CallinKeys`): minted when the host fetches its iPXE script, carried in the boot.cfg
-URL, revoked by the host's next boot and by an appliance restart (keys live in memory only).
+(:class:`CallinKeys`): derived from the boot's up token when the host fetches its iPXE script
+(so a re-fetch in the same boot gets the same key), carried in the boot.cfg URL, revoked by the
+host's next boot and by an appliance restart (keys live in memory only). The core serves the
+module's route only to a requester that may act for the MAC (``bootbox.service.identity``).
 Any other request (another host's MAC, an old or made-up key) gets 403 and an ``audit`` event.
 The module is built per request (a few hundred bytes), never cached, never in the image tree.
 """
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import hmac
 import io
 import re
-import secrets
 import tarfile
 import threading
 import urllib.parse
@@ -84,11 +86,13 @@ def _firewall_rule(port: int) -> str:
     )
 
 
-def launcher(up_url: str) -> str:
+def launcher(up_url: str, configure: str = "") -> str:
     """Shell text (``/bin/sh``, busybox) that opens the firewall and starts the call-in loop in
     the background; the same text is ``local.sh`` (stateless) and the ``%firstboot`` body (install).
 
-    No line starts with ``%``, so the text cannot end a kickstart section early.
+    No line starts with ``%``, so the text cannot end a kickstart section early. ``configure``
+    (the boot-module path's ``esxcli`` script, ``hostprofile/esxcli.py``) runs first, in the same
+    background job, so the host reports up once it is configured.
     """
     loop = callin_script(up_url).rstrip("\n")
     text = "\n".join([
@@ -102,6 +106,7 @@ def launcher(up_url: str) -> str:
         "    localcli network firewall refresh || true",
         "fi",
         "(",
+        *([configure.rstrip("\n")] if configure else []),
         loop,
         f") >{LOG} 2>&1 </dev/null &",
         "exit 0",
@@ -122,7 +127,7 @@ def _member(tar: tarfile.TarFile, name: str, data: bytes, mode: int) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def build_module(up_url: str) -> bytes:
+def build_module(up_url: str, configure: str = "") -> bytes:
     """The ``bbcallin.tgz`` bytes for one host: a gzip'd tar with ``etc/rc.local.d/local.sh``.
 
     Only the file, no directory entries: ``/etc/rc.local.d`` exists on every ESXi since 5.1, and
@@ -131,7 +136,7 @@ def build_module(up_url: str) -> bytes:
     raw = io.BytesIO()
     with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, compresslevel=9) as gz:
         with tarfile.open(fileobj=gz, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-            _member(tar, LOCAL_SH, launcher(up_url).encode(), 0o755)
+            _member(tar, LOCAL_SH, launcher(up_url, configure).encode(), 0o755)
     return raw.getvalue()
 
 
@@ -151,8 +156,10 @@ class CallinKeys:
         self._keys: dict[str, tuple[str, str]] = {}
 
     def mint(self, mac: str, up_token: str) -> str:
-        """A new key for this boot of ``mac``; the previous boot's key stops working."""
-        key = secrets.token_urlsafe(24)
+        """The key of this boot of ``mac``: the same for every fetch of the boot's script (the
+        core gives one up token per boot, and a retry must not revoke the key the host holds);
+        a new boot's up token makes a new key, and the previous one stops working."""
+        key = base64.urlsafe_b64encode(hashlib.sha256(f"callin\x00{up_token}".encode()).digest()[:24]).decode()
         with self._lock:
             self._keys[mac] = (_digest(key), up_token)
         return key

@@ -217,6 +217,10 @@ class Catalog:
     def depots_of(self, vib_id: str) -> list[str]:
         return sorted(d["id"] for d in self._snap.depots.values() if vib_id in d.get("vibs", []))
 
+    def referenced(self) -> set[str]:
+        """Every blob a VIB in the catalog is made of (descriptor, signature, payloads)."""
+        return {m.sha256 for v in self._snap.vibs.values() for m in v.members}
+
     def descriptor(self, vib: Vib) -> bytes:
         return self.blobs.read_bytes(vib.descriptor_sha256)
 
@@ -246,3 +250,26 @@ class Catalog:
                 profiles=new_profiles,
                 generation=old.generation + 1,
             )
+
+    def remove_depot(self, depot_id: str, vib_ids: Iterable[str]) -> list[Vib]:
+        """Forget a depot, its image profiles and ``vib_ids`` (those no other depot lists), in one
+        store batch; returns the VIBs forgotten (their blobs are the caller's to delete)."""
+        with self._lock:
+            old = self._snap
+            if depot_id not in old.depots:
+                raise NotFound(f"depot {depot_id!r} is not imported; `bootbox depot list` shows what is")
+            gone = [old.vibs[v] for v in vib_ids if v in old.vibs]
+            stale = [key for key, p in old.profiles.items() if p.depot == depot_id]
+            with self._store.batch():
+                self._store.delete(DEPOTS, depot_id)
+                for key in stale:
+                    self._store.delete(DEPOT_PROFILES, key)
+                for vib in gone:
+                    self._store.delete(VIBS, vib.id)
+            self._snap = _Snapshot(
+                vibs={k: v for k, v in old.vibs.items() if k not in {g.id for g in gone}},
+                depots={k: d for k, d in old.depots.items() if k != depot_id},
+                profiles={k: p for k, p in old.profiles.items() if k not in stale},
+                generation=old.generation + 1,
+            )
+        return gone

@@ -89,13 +89,15 @@ def depot_add(
     ctx: typer.Context,
     source: Annotated[str, typer.Argument(help="Offline bundle (.zip), a .vib or a folder of .vib files on the "
                                                "appliance, or an online depot's index.xml URL.")],
+    replace: Annotated[bool, typer.Option("--replace", help="Take rebuilt VIBs (an imported VIB ID with other "
+                                                          "bytes) in place of the old build.")] = False,
     json: JsonOption = False,
 ) -> None:
     """Import a depot: verify every VIB and store each payload once."""
     if not source.startswith(("http://", "https://")):
         source = str(Path(source).expanduser().absolute())
     client = api_client(ctx)
-    job = client.post("/esxi/depots", {"source": source})
+    job = client.post("/esxi/depots", {"source": source, "replace": replace})
     bar = Bar()
     while job["state"] == "running":
         bar.draw(job)
@@ -111,6 +113,40 @@ def depot_add(
         return
     typer.echo(f"imported depot {depot['id']}: {len(depot['vibs'])} VIBs, {len(depot['profiles'])} image profiles "
                f"({_mb(depot['bytes'])})")
+    for row in depot.get("replaced", []):
+        typer.echo(f"replaced {row['vib']}: sha-256 {row['old_sha256'][:16]}… -> {row['new_sha256'][:16]}…")
+        typer.echo(f"  image profiles that change: {', '.join(row['profiles']) or '(none)'}")
+        typer.echo(f"  hosts now non-compliant until they boot again: {', '.join(row['hosts']) or '(none)'}")
+
+
+@depot_app.command("remove")
+def depot_remove(
+    ctx: typer.Context,
+    depot: Annotated[str, typer.Argument(help="The depot's ID (bootbox depot list).")],
+    json: JsonOption = False,
+) -> None:
+    """Forget a depot and the VIBs only it brought (refused while an image profile in use needs them)."""
+    result = api_client(ctx).delete(f"/esxi/depots/{depot}")
+    if json:
+        _json(result)
+        return
+    kept = f"; {len(result['kept_vibs'])} kept (other depots bring them)" if result["kept_vibs"] else ""
+    typer.echo(f"removed depot {result['id']}: {len(result['removed_vibs'])} VIBs and their payloads{kept}")
+    for name in result.get("unresolved_injections", []):
+        typer.echo(f"note: [plugins.esxi.inject] names {name}, which no imported depot brings now; hosts boot "
+                   "without it (their timeline says so)")
+
+
+@depot_app.command("compliance")
+def depot_compliance(ctx: typer.Context, json: JsonOption = False) -> None:
+    """Hosts running an image whose VIBs were rebuilt (depot add --replace) since they booted."""
+    rows = api_client(ctx).get("/esxi/compliance")
+    if json:
+        _json(rows)
+        return
+    _table(["host", "profile", "rebuilt vibs", "since boot"],
+           [[r["mac"], r["profile"], ", ".join(r["vibs"]), r["boot_id"] or "-"] for r in rows],
+           empty="Every host runs the current build of its image's VIBs.")
 
 
 @depot_app.command("list")
@@ -343,3 +379,7 @@ def register_commands(register: Callable[..., None]) -> None:
     register(profile_diff, noun="profile", name="diff")
     register(profile_export, noun="profile", name="export")
     register(host_image, noun="host", name="image")
+    from bootbox_esxi.hostprofile.cli import host_compliance, hostprofile_extract
+
+    register(host_compliance, noun="host", name="compliance")
+    register(hostprofile_extract, noun="hostprofile", name="extract")

@@ -8,6 +8,7 @@ start-up rather than surface at the first ESXi boot::
     cache_urls = ["http://cache1:8080"]  # caching reverse proxies put into boot.cfg's prefix
     bios = "pxelinux"                    # how BIOS hosts reach mboot.c32: "pxelinux" or "com32"
     max_vib_bytes = 4294967296           # largest VIB (and payload) an import accepts
+    watch_seconds = 60                   # how often known hosts' runtime.bootTime is read (reboots)
 
     [plugins.esxi.loaders]               # VMware's boot loaders (copy them from an ESXi ISO)
     efi = "/srv/esxi/mboot.efi"          # efi/boot/bootx64.efi renamed
@@ -47,6 +48,9 @@ class EsxiConfig:
     loaders: Mapping[str, str] = field(default_factory=dict)
     inject: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     max_vib_bytes: int = 4 << 30
+    watch_seconds: float = 60.0
+    """How often the host-profile watcher reads ``runtime.bootTime`` of known ESXi hosts; a
+    changed boot time is a reboot, and the host profile is applied again. 0 turns it off."""
 
 
 def _key(name: str) -> str:
@@ -76,7 +80,7 @@ def _url(key: str, value: Any) -> str:
 def parse_config(raw: Mapping[str, Any] | None) -> EsxiConfig:
     """Validate the raw ``[plugins.esxi]`` table."""
     raw = dict(raw or {})
-    known = {"acceptance", "cache_urls", "bios", "loaders", "inject", "max_vib_bytes"}
+    known = {"acceptance", "cache_urls", "bios", "loaders", "inject", "max_vib_bytes", "watch_seconds"}
     for key in raw:
         if key not in known:
             raise ConfigError(_key(key), f"unknown setting; known: {', '.join(sorted(known))}")
@@ -118,4 +122,9 @@ def parse_config(raw: Mapping[str, Any] | None) -> EsxiConfig:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1 << 20:
             raise ConfigError(_key("max_vib_bytes"), "expected a whole number of bytes, at least 1048576")
         values["max_vib_bytes"] = size
+    if "watch_seconds" in raw:
+        seconds = raw["watch_seconds"]
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not (seconds == 0 or 0.1 <= seconds <= 86400):
+            raise ConfigError(_key("watch_seconds"), "expected seconds from 0.1 to 86400, or 0 to turn the watch off")
+        values["watch_seconds"] = float(seconds)
     return EsxiConfig(**values)

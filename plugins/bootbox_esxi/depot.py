@@ -8,6 +8,14 @@ removed again and the catalog is untouched. The error names the VIB and what was
 
 Nothing is written outside the plugin's data directory: members are never extracted by name,
 downloads and metadata zips go to its ``tmp`` folder, and blobs are named by their sha-256.
+
+Community VIBs are rebuilt without a new version, so a VIB ID can arrive again with other bytes.
+A plain import refuses that (two files under one ID would make "the image of this profile"
+ambiguous); ``replace=True`` (``bootbox depot add --replace``) takes the new build instead: it is
+verified like any VIB, the catalog then holds it under the same ID, the result lists each
+replaced VIB with its old and new sha-256, and blobs only the old build used are deleted after
+the catalog moved on. ``remove`` forgets a depot (see :mod:`bootbox_esxi.housekeeping` for the
+checks against image profiles in use).
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import time
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from bootbox_esxi import metadata as M
 from bootbox_esxi import sources, zipsafe
@@ -75,13 +83,17 @@ class Importer:
     def __init__(self, catalog: Catalog, limits: Limits) -> None:
         self.catalog = catalog
         self.limits = limits
+        self._replace = False
+        self._replaced: dict[str, Vib] = {}
 
-    def run(self, source: str, progress: Progress | None = None) -> dict[str, Any]:
-        """Import ``source`` (absolute path or http(s) URL); return the depot record."""
+    def run(self, source: str, progress: Progress | None = None, *, replace: bool = False) -> dict[str, Any]:
+        """Import ``source`` (absolute path or http(s) URL); return the depot record, plus
+        ``replaced`` (``[{vib, old_sha256, new_sha256}]``) when ``replace`` took rebuilt VIBs."""
         progress = progress or Progress()
         with self._lock:
             blobs = self.catalog.blobs
             blobs.created = set()
+            self._replace, self._replaced = replace, {}
             temps: list[Path] = []
             try:
                 depot = self._import(source, progress, temps)
@@ -92,8 +104,23 @@ class Importer:
                 blobs.created = None
                 for temp in temps:
                     sources.remove_quietly(temp)
+            replaced = [{"vib": vib_id, "old_sha256": old.sha256, "new_sha256": self.catalog.vib(vib_id).sha256}
+                        for vib_id, old in sorted(self._replaced.items())]
+            self._forget_blobs(self._replaced.values())
         progress.phase = "done"
-        return depot
+        return {**depot, "replaced": replaced} if replace else depot
+
+    def remove(self, depot_id: str, vib_ids: list[str]) -> list[Vib]:
+        """Forget ``depot_id`` and ``vib_ids`` (serialised with imports); delete their blobs."""
+        with self._lock:
+            gone = self.catalog.remove_depot(depot_id, vib_ids)
+            self._forget_blobs(gone)
+        return gone
+
+    def _forget_blobs(self, vibs: Iterable[Vib]) -> None:
+        """Delete the blobs of ``vibs`` that no VIB in the catalog is made of any more."""
+        orphans = {m.sha256 for vib in vibs for m in vib.members} - self.catalog.referenced()
+        self.catalog.blobs.remove(orphans)
 
     # ------------------------------------------------------------------ dispatch
 
@@ -196,7 +223,17 @@ class Importer:
             raise DepotError(f"{what} is corrupt: its sha-256 is {vib.sha256}, the depot metadata says {entry.sha256}")
         if entry.packed_size is not None and vib.size != entry.packed_size:
             raise DepotError(f"{what} is corrupt: it is {vib.size} bytes, the depot metadata says {entry.packed_size}")
+        self._rebuilt(vib, plan.ref)
         return vib
+
+    def _rebuilt(self, vib: Vib, where: str) -> None:
+        """A VIB whose ID the catalog has with other bytes: noted for replacement, or refused."""
+        if not self.catalog.has(vib.id) or self.catalog.vib(vib.id).sha256 == vib.sha256:
+            return
+        if not self._replace:
+            raise DepotError(f"{where}: VIB {vib.id} was already imported with different content; to take this "
+                             "rebuild in its place, import with --replace")
+        self._replaced.setdefault(vib.id, self.catalog.vib(vib.id))
 
     def _known(self, entry: M.VibEntry) -> Vib | None:
         """An already-imported, identical VIB (skip reading it again), or None."""
@@ -204,8 +241,11 @@ class Importer:
             return None
         old = self.catalog.vib(entry.id)
         if entry.sha256 and entry.sha256 != old.sha256:
+            if self._replace:
+                return None
             raise DepotError(f"VIB {entry.id} was already imported with sha-256 {old.sha256}; this depot's copy "
-                             f"has {entry.sha256}. Two different files cannot share one VIB ID")
+                             f"has {entry.sha256}. Two different files cannot share one VIB ID: to take this "
+                             "rebuild in its place, import with --replace")
         if not entry.sha256 or not all(self.catalog.blobs.has(m.sha256) for m in old.members):
             return None
         return old
@@ -224,8 +264,7 @@ class Importer:
             with path.open("rb") as stream:
                 vib = read_vib(stream, f"VIB file {path.name}", limit=self.limits.max_vib_bytes,
                                new_blob=self.catalog.blobs.writer, progress=progress.advance)
-            if self.catalog.has(vib.id) and self.catalog.vib(vib.id).sha256 != vib.sha256:
-                raise DepotError(f"{path.name}: VIB {vib.id} was already imported with different content")
+            self._rebuilt(vib, path.name)
             vibs[vib.id] = vib
         return self._commit(source, "vibs", list(vibs.values()), [], {})
 

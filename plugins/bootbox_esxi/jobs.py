@@ -33,6 +33,8 @@ class Job:
     started: float = field(default_factory=time.time)
     finished: float | None = None
     thread: threading.Thread | None = None
+    work: Callable[[str, Progress], dict[str, Any]] | None = None
+    """This job's own work, when it is not the usual import (``depot add --replace``)."""
 
     def to_doc(self) -> dict[str, Any]:
         return {"id": self.id, "source": self.source, "state": self.state, "error": self.error,
@@ -50,11 +52,12 @@ class Jobs:
         self._ids = itertools.count(1)
         self._closed = False
 
-    def start(self, source: str) -> Job:
+    def start(self, source: str, work: Callable[[str, Progress], dict[str, Any]] | None = None) -> Job:
+        """Start ``work(source, progress)`` (default: the import this ``Jobs`` was made with)."""
         with self._lock:
             if self._closed:
                 raise BootboxError("the appliance is stopping; try again when it is back")
-            job = Job(id=str(next(self._ids)), source=source)
+            job = Job(id=str(next(self._ids)), source=source, work=work)
             job.progress.phase = "queued"
             job.thread = threading.Thread(target=self._run, args=(job,), name=f"bootbox-esxi-import-{job.id}",
                                           daemon=True)
@@ -67,7 +70,7 @@ class Jobs:
 
     def _run(self, job: Job) -> None:
         try:
-            job.result = self._work(job.source, job.progress)
+            job.result = (job.work or self._work)(job.source, job.progress)
             job.state = "done"
         except BootboxError as exc:
             job.error, job.state = str(exc), "failed"

@@ -23,6 +23,7 @@ from bootbox import (
     AnswerEnv,
     BootContext,
     EventKind,
+    Forbidden,
     Host,
     HostProfile,
     NotFound,
@@ -40,6 +41,8 @@ from bootbox_esxi.imageprofile import normalize_spec
 from bootbox_esxi.jobs import Jobs
 from bootbox_esxi.kind import KIND, firmware_of
 from bootbox_esxi.state import PluginState
+from bootbox_esxi.hostprofile import schema as hostprofile_schema
+from bootbox_esxi.hostprofile.runner import ENDPOINT_INPUT, HostProfiles
 
 _CACHE_LIMIT = 512
 _RESCAN_SECONDS = 2.0
@@ -54,6 +57,7 @@ class EsxiPlugin:
         self.retry_seconds = 60
         self.public_url = ""
         self._state: PluginState | None = None
+        self._hostprofiles: HostProfiles | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -78,9 +82,14 @@ class EsxiPlugin:
             return importer.run(source, progress)
 
         self._state = PluginState(context=context, catalog=catalog, importer=importer, jobs=Jobs(work))
+        self._hostprofiles = HostProfiles(context, self.config.watch_seconds)
+        self._hostprofiles.start()
 
     @hookimpl
     def bootbox_shutdown(self) -> None:
+        if self._hostprofiles is not None:
+            self._hostprofiles.stop()
+            self._hostprofiles = None
         if self._state is not None:
             self._state.jobs.close()
         self._state = None
@@ -96,6 +105,10 @@ class EsxiPlugin:
 
         for blueprint in make_blueprints(self):
             register(blueprint)
+        from bootbox_esxi.hostprofile.web import make_blueprint, make_host_blueprint
+
+        register(make_blueprint(self))
+        register(make_host_blueprint(self))
 
     @hookimpl
     def bootbox_register_commands(self, register: Callable[..., None]) -> None:
@@ -112,15 +125,65 @@ class EsxiPlugin:
     def bootbox_register_answer_kinds(self, register: Callable[..., None]) -> None:
         register(kickstart.KIND, files=(kickstart.FILE,),
                  description="ESXi scripted install (ks.cfg), fetched by install-mode hosts through ks=")
+        register(hostprofile_schema.KIND, files=(hostprofile_schema.FILE,),
+                 description="ESXi host configuration in vSphere API terms, applied through the host's own API "
+                             "after every boot (docs/esxi.md)")
 
     @hookimpl
     def bootbox_render_answer_file(self, kind: str, host: Host, profile: HostProfile, answers: Mapping[str, Any],
                                    env: AnswerEnv) -> dict[str, str] | None:
         """``ks.cfg``, checked (rootpw hashed) and, unless the host boots stateless, with a
-        ``%firstboot`` call-in when it has none (stateless hosts call in from a boot module)."""
+        ``%firstboot`` call-in when it has none (stateless hosts call in from a boot module);
+        ``host.yaml`` of an ``esxi`` host profile, validated against its schema (errors name the
+        field), which the plugin itself applies after boot (``hostprofile/``)."""
+        if kind == hostprofile_schema.KIND:
+            text = env.render(hostprofile_schema.FILE)
+            secrets = {spec.name: spec.is_secret for spec in profile.inputs}
+            hostprofile_schema.load(text, hostprofile_schema.secrets_from(secrets, answers, masked=env.masked))
+            return {hostprofile_schema.FILE: text}
         if kind != kickstart.KIND:
             return None
         return kickstart.render(env, add_callin=self.mode_of(host) != "stateless")
+
+    @hookimpl
+    def bootbox_register_answer_inputs(self, register: Callable[..., None]) -> None:
+        register(ENDPOINT_INPUT, required=False,
+                 description="where bootbox reaches the host's vSphere API, HOST[:PORT] "
+                             "(default: the address it reported up from, port 443)",
+                 applies_to=lambda host: self.mode_of(host) != "")
+
+    @property
+    def hostprofiles(self) -> HostProfiles:
+        if self._hostprofiles is None:
+            raise PluginError("the esxi plugin is not started (bootbox serve starts it)")
+        return self._hostprofiles
+
+    def hostprofile_boot_script(self, mac: str, report_url: str) -> str:
+        """The boot-module path's ``esxcli`` script for this boot of ``mac`` ("" when it uses the API)."""
+        if self._hostprofiles is None:
+            return ""
+        try:
+            return self._hostprofiles.boot_script(self.state.context.host(mac), report_url)
+        except Exception as exc:  # the call-in module must still be served: the host reports up either way
+            self.state.context.record(mac, EventKind.STATE, f"esxi: host profile left out of the call-in module: {exc}")
+            return ""
+
+    def hostprofile_steps(self, mac: str, key: str, text: str, client: str) -> int:
+        """The boot-module script's step report, accepted with this boot's call-in key only."""
+        try:
+            self.state.callins.up_token(mac, key)
+        except Forbidden as exc:
+            self.state.context.record(mac, EventKind.AUDIT, f"refused a host-profile step report from {client}: {exc}",
+                                      ip=client, reason=str(exc))
+            raise
+        return self.hostprofiles.record_steps(mac, text)
+
+    @hookimpl
+    def bootbox_host_up(self, host: Host, event: Any, answers: Mapping[str, Any], timeout: float) -> str | None:
+        """Apply the host's ``esxi`` host profile through its own vSphere API (after every boot)."""
+        if self._hostprofiles is None:
+            return None
+        return self._hostprofiles.push(host, answers, timeout)
 
     def mode_of(self, host: Host) -> str:
         """``stateless`` or ``install`` for a host whose image is an ESXi profile, else ``""``.

@@ -65,3 +65,7 @@ class ServedPlugin(Protocol):
     def injected_for(self, host: Host, profile: Profile) -> list[str]:
         """What plugins add to ``host``'s image."""
         ...
+
+    def hostprofile_boot_script(self, mac: str, report_url: str) -> str:
+        """The boot-module path's ``esxcli`` script for this boot of ``mac`` ("" when it uses the API)."""
+        ...

@@ -1,7 +1,8 @@
 """HTTP endpoints of the esxi plugin: the operator API and the files booting hosts fetch.
 
-``/api/v1/esxi/...`` (JSON; the core's app-wide check makes writes need the API token): depots and
-import jobs, VIBs, depot image profiles, profile views/plans/diffs/bundles, ``hosts/<mac>/image``.
+``/api/v1/esxi/...`` (JSON; the core's app-wide check makes writes need the API token): depots
+(import, ``replace``, remove), import jobs, the hosts a VIB rebuild left non-compliant, VIBs,
+depot image profiles, profile views/plans/diffs/bundles, ``hosts/<mac>/image``.
 
 ``/boot/esxi/...`` (read-only): per host and boot, ``hosts/<mac>/<call-in key>/<answer token>/``
 ``boot.cfg`` and ``pxelinux.cfg``, reached only through the host's own MAC and only for an
@@ -16,13 +17,14 @@ the boot script can tell a live cache from a dead one.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, send_file
 
 from bootbox import BootContext, EventKind, Forbidden, NotFound, Profile, ValidationError, normalize_mac
-from bootbox_esxi import api_views, bootcfg, callin
+from bootbox_esxi import api_views, bootcfg, callin, housekeeping
 from bootbox_esxi.config import LOADER_NAMES
 from bootbox_esxi.kind import KIND
 from bootbox_esxi.state import ServedPlugin
@@ -59,10 +61,22 @@ def _api(plugin: ServedPlugin) -> Blueprint:
 
     @bp.post("/depots")
     def add_depot() -> tuple[Response, int]:
-        source = _body().get("source")
+        body = _body()
+        source, replace = body.get("source"), body.get("replace", False)
         if not isinstance(source, str) or not source:
             raise ValidationError("source", "expected an absolute path on the appliance or an http(s) URL")
-        return jsonify(plugin.state.jobs.start(source).to_doc()), 202
+        if not isinstance(replace, bool):
+            raise ValidationError("replace", "expected true or false")
+        work = functools.partial(housekeeping.import_replacing, plugin) if replace else None
+        return jsonify(plugin.state.jobs.start(source, work).to_doc()), 202
+
+    @bp.delete("/depots/<depot_id>")
+    def remove_depot(depot_id: str) -> Response:
+        return jsonify(housekeeping.remove_depot(plugin, depot_id))
+
+    @bp.get("/compliance")
+    def compliance() -> Response:
+        return jsonify(housekeeping.compliance(plugin))
 
     @bp.get("/jobs/<job_id>")
     def job(job_id: str) -> Response:
@@ -183,7 +197,8 @@ def _boot(plugin: ServedPlugin) -> Blueprint:
                            file=callin.MODULE, ip=client, reason=str(exc))
             raise
         boot = BootContext(base_url=_base_url(plugin), mac=host_mac, up_token=up_token)
-        data = callin.build_module(boot.up_url)
+        steps_url = f"{_base_url(plugin)}/boot/esxi/hosts/{host_mac.replace(':', '')}/{key}/hostprofile-steps"
+        data = callin.build_module(boot.up_url, plugin.hostprofile_boot_script(host_mac, steps_url))
         context.record(host_mac, EventKind.HTTP_FILE, f"esxi {callin.MODULE} (call-in) served to {request.remote_addr}",
                        file=callin.MODULE, ip=request.remote_addr or "")
         response = Response(data, mimetype="application/octet-stream")

@@ -9,8 +9,9 @@ A ``linux`` profile's spec::
     initrd:  a list of the same (may be empty)
     cmdline: the kernel command line; ``{callback}``, ``{mac}``, ``{base_url}``, ``{up}`` and
              ``{answers}`` are replaced per host (``{callback}`` is where the booted system reports
-             in; ``{up}`` the same with Auto Deploy's status codes and the host's token;
-             ``{answers}`` the single-use URL of this boot's answer files, ending in ``/``, e.g.
+             in, with this boot's up token; ``{up}`` the same with Auto Deploy's status codes;
+             both tokens are new for every boot, docs/security.md; ``{answers}`` the URL of this
+             boot's answer files, each served once, ending in ``/``, e.g.
              ``ds=nocloud-net;s={answers}`` or ``url={answers}preseed.cfg``)
 
 It also renders two answer kinds (host-profile kinds): ``cloud-init`` (templates ``user-data``

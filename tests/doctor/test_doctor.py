@@ -108,11 +108,33 @@ def test_capabilities(tmp_path: Path) -> None:
 
 
 def test_loaders(tmp_path: Path) -> None:
-    settings = settings_for(tmp_path)
+    signed = tmp_path / "signed"  # every [dhcp.loader_files] default, present
+    signed.mkdir()
+    names = ("shimx64.efi", "grubx64.efi", "grubnetx64.efi", "shimaa64.efi", "grubaa64.efi", "grubnetaa64.efi")
+    for name in names:
+        (signed / name).write_bytes(b"signed")
+    settings = settings_for(tmp_path, dhcp={"loader_files": {name: str(signed / name) for name in names}})
     assert check_loaders(settings).status is Status.OK
     (Path(settings.tftp.root) / "snponly.efi").unlink()
     missing = check_loaders(settings)
     assert missing.status is Status.FAIL and "snponly.efi" in missing.summary and "apt-get install ipxe" in missing.fix
+
+
+def test_loaders_names_the_missing_arm64_loaders_and_how_to_fetch_them(tmp_path: Path) -> None:
+    """The defaults expect Debian's signed ARM64 shim and GRUB under state_dir/loaders/arm64."""
+    x64 = tmp_path / "grubx64.efi"
+    x64.write_bytes(b"signed")
+    settings = settings_for(tmp_path, dhcp={"loader_files": {"shimx64.efi": str(x64), "grubx64.efi": str(x64),
+                                                             "grubnetx64.efi": str(x64)}})
+    check = check_loaders(settings)
+    where = settings.state_path / "loaders" / "arm64"
+    assert check.status is Status.WARN and "shimaa64.efi" in check.summary and "grubnetaa64.efi" in check.summary
+    assert f"dpkg --add-architecture arm64 && apt-get update && {sys.executable} -m bootbox.signedloaders arm64 {where}" in check.fix
+    assert "needs the network" in check.fix and "apt-get download shim-signed:arm64 grub-efi-arm64-signed:arm64" in check.fix
+    where.mkdir(parents=True)
+    for name in ("shimaa64.efi.signed", "grubnetaa64.efi.signed"):
+        (where / name).write_bytes(b"signed")
+    assert check_loaders(settings).status is Status.OK
 
 
 def test_addresses(tmp_path: Path) -> None:

@@ -241,7 +241,7 @@ def test_hook_bootbox_register_answer_inputs_without_register(services: Services
 
 def _report_in(service: Any, boot_id: str = "b1") -> None:
     service.host_script(MAC, {}, IP, BASE_URL)  # the host exists (it waits: no rule gives it an image)
-    service.booted(MAC, {"boot_id": boot_id}, IP)
+    service.booted(MAC, {"boot_id": boot_id}, IP, service.hostconfig.up_token(MAC))  # this boot's up token
 
 
 def test_hook_bootbox_host_booted_runs_inside_a_wrapper(services: Services, around: Around, events: list[str]) -> None:

@@ -634,16 +634,62 @@ def test_on_transfer_exceptions_are_logged_not_raised(servers: Servers, caplog: 
         wait_for(lambda: sum("on_transfer callback failed" in r.getMessage() for r in caplog.records) == 2)
 
 
-def test_max_transfers_refuses_with_busy(servers: Servers) -> None:
+def test_max_transfers_drops_requests_beyond_it_so_the_client_retries(servers: Servers) -> None:
+    """Beyond max_transfers a request is recorded and counted but gets no packet (error 0 would
+    end a UEFI boot); once a slot is free, the client's retry is served."""
     server, records = servers.start(max_transfers=1)
     with RawClient(server.port) as first, RawClient(server.port) as second:
         first.send(rrq("data.bin", timeout=10))
         assert first.recv()[0] == "OACK"
         second.send(rrq("small.txt"))
-        reply = second.recv()
-        assert reply[:2] == ("ERROR", 0) and "busy" in reply[2]
-    wait_for(lambda: len(records) == 1)
-    assert records[0].error.startswith("busy")
+        second.sock.settimeout(0.5)
+        with pytest.raises(socket.timeout):
+            second.sock.recv(2048)
+        wait_for(lambda: len(records) == 1)
+        assert records[0].error.startswith("busy") and not records[0].ok
+        assert server.stats["refused_busy"] == 1
+        first.send(b"\x00\x05\x00\x00abandoned\x00")  # the first client gives up: its slot frees
+        wait_for(lambda: server.stats["active"] == 0)
+        second.sock.settimeout(5)
+        assert second.download("small.txt")[0] == b"hello\nworld\r\n"
+
+
+def test_per_address_transfers_drops_requests_beyond_it_unanswered(servers: Servers) -> None:
+    """One address holds at most its share: the next request gets no answer at all (no packet for
+    a flood to multiply), another address is served, and the slot returns when a transfer ends."""
+    server, records = servers.start(per_address_transfers=2)
+    with RawClient(server.port) as a, RawClient(server.port) as b, RawClient(server.port) as c, \
+            RawClient(server.port, bind="127.0.0.2") as other:
+        for client in (a, b):
+            client.send(rrq("data.bin", timeout=10))
+            assert client.recv()[0] == "OACK"
+        c.send(rrq("small.txt"))
+        c.sock.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            c.sock.recvfrom(1000)
+        other.send(rrq("small.txt"))
+        assert other.recv()[:2] == ("DATA", 1)
+        other.ack(1)
+        assert server.stats["refused_per_address"] == 1
+        a.send(tt.encode_error(0, "enough"), to=a.peer)
+        wait_for(lambda: server.stats["active"] == 1)
+        c.sock.settimeout(5)
+        c.send(rrq("small.txt"))
+        assert c.recv()[:2] == ("DATA", 1)
+        c.ack(1)
+    assert server.stats["refused_per_address"] == 1
+
+
+def test_per_address_refusals_are_logged_once_per_interval(servers: Servers, caplog: pytest.LogCaptureFixture) -> None:
+    server, _ = servers.start(per_address_transfers=1)
+    with RawClient(server.port) as holder:
+        holder.send(rrq("data.bin", timeout=10))
+        assert holder.recv()[0] == "OACK"
+        for _ in range(20):
+            with RawClient(server.port) as extra:
+                extra.send(rrq("small.txt"))
+        wait_for(lambda: server.stats["refused_per_address"] == 20)
+    assert sum("per_address_transfers" in r.getMessage() for r in caplog.records) == 1
 
 
 def test_reply_comes_from_the_address_the_request_was_sent_to(servers: Servers) -> None:
@@ -883,6 +929,29 @@ def test_transfer_ends_after_its_retries_and_counts_only_acknowledged_bytes() ->
     ending = transfer.on_timeout(3.0)
     assert ending is not None and not ending.ok and ending.error == "timed out after 2 retransmissions"
     assert transfer.bytes_acked == 32
+
+
+def test_resends_in_a_row_wait_twice_as_long_each_time_and_an_ack_starts_over() -> None:
+    sock = FakeSocket()
+    transfer = make_transfer(sock, size=100, windowsize=4, retries=6)
+    transfer.pump(0.0)
+    assert transfer.deadline == 1.0 and sock.take() == ["OACK"]
+    waits = []
+    for _ in range(5):
+        now = transfer.deadline
+        assert transfer.on_timeout(now) is None and sock.take() == ["OACK"]
+        waits.append(transfer.deadline - now)
+    assert waits == [2.0, 4.0, 8.0, 8.0, 8.0]  # at most tt.MAX_BACKOFF timeouts
+    transfer.on_ack(0, 50.0)
+    assert transfer.deadline == 51.0
+
+
+def test_an_unanswered_transfer_ends_as_given_up() -> None:
+    transfer = make_transfer(FakeSocket(), retries=1)
+    transfer.pump(0.0)
+    assert transfer.on_timeout(1.0) is None
+    ending = transfer.on_timeout(3.0)
+    assert ending is not None and ending.gave_up and not ending.ok
 
 
 def test_transfer_completes_on_the_last_block_and_not_before() -> None:

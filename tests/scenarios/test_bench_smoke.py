@@ -88,6 +88,7 @@ def check_dhcp_storm(tables: dict[str, dict[str, Any]]) -> None:
     assert _row(table, "4011 ACKs answered")["bootbox"] == 100.0
     assert _row(table, "OFFERs answered")["reference"] == 100.0  # the reference ran too
     assert _row(table, "udp/67 socket drops")["bootbox"] == 0
+    assert _row(table, "OFFER p99, user-space")["bootbox"] > 0  # both clocks timed every answer
 
 
 def check_full_boot_storm(tables: dict[str, dict[str, Any]]) -> None:
@@ -96,6 +97,9 @@ def check_full_boot_storm(tables: dict[str, dict[str, Any]]) -> None:
     failed = _row(table, "failed boots")
     assert failed["bootbox"] == 0 and failed["reference"] == 0
     assert _row(table, "boots completed")["bootbox"] == 100.0
+    total = _row(table, "total: first power-on")  # every host booted on both stacks, across the bridge
+    assert total["bootbox"] > 0 and total["reference"] > 0, total
+    assert all(_row(table, figure)["reference"] > 0 for figure in ("server CPU", "server peak memory"))
 
 
 def check_store_scale(tables: dict[str, dict[str, Any]]) -> None:
@@ -122,6 +126,15 @@ def check_esxi(tables: dict[str, dict[str, Any]]) -> None:
     table = tables["esxi"]
     assert all(row["bootbox"] is not None and row["bootbox"] > 0 for row in table["rows"]), table["rows"]
     assert table["meta"]["modules"] > 0  # the bundle imported and every module was served (sizes checked)
+    applied = tables["esxi-hostprofile"]  # every simulated host configured and compliant after
+    assert _row(applied, "hosts configured")["bootbox"] == _row(applied, "hosts configured")["reference"] > 0
+    assert _row(applied, "hosts compliant")["bootbox"] == applied["meta"]["hosts"]
+
+
+def check_flood(tables: dict[str, dict[str, Any]]) -> None:
+    table = tables["flood"]
+    boot = _row(table, "boot time under the flood")  # the host booted, under the flood and on an idle appliance
+    assert boot["bootbox"] is not None and boot["bootbox"] > 0 and boot["reference"] > 0, boot
 
 
 CHECKS: dict[str, Callable[[dict[str, dict[str, Any]]], None]] = {
@@ -133,6 +146,7 @@ CHECKS: dict[str, Callable[[dict[str, dict[str, Any]]], None]] = {
     "soak": check_soak,
     "rules": check_rules,
     "esxi": check_esxi,
+    "flood": check_flood,
 }
 
 
@@ -140,6 +154,10 @@ def test_every_benchmark_has_a_smoke_check() -> None:
     assert set(CHECKS) == set(BENCHMARKS)
 
 
-@pytest.mark.parametrize("name", sorted(CHECKS))
+NETNS = {"boot_path", "dhcp_storm", "full_boot_storm", "flood"}
+"""Benchmarks that build network namespaces (bench.lan or bootbox.lab): marked ``netns``."""
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.netns) if n in NETNS else n for n in sorted(CHECKS)])
 def test_benchmark_runs_quick_and_reports_complete_results(name: str, tmp_path: Path) -> None:
     CHECKS[name](_run(name, tmp_path))

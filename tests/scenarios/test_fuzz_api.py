@@ -15,7 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bootbox.store.tinydb import TinyDBStore
-from tests.support.fuzz_targets import ApiRig, api_json_target, api_target, check_api_answer, fuzz_settings
+from tests.support.fuzz_targets import (ApiRig, api_json_target, api_query_target, api_target, check_api_answer,
+                                       fuzz_settings)
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False, allow_infinity=False)
@@ -98,3 +99,34 @@ def test_api_json_fuzz(tmp_path) -> None:
             assert [r["name"] for r in stored.get(which, {}).get("rules", [])] == [r["name"] for r in served["rules"]]
     finally:
         store.close()
+
+
+QUERY_REGRESSIONS = [  # each was a 500 before query arguments were validated like bodies (issue 16)
+    ("/api/v1/events", "limit=%C2%B2", "limit"),
+    ("/api/v1/events", "limit=10%5E20", "limit"),
+    ("/api/v1/events", "limit=100000000000000000000", "limit"),
+    ("/api/v1/hosts/52:54:00:00:00:01/events", "limit=%C2%B2", "limit"),
+    ("/api/v1/hostprofiles/x", "version=%C2%B2", "version"),
+]
+
+
+def test_api_query_fuzz(tmp_path) -> None:
+    """Query strings are input too: every GET route under /api/v1 and /boot gets arbitrary ones
+    (real argument names with any value, and unknown names); never a 500, and a bad value of a
+    known argument is a 422 naming it."""
+    rig = ApiRig.start(tmp_path)
+    try:
+        assert "/api/v1/events" in rig.reads and any(p.startswith("/boot/") for p in rig.reads)
+        for path, query, field in QUERY_REGRESSIONS:
+            response = rig.client.get(f"{path}?{query}", headers={"Authorization": f"Bearer {rig.token}"})
+            assert response.status_code == 422, (path, query, response.status_code)
+            assert response.get_json()["error"]["field"] == field
+
+        @fuzz_settings(300)
+        @given(st.binary(max_size=80))
+        def queries(data: bytes) -> None:
+            api_query_target(data, rig)
+
+        queries()
+    finally:
+        rig.stop()

@@ -73,7 +73,10 @@ class Site:
     def raw_http(self, request: bytes, timeout: float = 10.0) -> tuple[int, bytes, bytes]:
         """Send bytes as they are (no client normalises the path); return status, head, body."""
         with socket.create_connection(("127.0.0.1", self.http), timeout=timeout) as sock:
-            sock.sendall(request)
+            try:
+                sock.sendall(request)
+            except (BrokenPipeError, ConnectionResetError):  # refused mid-body (http.max_body): read the answer
+                pass
             chunks = []
             while True:
                 try:

@@ -31,6 +31,7 @@ from bootbox.core.policy import (
     select_loader,
 )
 from bootbox.service.bootservice import BootService
+from bootbox.service.identity import NeighbourTable
 from bootbox.store.memory import MemoryStore
 from bootbox.web import create_app
 from tests.conftest import test_settings
@@ -239,13 +240,14 @@ def test_grub_reads_its_config_then_the_hosts_then_the_kernel_over_tftp(firmware
     service = firmware_service()
     service.rules.add(service.rules.make_rule({"name": "d", "all_hosts": True, "items": {"image": "demo"}}))
     client = ("198.18.0.100", 1234)
+    service.identity.neighbours = NeighbourTable(read_v4=lambda: {"198.18.0.100": MAC})  # the host itself asks
     base = f"http://198.18.0.1:{service.settings.http.port}"  # no Host header over TFTP: server_address
     main = service.open_tftp("/grub/grub.cfg", client).read().decode()
     assert "${net_default_mac}" in main and base in main
     host_cfg = service.open_tftp(f"/grub/hosts/{MAC}.cfg", client).read().decode()
     machex = MAC.replace(":", "")
     assert f"linux '/boot/hosts/{machex}/assets/kernel' 'console=ttyS0'" in host_cfg
-    assert f"'bootbox.callback={base}/api/v1/hosts/{MAC}/booted'" in host_cfg
+    assert f"'bootbox.callback={base}/api/v1/hosts/{MAC}/booted?token={service.hostconfig.up_token(MAC)}'" in host_cfg
     assert f"initrd '/boot/hosts/{machex}/assets/initrd-0'" in host_cfg
     assert service.open_tftp(f"boot/hosts/{machex}/assets/kernel", client).read() == b"kernel" * 1000
     assert service.open_tftp("grubx64.efi", client).read().startswith(b"grubnetx64.efi.signed")

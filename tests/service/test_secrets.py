@@ -7,13 +7,16 @@ import logging
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
 
 from bootbox import BootboxError, ValidationError
-from bootbox.service.answers.tokens import AnswerTokens
+from bootbox.model import Host, HostState
+from bootbox.service.answers.tokens import BootTokens
+from bootbox.service.identity import NeighbourTable
 from bootbox.store.secretbox import SecretBox, sha512_crypt
 from bootbox.service.bootservice import BootService
 from bootbox.web import create_app
@@ -85,25 +88,32 @@ def test_hashes_are_stable_per_host_and_field_and_differ_across_hosts(tmp_path: 
 # ------------------------------------------------------------------ tokens
 
 
-def test_tokens_are_single_use_bound_and_expire() -> None:
+def test_tokens_are_per_boot_once_per_file_and_expire(tmp_path: Path) -> None:
     now = [1000.0]
-    tokens = AnswerTokens(ttl=60, clock=lambda: now[0])
-    token = tokens.mint(MAC, HOST_IP)
-    tokens.redeem(token, MAC, HOST_IP, "user-data")
-    for args, reason in [((token, MAC, HOST_IP, "user-data"), "already served"),
-                         ((token, OTHER, HOST_IP, "meta-data"), "another host"),
-                         ((token, MAC, OTHER_IP, "meta-data"), "bound to"),
-                         (("forged", MAC, HOST_IP, "meta-data"), "unknown")]:
+    tokens = BootTokens(SecretBox(tmp_path / "key").derive, answer_ttl=60, up_ttl=120, clock=lambda: now[0])
+    host = Host(mac=MAC, boot_nonce="n1", boot_started=now[0], state=HostState.BOOTING)
+    other = Host(mac=OTHER, boot_nonce="n1", boot_started=now[0])
+    token = tokens.answer_token(host)
+    assert token == tokens.answer_token(host)  # a re-fetch within the boot: the same token
+    assert tokens.answer_token(other) != token and tokens.up_token(other) != tokens.up_token(host)
+    tokens.check_answer(host, token, "user-data")
+    tokens.redeem(host, token, "user-data")
+    for who, presented, reason in [(host, token, "already served"), (other, token, "unknown or revoked"),
+                                   (host, "forged", "unknown or revoked")]:
         with pytest.raises(BootboxError, match=reason):
-            tokens.redeem(*args)
+            tokens.check_answer(who, presented, "user-data")
+    assert tokens.up_refusal(host, tokens.up_token(host)) is None
+    assert tokens.up_refusal(host, tokens.up_token(other)) == "not the token of the host's current boot"
     now[0] += 61
     with pytest.raises(BootboxError, match="expired"):
-        tokens.redeem(token, MAC, HOST_IP, "meta-data")
-    second = tokens.mint(MAC, HOST_IP)
-    third = tokens.mint(MAC, HOST_IP)  # a new boot revokes the previous token
+        tokens.check_answer(host, token, "meta-data")
+    assert tokens.up_refusal(host, tokens.up_token(host)) is None  # the up token lasts longer
+    now[0] += 60
+    assert "expired" in str(tokens.up_refusal(host, tokens.up_token(host)))
+    second = Host(mac=MAC, boot_nonce="n2", boot_started=now[0])  # the next boot
     with pytest.raises(BootboxError, match="unknown or revoked"):
-        tokens.check(second, MAC, HOST_IP, "user-data")
-    tokens.check(third, MAC, HOST_IP, "user-data")
+        tokens.check_answer(second, token, "user-data")
+    tokens.check_answer(second, tokens.answer_token(second), "user-data")  # served once per boot
 
 
 # ------------------------------------------------------------------ the answer-file URL, end to end
@@ -113,6 +123,7 @@ def test_tokens_are_single_use_bound_and_expire() -> None:
 def client(service: BootService, tmp_path: Path) -> FlaskClient:
     app = create_app(service, token=TOKEN)
     client = app.test_client()
+    service.identity.neighbours = NeighbourTable(read_v4=lambda: {HOST_IP: MAC, OTHER_IP: OTHER})
     kernel = tmp_path / "vmlinuz"
     kernel.write_bytes(b"k")
     spec = {"kernel": str(kernel), "cmdline": "ds=nocloud-net;s={answers}"}
@@ -172,17 +183,24 @@ def test_only_the_host_it_was_minted_for_gets_its_answer_file(
 
 
 def test_an_expired_token_is_refused(client: FlaskClient, service: BootService) -> None:
-    now = [5000.0]
-    service.hostconfig.tokens = AnswerTokens(ttl=30, clock=lambda: now[0])
+    shift = [0.0]
+    service.hostconfig.tokens = BootTokens(service.hostconfig.box.derive, answer_ttl=30, up_ttl=60,
+                                           clock=lambda: time.time() + shift[0])
     base = _boot(client, MAC, HOST_IP)
-    now[0] += 31
+    shift[0] += 31
     assert _get(client, base + "user-data")[0] == 403
     assert any("expired" in e.message for e in service.host_events(MAC) if e.kind == "audit")
 
 
-def test_a_new_boot_revokes_the_previous_url_and_meta_data_is_per_boot(client: FlaskClient) -> None:
+def test_a_new_boot_revokes_the_previous_url_and_meta_data_is_per_boot(client: FlaskClient,
+                                                                      service: BootService) -> None:
     first = _boot(client, MAC, HOST_IP)
-    second = _boot(client, MAC, HOST_IP)
+    assert _boot(client, MAC, HOST_IP) == first  # a re-fetch within one boot keeps its token
+    up = service.hostconfig.up_token(MAC)
+    assert client.post(f"/api/v1/hosts/{MAC}/booted?token={up}", data={"boot_id": "b1"},
+                       environ_base={"REMOTE_ADDR": HOST_IP}).status_code == 200
+    second = _boot(client, MAC, HOST_IP)  # the first script request after its report-in: a new boot
+    assert second != first and service.hostconfig.up_token(MAC) != up
     assert _get(client, first + "meta-data")[0] == 403
     status, meta = _get(client, second + "meta-data")
     assert status == 200 and meta.startswith("instance-id: bootbox-5254005ec001-")

@@ -27,6 +27,7 @@ import struct
 import sys
 import tempfile
 import threading
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -266,19 +267,21 @@ def dns_target(data: bytes) -> None:
 _VALUES = {"mac": "52:54:00:00:00:01", "kind": "ks", "which": "working"}
 
 
-def api_writes(app: Any) -> list[tuple[str, str]]:
-    """Every POST/PUT/PATCH route under /api/v1, from the app itself (so new endpoints are
-    fuzzed without a change here), with its variables filled in: names of the profile and
-    rule that exist, the known host's MAC."""
+def api_writes(app: Any, *, methods: set[str] | None = None, prefixes: tuple[str, ...] = ("/api/v1",)
+               ) -> list[tuple[str, str]]:
+    """Every POST/PUT/PATCH route under /api/v1 (or ``methods`` under ``prefixes``), from the app
+    itself (so new endpoints are fuzzed without a change here), with its variables filled in:
+    names of the profile and rule that exist, the known host's MAC."""
+    wanted = methods or {"POST", "PUT", "PATCH"}
     writes = []
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
-        if not rule.rule.startswith("/api/v1"):
+        if not rule.rule.startswith(prefixes):
             continue
         path = rule.rule
         for arg in rule.arguments:
             value = _VALUES.get(arg) or ("p1" if "/profiles/" in path else "r1" if "/rules/" in path else "x")
             path = path.replace(f"<{arg}>", value).replace(f"<path:{arg}>", value)
-        for method in sorted((rule.methods or set()) & {"POST", "PUT", "PATCH"}):
+        for method in sorted((rule.methods or set()) & wanted):
             writes.append((method, path))
     return writes
 
@@ -296,6 +299,7 @@ class ApiRig:
     token: str
     kernel: Path
     writes: list[tuple[str, str]]
+    reads: list[str]
 
     @classmethod
     def start(cls, base: Path) -> "ApiRig":
@@ -319,7 +323,8 @@ class ApiRig:
         app = create_app(service, token=token)
         kernel = base / "vmlinuz"
         kernel.write_bytes(b"\0" * 64)
-        rig = cls(app, app.test_client(), service, journal, store, settings.state_path, token, kernel, api_writes(app))
+        rig = cls(app, app.test_client(), service, journal, store, settings.state_path, token, kernel, api_writes(app),
+                  api_reads(app))
         rig.call("POST", "/api/v1/profiles", {"name": "p1", "kind": "linux", "spec": {"kernel": str(kernel)}})
         rig.call("POST", "/api/v1/rules", {"name": "r1", "all_hosts": True, "items": {"image": "p1"}})
         rig.client.get("/boot/hosts/52:54:00:00:00:01/script.ipxe")
@@ -371,12 +376,48 @@ def api_json_target(value: Any, rig: ApiRig | None = None, which: int = 0) -> No
     check_api_answer(rig, method, path, rig.call(method, path, raw=json.dumps(value).encode()))
 
 
+QUERY_NAMES = ("limit", "version", "set", "profile", "via", "token", "uuid", "hostname", "ip", "manufacturer")
+"""Query arguments some GET route reads; the fuzz also sends names no route knows."""
+
+
+def api_reads(app: Any) -> list[str]:
+    """Every GET route under /api/v1 and /boot, with its variables filled in as for the writes."""
+    return [path for method, path in api_writes(app, methods={"GET"}, prefixes=("/api/v1", "/boot"))]
+
+
+def query_from(data: bytes) -> str:
+    """A query string from bytes: ``name=value`` pairs split on ``&``, names often real ones, values
+    anything (non-ASCII digits such as ``²``, huge numbers, control characters), percent-encoded."""
+    text = data.decode("utf-8", "replace")
+    pairs = []
+    for i, part in enumerate(text.split("&")[:6]):
+        name, _, value = part.partition("=")
+        if not name or (i % 2 == 0 and len(name) < 3):
+            name = QUERY_NAMES[(len(part) + i) % len(QUERY_NAMES)]
+        pairs.append(f"{urllib.parse.quote(name, safe='')}={urllib.parse.quote(value, safe='')}")
+    return "&".join(pairs)
+
+
+def api_query_target(data: bytes, rig: ApiRig | None = None) -> None:
+    """Arbitrary query strings on every GET route (``?limit=²``, ``?version=10^20`` …): a 2xx,
+    3xx or 4xx with the one error shape, never a 500; the first byte picks the route."""
+    rig = rig or api_rig()
+    reads = rig.reads
+    path = reads[data[0] % len(reads)] if data else reads[0]
+    response = rig.client.get(f"{path}?{query_from(data[1:])}", headers={"Authorization": f"Bearer {rig.token}"})
+    if path.startswith("/api/"):
+        check_api_answer(rig, "GET", path, response)
+    else:  # boot endpoints answer iPXE and GRUB in plain text; they too never fail with a 500
+        assert response.status_code < 500, f"GET {path}: {response.status_code} {response.get_data()[:300]!r}"
+
+
 # --------------------------------------------------------------------------- the long run
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "dhcp": dhcp_target,
     "tftp": tftp_target,
     "dns": dns_target,
     "api": api_target,
+    "query": api_query_target,
 }
 
 
@@ -392,6 +433,9 @@ def _seeds(name: str) -> list[bytes]:
         return [DNSRecord.question(q, t).pack() for q, t in
                 (("esx01.lab.example", "A"), ("www.lab.example", "A"), ("11.0.18.198.in-addr.arpa", "PTR"),
                  ("lab.example", "SOA"), ("example.org", "AAAA"))]  # fmt: skip
+    if name == "query":
+        return [bytes([i]) + q for i, q in enumerate([b"limit=\xc2\xb2", b"limit=10^20", b"version=\xc2\xb2",
+                                                      b"limit=100000000000000000000", b"set=active&limit=5"])]
     return [bytes([i]) + json.dumps(body).encode() for i, body in enumerate(
         [{"name": "p2", "kind": "linux", "spec": {"kernel": "/nonexistent"}}, {"name": "p1", "kind": "linux"},
          {"name": "r2", "patterns": ["vendor=Dell"], "items": {"image": "p1"}}, {"at": 0}, {"attrs": {"mac": "x"}},

@@ -51,9 +51,10 @@ def test_a_plugin_blueprints_writes_need_the_token(service: BootService) -> None
 def test_host_facing_writes_answer_without_the_token(service: BootService) -> None:
     client = create_app(service, token=TOKEN).test_client()
     client.get(f"/boot/hosts/{MAC}/script.ipxe")
-    assert client.post(f"/api/v1/hosts/{MAC}/booted", json={"boot_id": "b1"}).status_code == 200
-    assert client.post(f"/api/v1/hosts/{MAC}/up", json={"boot_id": "b2"}).status_code == 401  # its up token, not ours
     token = service.hostconfig.up_token(MAC)
+    assert client.post(f"/api/v1/hosts/{MAC}/booted", json={"boot_id": "b1"}).status_code == 401  # its up token
+    assert client.post(f"/api/v1/hosts/{MAC}/booted?token={token}", json={"boot_id": "b1"}).status_code == 200
+    assert client.post(f"/api/v1/hosts/{MAC}/up", json={"boot_id": "b2"}).status_code == 401  # its up token, not ours
     assert client.post(f"/api/v1/hosts/{MAC}/up?token={token}", json={"boot_id": "b3"}).status_code in (200, 503)
     assert client.delete(f"/api/v1/hosts/{MAC}").status_code == 401
     assert client.delete(f"/api/v1/hosts/{MAC}", headers=AUTH).status_code == 200

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -64,18 +65,20 @@ def test_full_boot_timeline(client: FlaskClient, service: BootService, demo_file
     script = client.get(f"/boot/hosts/{MAC}/script.ipxe?uuid=564D0000-0000-0000-0000-000000000001&ip=198.18.0.50"
                         "&product=Standard%20PC&buildarch=x86_64&platform=pcbios").text
     assert "kernel --name kernel http://localhost/boot/hosts/525400aabb01/assets/kernel" in script
-    assert "bootbox.callback=http://localhost/api/v1/hosts/52:54:00:aa:bb:01/booted" in script
+    callback = re.search(r"bootbox\.callback=http://localhost(/api/v1/hosts/52:54:00:aa:bb:01/booted\?token=\w+)", script)
+    assert callback, script
     kernel = client.get("/boot/hosts/525400aabb01/assets/kernel")
     assert kernel.status_code == 200
     assert hashlib.sha256(kernel.data).digest() == hashlib.sha256(demo_files[0].read_bytes()).digest()
     assert client.get("/boot/hosts/525400aabb01/assets/initrd-0").data == demo_files[1].read_bytes()
-    response = client.post(f"/api/v1/hosts/{MAC}/booted", data={"ip": "198.18.0.50", "boot_id": "b1"})
+    assert client.post(f"/api/v1/hosts/{MAC}/booted", data={"boot_id": "b0"}).status_code == 401  # no token
+    response = client.post(callback.group(1), data={"ip": "198.18.0.50", "boot_id": "b1"})
     assert response.status_code == 200
     host = service.host(MAC)
     assert host.state == "configured" and host.boot_id == "b1"  # nothing to push: up -> configured
     assert host.attrs["model"] == "Standard PC" and host.attrs["uuid"] == "564d0000-0000-0000-0000-000000000001"
     events = client.get(f"/api/v1/hosts/{MAC}/events").json
-    assert [e["kind"] for e in events] == ["rules", "http.script", "http.file", "http.file", "booted"]
+    assert [e["kind"] for e in events] == ["rules", "http.script", "http.file", "http.file", "audit", "booted"]
     assert client.get("/api/v1/hosts").json[0]["state"] == "configured"
 
 
@@ -188,7 +191,7 @@ def test_after_boot_hooks_run_and_failures_are_isolated(client: FlaskClient, ser
     service.pm.register(Recorder())
     _add_profile(client, demo_files)
     client.get(f"/boot/hosts/{MAC}/script.ipxe")
-    client.post(f"/api/v1/hosts/{MAC}/booted", json={"boot_id": "b7"})
+    client.post(f"/api/v1/hosts/{MAC}/booted?token={service.hostconfig.up_token(MAC)}", json={"boot_id": "b7"})
     assert done.wait(10)
     assert seen == ["b7"]
 

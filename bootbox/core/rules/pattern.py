@@ -32,10 +32,15 @@ BUILTIN_ATTRIBUTES: frozenset[str] = frozenset(
         "domain",
         "arch",
         "platform",
+        "firmware",
+        "vendor_class",
+        "user_class",
     }
 )
 """Attributes every bootbox understands. Plugins may contribute more facts about a host; the
-service passes the full set of names to ``parse_pattern`` so patterns on them are accepted."""
+service passes the full set of names to ``parse_pattern`` so patterns on them are accepted.
+``arch``, ``platform``, ``firmware``, ``vendor_class``, ``user_class`` and ``uuid`` come from the
+host's DHCP packets too (``Machine.facts``), so they are known before its first rule decision."""
 
 
 class ValueKind(StrEnum):

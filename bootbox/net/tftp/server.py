@@ -25,7 +25,11 @@ Deliberate choices:
   (1468 on Ethernet), otherwise at RFC 2348's 65464;
 * one address family per server: bind ``::`` (IPv6 only, ``IPV6_V6ONLY``) for UEFI PXE over
   IPv6 beside the IPv4 one, as the appliance does when DHCPv6 is on (docs/firmware.md);
-* ``open_file`` and ``on_transfer`` run on the server thread, so both must be quick.
+* ``open_file`` and ``on_transfer`` run on the server thread, so both must be quick;
+* no client address gets more than ``per_address_transfers`` transfers at once (requests beyond
+  it are dropped unanswered), and an unanswered window is resent ``retries`` times with doubling
+  waits, then abandoned: a flood of silent requests holds a bounded share and is sent little
+  (docs/limits.md).
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from bootbox.net.tftp import transfer as tt
 from bootbox.net.tftp.engine import AVAILABLE as ENGINE_AVAILABLE
 from bootbox.net.tftp.engine import MAX_STRAYS, Engine, EngineResult
 from bootbox.net.tftp.transfer import BlockSource, Ending, Negotiated, RequestedOptions, Transfer
+from bootbox.runtime.refusals import Refusals
 from bootbox.runtime.safepath import open_regular_under
 
 __all__ = ["TftpServer", "TransferRecord", "open_under"]
@@ -74,7 +79,19 @@ _SPIN_BLOCKS = 64  # blocks served that way before the loop looks at its other s
 _SLOW_ACKS = 8  # consecutive ACKs slower than _SPIN after which a transfer is no longer polled
 _ENGINE_THREADS = 256  # transfers served by engine threads at once; more are served by the loop
 _READABLE = select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP
+_LISTEN_RCVBUF = 4 * 2**20
+"""Receive buffer of port 69. The default (~208 KiB) holds about 270 requests: a burst of 800 from
+one flooding address overflowed it, and a real client's request in the same instant was dropped
+by the kernel before the per-address limit could tell them apart."""
+_SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # the Linux value
 _STAT_KEYS = ("requests", "completed", "failed", "aborted", "malformed", "refused_writes", "active")
+_REFUSALS = {
+    "refused_per_address": "read request dropped unanswered: tftp.per_address_transfers transfers from this "
+                           "address are running",
+    "refused_busy": "read request dropped unanswered: tftp.max_transfers transfers are running",
+    "gave_up": "transfer abandoned: the client answered none of its retransmissions (tftp.retries)",
+}
+"""Refusals counted in ``stats`` and logged once per interval (bootbox.runtime.refusals)."""
 
 
 @dataclass(frozen=True)
@@ -125,7 +142,11 @@ class TftpServer:
     :param timeout: seconds before an unacknowledged window is resent, unless the client asks
         for another value with the RFC 2349 timeout option.
     :param retries: resends of one window before the transfer is abandoned.
-    :param max_transfers: concurrent transfers; requests beyond it get error 0 "server busy".
+    :param max_transfers: concurrent transfers; requests beyond it are recorded and dropped
+        unanswered, so the client retries (an ERROR would end a UEFI boot).
+    :param per_address_transfers: concurrent transfers to one client address; a request beyond it
+        is dropped unanswered (the client's own retry asks again), so one address flooding read
+        requests holds at most this many of ``max_transfers`` and is sent nothing more.
     :param engine: serve real files' blocks with the compiled engine on worker threads
         (:mod:`bootbox.net.tftp.engine`) when it is built; False keeps every transfer in the loop.
     """
@@ -142,11 +163,12 @@ class TftpServer:
         timeout: float = 1.0,
         retries: int = 5,
         max_transfers: int = 512,
+        per_address_transfers: int = 32,
         engine: bool = True,
         logger: logging.Logger | None = None,
     ) -> None:
-        if timeout <= 0 or retries < 0 or max_transfers < 1:
-            raise ValueError("timeout must be > 0, retries >= 0 and max_transfers >= 1")
+        if timeout <= 0 or retries < 0 or max_transfers < 1 or per_address_transfers < 1:
+            raise ValueError("timeout must be > 0, retries >= 0, max_transfers and per_address_transfers >= 1")
         self._open_file = open_file
         self._on_transfer = on_transfer
         self._bind_address = bind_address
@@ -154,7 +176,10 @@ class TftpServer:
         self._timeout = timeout
         self._retries = retries
         self._max_transfers = max_transfers
+        self._per_address_transfers = per_address_transfers
         self._log = logger or logging.getLogger("bootbox.tftp")
+        self._refusals = Refusals(self._log, _REFUSALS, describe=_REFUSALS.__getitem__)
+        self._per_address: dict[str, int] = {}  # client address → its running transfers
         self._factory = TftpPacketFactory()
         self._stats = dict.fromkeys(_STAT_KEYS, 0)
         self._by_client: dict[Client, Transfer] = {}
@@ -184,10 +209,13 @@ class TftpServer:
         ``requests`` counts well-formed RRQs. ``failed`` counts requests that did not deliver
         their file, except ``aborted`` ones: the client ended option negotiation with error 8,
         as EDK2 does after every tsize probe. ``malformed`` counts packets dropped or answered
-        with an error because they could not be understood.
+        with an error because they could not be understood. ``refused_per_address`` counts
+        requests dropped because their address had ``per_address_transfers`` running;
+        ``gave_up`` counts transfers ended because the client answered no retransmission.
         """
         counters = dict(self._stats)
         counters["active"] = len(self._by_client)
+        counters.update(self._refusals.counts())
         return counters
 
     def start(self) -> None:
@@ -209,6 +237,10 @@ class TftpServer:
         except OSError as exc:
             sock.close()
             raise OSError(exc.errno, _bind_advice(self._bind_address, self._port, exc)) from exc
+        try:  # SO_RCVBUFFORCE (root or CAP_NET_ADMIN) may exceed net.core.rmem_max; else what it allows
+            sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, _LISTEN_RCVBUF)
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _LISTEN_RCVBUF)
         sock.setblocking(False)
         self._sock, self._port = sock, sock.getsockname()[1]
         self._epoll = select.epoll()
@@ -381,9 +413,20 @@ class TftpServer:
 
     def _serve(self, client: Client, local: _Local, request: bytes, filename: str, requested: RequestedOptions) -> None:
         started = time.monotonic()
+        if self._per_address.get(client[0], 0) >= self._per_address_transfers:
+            # Unanswered: an error would be one more packet to an address that may be spoofed or
+            # flooding; a real client asks again after its own timeout.
+            self._refusals.count("refused_per_address", client[0])
+            return
         if len(self._by_client) >= self._max_transfers:
-            self._refuse(client, local, filename, started, tt.ERR_UNDEFINED, "server busy, try again later",
-                         f"busy: {self._max_transfers} transfers running")
+            # Unanswered too: an ERROR ends a UEFI firmware's boot (EDK2 takes error 0 as final),
+            # while silence makes it send the RRQ again after its timeout (4 s, up to 6 tries),
+            # by when a slot is likely free (seen in a 1,000-host boot storm: bench.full_boot_storm).
+            self._refusals.count("refused_busy", client[0])
+            self._stats["failed"] += 1
+            self._emit(TransferRecord(client[0], client[1], filename, 0, tt.DEFAULT_BLKSIZE, 1,
+                                      time.monotonic() - started, False,
+                                      f"busy: {self._max_transfers} transfers running (request dropped, the client retries)"))
             return
         try:
             stream = self._open_file(filename, client)
@@ -417,6 +460,8 @@ class TftpServer:
     def _begin(self, transfer: Transfer, negotiated: Negotiated) -> None:
         self._watch(transfer.sock, transfer)
         self._by_client[transfer.client] = transfer
+        address = transfer.client[0]
+        self._per_address[address] = self._per_address.get(address, 0) + 1
         self._queue_timer(transfer)
         self._log.info("%s RRQ %r: %d bytes, blksize %d, windowsize %d, OACK %s", _peer(transfer.client),
                        transfer.filename, transfer.source.size, transfer.blksize, transfer.windowsize,
@@ -657,12 +702,20 @@ class TftpServer:
         _close_quietly(transfer.source, self._log, transfer.client)
         if self._by_client.get(transfer.client) is transfer:
             del self._by_client[transfer.client]
+            address = transfer.client[0]
+            held = self._per_address.pop(address, 0) - 1
+            if held > 0:
+                self._per_address[address] = held
         self._stats["completed" if ending.ok else "aborted" if ending.aborted else "failed"] += 1
+        if ending.gave_up:
+            self._refusals.count("gave_up", transfer.client[0])
         duration, sent, peer = time.monotonic() - transfer.started, transfer.bytes_acked, _peer(transfer.client)
         if ending.ok:
             self._log.info("%s sent %r: %d bytes in %.3f s", peer, transfer.filename, sent, duration)
         elif ending.aborted:
             self._log.info("%s %r: %s", peer, transfer.filename, ending.error)
+        elif ending.gave_up:  # logged once per interval by the refusal counter instead: a flood's own line
+            self._log.debug("%s sending %r abandoned after %d bytes: %s", peer, transfer.filename, sent, ending.error)
         else:
             self._log.warning("%s sending %r failed after %d bytes: %s", peer, transfer.filename, sent, ending.error)
         self._emit(TransferRecord(transfer.client[0], transfer.client[1], transfer.filename, sent,

@@ -59,6 +59,14 @@ a default Linux UDP receive buffer (208 KiB); EDK2 asks for 4."""
 
 MIN_TIMEOUT, MAX_TIMEOUT = 1, 255
 
+MAX_BACKOFF = 8
+"""The longest wait before a resend, in timeouts: resends in a row wait 2, 4, 8, 8 ... timeouts."""
+
+
+def backoff(resends: int) -> int:
+    """How many timeouts to wait after the ``resends``-th resend in a row (1 before any)."""
+    return min(MAX_BACKOFF, 1 << max(0, min(resends, 8)))
+
 CLIENT_ABORTED_OPTIONS = "client aborted (option negotiation)"
 
 _HEADERS = 20 + 8 + 4
@@ -109,6 +117,8 @@ class Ending:
     error: str = ""
     aborted: bool = False
     reply: tuple[int, str] | None = None
+    gave_up: bool = False
+    """The client stopped answering and every retransmission went unanswered."""
 
 
 COMPLETE = Ending(ok=True)
@@ -489,12 +499,19 @@ class Transfer:
         return False
 
     def on_timeout(self, now: float) -> Ending | None:
-        """Resend the unacknowledged window, or end the transfer once the retries are used up."""
+        """Resend the unacknowledged window, or end the transfer once the retries are used up.
+
+        Each resend in a row waits twice as long as the one before (at most
+        :data:`MAX_BACKOFF` times the timeout): a client that stopped answering is sent
+        ``1 + retries`` windows in all, ever more slowly, not one a second until the end. An ACK
+        that moves the window starts again from the plain timeout (:meth:`on_ack`).
+        """
         if self._retries_left <= 0:
-            return Ending(ok=False, error=f"timed out after {self._retries} retransmissions")
+            return Ending(ok=False, error=f"timed out after {self._retries} retransmissions", gave_up=True)
         self._retries_left -= 1
         self._rewind(self.base)
         self.pump(now)
+        self.deadline = now + self.timeout * backoff(self._retries - self._retries_left)
         return None
 
     def pump(self, now: float) -> None:

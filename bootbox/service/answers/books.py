@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 from bootbox.errors import Conflict, NotFound, ValidationError
 from bootbox.core.hostprofile import HostProfile, InputSpec, check_value, host_profile_from_dict, parse_host_profile
 from bootbox.model import normalize_mac
+from bootbox.store.records import load_records
 from bootbox.store.secretbox import MASK, SecretBox, is_encrypted
 from bootbox.store import Store
 
@@ -37,7 +38,7 @@ class HostProfileBook:
         self._kinds = kinds
         self._reserved = reserved
         self._lock = threading.Lock()
-        self._profiles = {name: host_profile_from_dict(doc) for name, doc in store.all(HOSTPROFILES_TABLE).items()}
+        self._profiles = load_records(store, HOSTPROFILES_TABLE, host_profile_from_dict)  # wrong shapes kept aside
 
     def all(self) -> list[HostProfile]:
         with self._lock:

@@ -3,8 +3,9 @@
 The service owns one :class:`HostConfig`. It keeps the answer kinds and answer inputs plugins
 register, decides which inputs apply to a host (its host profile's plus the plugins' that apply
 to it), holds hosts whose required answers are missing, renders answer files through
-``bootbox_render_answer_file``, and serves them only through single-use tokens
-(:mod:`bootbox.service.answers.tokens`), recording every refusal as an ``audit`` event.
+``bootbox_render_answer_file``, and serves them only with the current boot's token
+(:mod:`bootbox.service.answers.tokens`; the service has checked the requester's identity first),
+recording every refusal as an ``audit`` event.
 
 It is given what it uses, not the service: the settings (where the secrets key lives), the store,
 the host index, ``record`` and a callable that calls ``bootbox_render_answer_file``.
@@ -17,14 +18,13 @@ with the API token.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from bootbox.hooks import calls
-from bootbox.service.answers.tokens import AnswerTokens
+from bootbox.service.answers.tokens import BootTokens
 from bootbox.service.answers.books import AnswerBook, HostProfileBook
 from bootbox.core.render.callin import callin_script
 from bootbox.errors import BootboxError, Conflict, Forbidden, NotFound, PluginError, ValidationError
@@ -102,7 +102,8 @@ class HostConfig:
             reserved=lambda: {name: item.plugin for name, item in self.inputs.items()},
         )
         self.answers = AnswerBook(store, self.box)
-        self.tokens = AnswerTokens()
+        self.tokens = BootTokens(self.box.derive, answer_ttl=settings.hosts.answer_token_ttl,
+                                 up_ttl=settings.hosts.boot_token_ttl)
 
     # ------------------------------------------------------------------ registration
 
@@ -233,17 +234,23 @@ class HostConfig:
     # ------------------------------------------------------------------ tokens
 
     def up_token(self, mac: str) -> str:
-        """The credential a host presents on ``/up``: keyed by the secrets key, bound to the MAC."""
-        return self.box.derive("up", normalize_mac(mac)).hex()[:32]
+        """The credential the host presents on ``/up`` and ``/booted`` in its current boot ("" before one)."""
+        host = self._hosts.get(normalize_mac(mac))
+        return self.tokens.up_token(host) if host is not None else ""
+
+    def up_refusal(self, mac: str, presented: str | None) -> str | None:
+        """Why ``presented`` is not the host's current up token, or None when it is."""
+        host = self._hosts.get(normalize_mac(mac))
+        return "unknown host" if host is None else self.tokens.up_refusal(host, presented)
 
     def up_token_ok(self, mac: str, presented: str | None) -> bool:
-        return bool(presented) and hmac.compare_digest(self.up_token(mac).encode(), str(presented).encode())
+        return self.up_refusal(mac, presented) is None
 
-    def mint(self, host: Host, client_ip: str) -> str:
-        """An answer-file token for this boot, if the host has a host profile (else "")."""
+    def mint(self, host: Host) -> str:
+        """The answer-file token of the host's current boot, if it has a host profile (else "")."""
         if not host.associations.get("host_profile"):
             return ""
-        return self.tokens.mint(host.mac, client_ip)
+        return self.tokens.answer_token(host)
 
     # ------------------------------------------------------------------ rendering
 
@@ -284,24 +291,22 @@ class HostConfig:
         return profile, dict(files)
 
     def serve(self, mac: str, token: str, name: str, client_ip: str, base_url: str) -> str:
-        """One answer file for the host that owns ``token``; anything else is 403 + an audit event."""
+        """One answer file of the host's current boot, for its token; anything else is 403 + an
+        audit event. ``mac`` is normalised and the requester verified by the service."""
+        host = self._hosts.get(mac)
         try:
-            mac = normalize_mac(mac)
-        except ValidationError:
-            self._audit(f"ip:{client_ip}", name, client_ip, f"malformed host in the URL: {mac[:40]!r}", token)
-            raise Forbidden("malformed host in the answer-file URL") from None
-        try:
-            self.tokens.check(token, mac, client_ip, name)
+            if host is None:
+                raise Forbidden("unknown host")
+            self.tokens.check_answer(host, token, name)
         except Forbidden as exc:
             self._audit(mac, name, client_ip, str(exc), token)
             raise
-        host = self._hosts.require(mac)
         instance = f"bootbox-{mac_key(mac)}-{hashlib.sha256(token.encode()).hexdigest()[:12]}"
         profile, files = self.render(host, base_url=base_url, masked=False, instance_id=instance)
         if name not in files:
             raise NotFound(f"host profile {profile.name} ({profile.kind}) has no file {name!r}")
         try:
-            self.tokens.redeem(token, mac, client_ip, name)
+            self.tokens.redeem(host, token, name)
         except Forbidden as exc:  # a concurrent fetch of the same file won the race
             self._audit(mac, name, client_ip, str(exc), token)
             raise

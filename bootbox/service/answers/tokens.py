@@ -1,109 +1,102 @@
-"""Single-use tokens for answer-file URLs: minted per boot, bound to a MAC and a source address.
+"""Per-boot credentials: the up token and the answer-file token of one boot of one host.
 
-A rendered answer file may carry secrets (password hashes, credentials), and the boot network
-is unauthenticated (PXE trusts nobody), so an answer file is served only to the host it belongs
-to, once per file, for a short while after that host fetched its boot script:
+The boot network is unauthenticated, so what a host holds is what its boot was given. Each boot
+draws a random nonce (``Host.boot_nonce``, kept in the host record so an appliance restart does
+not strand a host that is still reporting in); both tokens are keyed HMACs of the MAC and that
+nonce, so only this appliance can make them and they need no table of their own:
 
-* the token is random (``secrets.token_urlsafe``: 192 bits), minted when the host fetches its
-  boot script, and only its SHA-256 is kept, so a memory dump does not yield usable URLs;
-* it is valid for one host (the MAC in the URL must be the one it was minted for) and one
-  source address (the address the script request came from);
-* each file can be fetched once with it; minting a new token for a host revokes the old one;
-* it expires after ``ttl`` seconds.
+* a boot starts with the host's first verified script request after its previous report-in, or
+  once its tokens have expired (the service decides, ``BootService.host_script``); re-fetches
+  within one boot (iPXE retries, GRUB over TFTP and HTTP) get the same tokens and revoke nothing;
+* a new boot draws a new nonce, so every earlier token of the host stops working;
+* the up token lasts ``[hosts] boot_token_ttl`` from the boot's start, the answer token
+  ``[hosts] answer_token_ttl``; each answer file can be fetched once per boot.
 
-Tokens live in memory only: an appliance restart revokes them all, and the host gets new ones
-on its next boot. Every refusal raises :class:`Forbidden` with the reason, for the audit event.
+Which *machine* may use them is decided before any token is looked at
+(:mod:`bootbox.service.identity`). Every refusal raises :class:`Forbidden` (answer files) or
+returns the reason (the up token), for the audit event.
 """
 
 from __future__ import annotations
 
-import hashlib
+import base64
+import hmac
 import secrets
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Callable
 
 from bootbox.errors import Forbidden
+from bootbox.model import Host
 
-DEFAULT_TTL = 1800.0
-"""Thirty minutes: an ESXi installer loads ~100 modules before it asks for ks.cfg."""
-
-
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
+Derive = Callable[..., bytes]
+"""``SecretBox.derive``: a keyed digest of its string arguments."""
 
 
-@dataclass
-class _Grant:
-    mac: str
-    client_ip: str
-    expires: float
-    served: set[str] = field(default_factory=set)
+def new_nonce() -> str:
+    """A fresh boot nonce (96 random bits)."""
+    return secrets.token_urlsafe(12)
 
 
-class AnswerTokens:
-    """The live tokens, by digest; thread-safe."""
+class BootTokens:
+    """Derives and checks a boot's tokens; remembers which answer files a boot was served."""
 
-    def __init__(self, *, ttl: float = DEFAULT_TTL, clock: Callable[[], float] = time.time) -> None:
-        self.ttl = ttl
+    def __init__(self, derive: Derive, *, answer_ttl: float, up_ttl: float,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._derive = derive
+        self.answer_ttl = answer_ttl
+        self.up_ttl = up_ttl
         self._clock = clock
         self._lock = threading.Lock()
-        self._grants: dict[str, _Grant] = {}
-        self._by_mac: dict[str, str] = {}
+        self._served: dict[str, tuple[str, set[str]]] = {}  # mac → (nonce, files served this boot)
 
-    def mint(self, mac: str, client_ip: str) -> str:
-        """A new token for this boot of ``mac`` from ``client_ip`` (the previous one is revoked)."""
-        token = secrets.token_urlsafe(24)
-        now = self._clock()
-        with self._lock:
-            for digest in [d for d, g in self._grants.items() if g.expires <= now]:
-                self._forget(digest)
-            old = self._by_mac.pop(mac, None)
-            if old is not None:
-                self._grants.pop(old, None)
-            digest = _digest(token)
-            self._grants[digest] = _Grant(mac=mac, client_ip=client_ip, expires=now + self.ttl)
-            self._by_mac[mac] = digest
-        return token
+    def up_token(self, host: Host) -> str:
+        """The up token of the host's current boot ("" before its first boot)."""
+        if not host.boot_nonce:
+            return ""
+        return self._derive("up", host.mac, host.boot_nonce).hex()[:32]
 
-    def _forget(self, digest: str) -> None:
-        grant = self._grants.pop(digest, None)
-        if grant is not None and self._by_mac.get(grant.mac) == digest:
-            del self._by_mac[grant.mac]
+    def answer_token(self, host: Host) -> str:
+        """The answer-file token of the host's current boot ("" before its first boot)."""
+        if not host.boot_nonce:
+            return ""
+        return base64.urlsafe_b64encode(self._derive("answer", host.mac, host.boot_nonce)[:24]).decode()
 
-    def check(self, token: str, mac: str, client_ip: str, name: str) -> None:
-        """Raise :class:`Forbidden` (with the reason) unless ``name`` may be served now."""
-        with self._lock:
-            self._check(token, mac, client_ip, name)
+    def up_refusal(self, host: Host, presented: str | None) -> str | None:
+        """Why ``presented`` is not the host's up token now, or None when it is."""
+        expected = self.up_token(host)
+        if not presented:
+            return "no token"
+        if not expected or not hmac.compare_digest(expected.encode(), str(presented).encode()):
+            return "not the token of the host's current boot"
+        if self._clock() >= host.boot_started + self.up_ttl:
+            return "the boot's up token has expired (the host must boot again)"
+        return None
 
-    def redeem(self, token: str, mac: str, client_ip: str, name: str) -> None:
-        """:meth:`check`, then mark ``name`` served: the same URL is refused from now on."""
-        with self._lock:
-            grant = self._check(token, mac, client_ip, name)
-            grant.served.add(name)
-
-    def _check(self, token: str, mac: str, client_ip: str, name: str) -> _Grant:
-        grant = self._grants.get(_digest(token))
-        if grant is None:
-            raise Forbidden("unknown or revoked answer-file token")
-        if grant.mac != mac:
-            raise Forbidden(f"the token was minted for another host ({grant.mac})")
-        if self._clock() >= grant.expires:
-            self._forget(_digest(token))
+    def check_answer(self, host: Host, token: str, name: str) -> None:
+        """Raise :class:`Forbidden` (with the reason) unless ``name`` may be served with ``token`` now."""
+        expected = self.answer_token(host)
+        if not expected or not hmac.compare_digest(expected.encode(), token.encode("utf-8", "replace")):
+            raise Forbidden("unknown or revoked answer-file token (not this host's current boot)")
+        if self._clock() >= host.boot_started + self.answer_ttl:
             raise Forbidden("the answer-file token has expired (the host must boot again)")
-        if grant.client_ip != client_ip:
-            raise Forbidden(f"the token is bound to {grant.client_ip}, not {client_ip}")
-        if name in grant.served:
-            raise Forbidden(f"{name} was already served with this token (tokens are single-use)")
-        return grant
-
-    def revoke(self, mac: str) -> None:
         with self._lock:
-            digest = self._by_mac.get(mac)
-            if digest is not None:
-                self._forget(digest)
+            nonce, served = self._served.get(host.mac, ("", set()))
+            if nonce == host.boot_nonce and name in served:
+                raise Forbidden(f"{name} was already served with this token (once per boot)")
 
-    def __len__(self) -> int:
+    def redeem(self, host: Host, token: str, name: str) -> None:
+        """:meth:`check_answer`, then mark ``name`` served for this boot."""
         with self._lock:
-            return len(self._grants)
+            nonce, served = self._served.get(host.mac, ("", set()))
+            if nonce == host.boot_nonce and name in served:
+                raise Forbidden(f"{name} was already served with this token (once per boot)")
+            if nonce != host.boot_nonce:
+                served = set()
+            served.add(name)
+            self._served[host.mac] = (host.boot_nonce, served)
+
+    def forget(self, mac: str) -> None:
+        """Drop what was served to ``mac`` (its boot ended or the host was removed)."""
+        with self._lock:
+            self._served.pop(mac, None)

@@ -1,15 +1,15 @@
 """Host profiles, answers, renders, pushes and lint over HTTP; and the two host-facing endpoints.
 
-``blueprint`` (``/api/v1``, operators): reads are open and never show a secret (masked);
-writes and the one read that reveals secrets (``POST …/render/<kind>``) need the API token,
-like every ``/api/v1`` write.
+``blueprint`` (``/api/v1``, operators): reads are open unless ``[http] read_token`` is set, and
+never show a secret (masked); writes and the one read that reveals secrets (``POST
+…/render/<kind>``) need the API token, like every ``/api/v1`` write.
 
-``host_blueprint``: what booting hosts call. ``GET /boot/hosts/<mac>/answers/<token>/<file>``
-serves an answer file once per single-use token (403 and an audit event otherwise), and
-``POST /api/v1/hosts/<mac>/up`` is the report-in, marked :func:`~bootbox.web.auth.host_facing`
-(it checks the host's up token, not the API token), with Auto Deploy's status codes:
-200 configured, 503 pushes still running (retry later), 404 unknown host, 401 bad token,
-409 a push gave up.
+``host_blueprint``: what booting hosts call, served only to the host itself (docs/security.md).
+``GET /boot/hosts/<mac>/answers/<token>/<file>`` serves an answer file of the host's current boot,
+once per boot (403 and an audit event otherwise), and ``POST /api/v1/hosts/<mac>/up`` is the
+report-in, marked :func:`~bootbox.web.auth.host_facing` (it checks the boot's up token, not the
+API token), with Auto Deploy's status codes: 200 configured, 503 pushes still running (retry
+later), 404 unknown host, 401 bad token, 403 not that host, 409 a push gave up.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from bootbox.errors import ValidationError
 from bootbox.core.lint import lint
 from bootbox.model import normalize_mac
 from bootbox.web.auth import bearer_token, host_facing
-from bootbox.web.deps import base_url, client_ip, get_service, json_object
+from bootbox.web.deps import base_url, client_ip, get_service, int_arg, json_object
 
 blueprint = Blueprint("hostprofiles", __name__, url_prefix="/api/v1")
 host_blueprint = Blueprint("hostconfig", __name__)
@@ -46,10 +46,8 @@ def list_hostprofiles() -> Response:
 
 @blueprint.get("/hostprofiles/<name>")
 def show_hostprofile(name: str) -> Response:
-    raw = request.args.get("version")
-    if raw is not None and not raw.isdigit():
-        raise ValidationError("version", "expected a version number")
-    return jsonify(get_service().host_profile(name, int(raw) if raw else None).to_dict())
+    version = int_arg("version", minimum=1, maximum=10**9)
+    return jsonify(get_service().host_profile(name, version).to_dict())
 
 
 def _saved(profile: Any, status: int) -> Response:

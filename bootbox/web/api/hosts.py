@@ -7,21 +7,51 @@ A host's answers, renders and pushes are in :mod:`bootbox.web.api.hostprofiles`,
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+from typing import Any
 
+from flask import Blueprint, Response, jsonify, request
+
+from bootbox.errors import ValidationError
+from bootbox.model import Host
 from bootbox.web.deps import get_service, limit_arg
 
 blueprint = Blueprint("hosts", __name__, url_prefix="/api/v1")
 
 
+def _public(host: Host) -> dict[str, Any]:
+    """A host as the API shows it: without its boot nonce (harmless without the secrets key, but
+    nothing a reader needs)."""
+    doc = host.to_dict()
+    doc.pop("boot_nonce", None)
+    return doc
+
+
 @blueprint.get("/hosts")
 def list_hosts() -> Response:
-    return jsonify([host.to_dict() for host in get_service().list_hosts()])
+    return jsonify([_public(host) for host in get_service().list_hosts()])
 
 
 @blueprint.get("/hosts/<mac>")
 def show_host(mac: str) -> Response:
-    return jsonify(get_service().host(mac).to_dict())
+    return jsonify(_public(get_service().host(mac)))
+
+
+@blueprint.post("/hosts/<mac>/adopt")
+def adopt_host(mac: str) -> Response:
+    """An operator vouches for a MAC (``[hosts] adopt = "manual"``); body ``{"hostname": NAME}`` optional."""
+    body = request.get_json(silent=True) if request.data else {}
+    if not isinstance(body, dict):
+        raise ValidationError("body", "expected a JSON object (or no body)")
+    hostname = body.get("hostname", "")
+    if not isinstance(hostname, str):
+        raise ValidationError("hostname", "expected a host name")
+    return jsonify(_public(get_service().adopt(mac, hostname)))
+
+
+@blueprint.post("/hosts/<mac>/resolve")
+def resolve_host(mac: str) -> Response:
+    """Clear a host's ``conflict``: its next verified boot binds its SMBIOS UUID afresh."""
+    return jsonify(_public(get_service().resolve(mac)))
 
 
 @blueprint.delete("/hosts/<mac>")

@@ -20,6 +20,7 @@ def status() -> Response:
             "profiles": counts.profiles,
             "servers": server_status(),
             "journal": counts.journal,
+            "refused": counts.refused,
         }
     )
 

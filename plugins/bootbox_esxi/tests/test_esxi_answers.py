@@ -28,6 +28,7 @@ from bootbox import AnswerEnv, Host, ValidationError
 from bootbox.store.secretbox import sha512_crypt
 from bootbox_esxi import callin, kickstart
 from bootbox_esxi.tests.test_esxi_boot import AUTH, BASE_URL, KICKSTART, MAC, SECRET, Env, _vibs, env, tokens
+from bootbox.service.identity import NeighbourTable
 from tests.support.lab_fixtures import lab_unavailable
 
 __all__ = ["env"]
@@ -40,6 +41,12 @@ def _stateless_key(env: Env) -> str:
     env.profile("esxi-s", {"vibs": _vibs(real=False)})
     key, _ = tokens(env.script())
     return key
+
+
+def _report_in(env: Env, mac: str = MAC) -> None:
+    """The host reports in with its boot's up token: its next script request is a new boot."""
+    token = env.service.hostconfig.up_token(mac)
+    assert env.client.post(f"/api/v1/hosts/{mac}/up?token={token}", json={"boot_id": token[:8]}).status_code in (200, 503)
 
 
 def _audits(env: Env, mac: str) -> list[str]:
@@ -55,7 +62,8 @@ def test_the_kickstart_renders_hashed_and_is_served_once_to_its_host(env: Env, c
     env.kickstart_host()
     _, answer = tokens(env.script(platform="efi"))
     path = f"/boot/hosts/525400e50a01/answers/{answer}/ks.cfg"
-    # Another host presenting this token, and this host from another address, get 403.
+    # Another host presenting this token, and this host from another machine's address, get 403.
+    env.service.identity.neighbours = NeighbourTable(read_v4=lambda: {"198.18.0.99": "52:54:00:99:99:99"})
     assert env.client.get(path.replace("525400e50a01", "525400e50a02")).status_code == 403
     assert env.client.get(path, environ_base={"REMOTE_ADDR": "198.18.0.99"}).status_code == 403
     served = env.client.get(path, base_url=BASE_URL)
@@ -184,6 +192,8 @@ def test_the_call_in_module_is_served_only_to_its_host_and_boot(env: Env) -> Non
     assert len(_audits(env, MAC)) == 2 and len(_audits(env, OTHER)) == 1
     assert env.client.get("/boot/esxi/hosts/525400e50a01/-/bbcallin.tgz").status_code == 403
     assert env.client.get("/boot/hosts/525400e50a01/assets/bbcallin.tgz").status_code == 404  # not by MAC alone
+    assert tokens(env.script())[0] == key  # a re-fetch within the boot keeps its key
+    _report_in(env)
     again, _ = tokens(env.script())  # the next boot: the old key stops working
     assert env.client.get(f"/boot/esxi/hosts/525400e50a01/{key}/bbcallin.tgz").status_code == 403
     assert env.client.get(f"/boot/esxi/hosts/525400e50a01/{again}/bbcallin.tgz").status_code == 200
@@ -200,6 +210,7 @@ def test_an_install_boot_has_no_call_in_module_and_ends_the_last_one(env: Env) -
 
 def test_every_boot_gets_a_new_call_in_key(env: Env) -> None:
     first = _stateless_key(env)
+    _report_in(env)
     second, _ = tokens(env.script())
     assert first != second
     old = env.client.get(f"/boot/esxi/hosts/525400e50a01/{first}/bbcallin.tgz")

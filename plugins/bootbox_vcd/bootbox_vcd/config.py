@@ -1,7 +1,9 @@
 """``[plugins.vcd]``: validated at start-up, errors naming ``plugins.vcd.KEY``.
 
 Without a ``[plugins.vcd]`` table the plugin does nothing at all (no VIB, no answers, no
-pushes), so installing it changes nothing until an operator configures it.
+pushes), so installing it changes nothing until an operator configures it. ``url`` is the vCD
+cell's address (``https://vcd.example.net``; a trailing ``/api`` is accepted and dropped), since
+every vCloud API path starts at ``/api``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from typing import Any, Mapping
 from bootbox import ConfigError
 
 PREFIX = "plugins.vcd"
-KNOWN = ("url", "username", "password", "password_file", "groups", "vib", "timeout", "verify_tls", "ca_file")
+KNOWN = ("url", "username", "org", "password", "password_file", "groups", "vib", "timeout", "poll_seconds",
+         "verify_tls", "ca_file", "hostname_answer", "domain_answer")
 
 
 @dataclass(frozen=True)
@@ -22,12 +25,16 @@ class VcdConfig:
     enabled: bool = False
     url: str = ""
     username: str = ""
+    org: str = "System"
     password: str = ""
     groups: tuple[str, ...] = ("vcd",)
     vib: str = "vcloud-agent"
     timeout: float = 10.0
+    poll_seconds: float = 2.0
     verify_tls: bool = True
     ca_file: str = ""
+    hostname_answer: str = "hostname"
+    domain_answer: str = "domain"
 
     def __repr__(self) -> str:  # never print the password (settings dumps, tracebacks)
         return f"VcdConfig(enabled={self.enabled}, url={self.url!r}, groups={self.groups}, vib={self.vib!r})"
@@ -40,17 +47,24 @@ def _string(raw: Mapping[str, Any], key: str, default: str = "") -> str:
     return value
 
 
+def _seconds(raw: Mapping[str, Any], key: str, default: float) -> float:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 300:
+        raise ConfigError(f"{PREFIX}.{key}", "expected seconds, more than 0 and at most 300")
+    return float(value)
+
+
 def parse_config(raw: Mapping[str, Any] | None) -> VcdConfig:
     if raw is None:
         return VcdConfig()
     for key in raw:
         if key not in KNOWN:
             raise ConfigError(f"{PREFIX}.{key}", f"unknown setting; known: {', '.join(KNOWN)}")
-    url = _string(raw, "url").rstrip("/")
+    url = _string(raw, "url").rstrip("/").removesuffix("/api")
     if url:
         parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
-            raise ConfigError(f"{PREFIX}.url", f"{url!r} is not an http(s)://host[:port][/path] URL")
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query or parts.fragment:
+            raise ConfigError(f"{PREFIX}.url", f"{url!r} is not the vCD cell's http(s)://host[:port] address")
     password = _string(raw, "password")
     password_file = _string(raw, "password_file")
     if password and password_file:
@@ -66,14 +80,19 @@ def parse_config(raw: Mapping[str, Any] | None) -> VcdConfig:
     vib = _string(raw, "vib", "vcloud-agent")
     if not vib:
         raise ConfigError(f"{PREFIX}.vib", "must not be empty")
-    timeout = raw.get("timeout", 10.0)
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 300:
-        raise ConfigError(f"{PREFIX}.timeout", "expected seconds, more than 0 and at most 300")
+    timeout = _seconds(raw, "timeout", 10.0)
+    poll = _seconds(raw, "poll_seconds", 2.0)
     verify = raw.get("verify_tls", True)
     if not isinstance(verify, bool):
         raise ConfigError(f"{PREFIX}.verify_tls", "expected true or false")
     ca_file = _string(raw, "ca_file")
     if ca_file and not Path(ca_file).is_file():
         raise ConfigError(f"{PREFIX}.ca_file", f"{ca_file} does not exist")
-    return VcdConfig(enabled=True, url=url, username=_string(raw, "username"), password=password,
-                     groups=tuple(groups), vib=vib, timeout=float(timeout), verify_tls=verify, ca_file=ca_file)
+    org = _string(raw, "org", "System")
+    if not org:
+        raise ConfigError(f"{PREFIX}.org", "must not be empty (the system organisation is System)")
+    answers = {key: _string(raw, key, default) for key, default in (("hostname_answer", "hostname"),
+                                                                     ("domain_answer", "domain"))}
+    return VcdConfig(enabled=True, url=url, username=_string(raw, "username"), org=org, password=password,
+                     groups=tuple(groups), vib=vib, timeout=timeout, poll_seconds=poll, verify_tls=verify,
+                     ca_file=ca_file, **answers)
