@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bootbox.assets.demo import build_demo_assets
 from bootbox.config import Settings
@@ -38,6 +38,9 @@ from bootbox.hooks.manager import make_plugin_manager
 from bootbox.service.bootservice import BootService
 from bootbox.store import Store
 from bootbox.store.tinydb import TinyDBStore
+
+if TYPE_CHECKING:
+    from bootbox.store.postgresql import PostgreSQLStore
 from bootbox.store.apitoken import load_or_create_token
 from bootbox.store.secretbox import KEY_FILE, require_key
 from bootbox.web import create_app
@@ -95,6 +98,17 @@ def _build_demo_profile(service: BootService, settings: Settings) -> None:
                     "plugin answers): there is no demo profile")
         return
     service.put_profile(profile)
+
+
+def open_store(settings: Settings) -> TinyDBStore | PostgreSQLStore:
+    """The store ``[store] backend`` names, holding the state-dir lock either way (the journal,
+    host log and leases stay files there). Only the PostgreSQL backend imports psycopg."""
+    if settings.store.backend == "postgresql":
+        from bootbox.store.postgresql import PostgreSQLStore as Backend
+
+        return Backend(settings.store.dsn, state_dir=settings.state_path,
+                       connect_timeout=settings.store.connect_timeout)
+    return TinyDBStore(settings.state_path)
 
 
 def full_dhcp_server(settings: Settings, service: BootService, store: Store) -> DhcpServer:
@@ -169,7 +183,7 @@ class Appliance:
         sys.setswitchinterval(SWITCH_INTERVAL)
         try:
             settings.state_path.mkdir(parents=True, exist_ok=True, mode=0o700)
-            store = TinyDBStore(settings.state_path)
+            store = open_store(settings)
             self._closers.append(store.close)
             require_key(Path(settings.secrets_key_file or settings.state_path / KEY_FILE), store)
             journal = Journal(settings.state_path / "events.jsonl")
@@ -195,14 +209,14 @@ class Appliance:
                     app,
                     host=settings.http.bind_address,
                     port=settings.http.port,
-                    threads=settings.http.threads,
+                    threads=settings.http.threads + settings.http.event_streams,
                     connection_limit=settings.http.connection_limit,
                     limits=HttpLimits.of(settings.http),
                 ),
             )
             if settings.http.tls_cert:  # the API and the console over HTTPS too; firmware stays on plain HTTP
                 self._start_server("https", HttpServer(
-                    app, host=settings.http.bind_address, port=settings.http.tls_port, threads=settings.http.threads,
+                    app, host=settings.http.bind_address, port=settings.http.tls_port, threads=settings.http.threads + settings.http.event_streams,
                     connection_limit=settings.http.connection_limit, limits=HttpLimits.of(settings.http),
                     tls=tls_context(settings.http.tls_cert, settings.http.tls_key)))
             if settings.tftp.enabled:
@@ -254,7 +268,7 @@ class Appliance:
     def _start_ipv6(self, settings: Settings, service: BootService, app: Any) -> None:
         """DHCPv6 PXE plus TFTP and HTTP on ``::`` (each IPv6-only beside its IPv4 twin)."""
         dhcp6 = settings.dhcp6
-        self._start_server("http6", HttpServer(app, host="::", port=settings.http.port, threads=settings.http.threads,
+        self._start_server("http6", HttpServer(app, host="::", port=settings.http.port, threads=settings.http.threads + settings.http.event_streams,
                                                connection_limit=settings.http.connection_limit,
                                                limits=HttpLimits.of(settings.http)))
         if settings.tftp.enabled:

@@ -112,6 +112,12 @@ class HttpSettings:
     read_token: str = ""
     """When set, every read outside the boot endpoints (the API, the status page) needs
     ``Authorization: Bearer`` with this token (or the API token); empty: reads are open."""
+    event_streams: int = 8
+    """Event streams (``/api/v1/events/stream``) open at once; one more gets 503. Each has a
+    thread of its own, added to ``threads``, so streams never take a boot file's thread."""
+    event_heartbeat: float = 5.0
+    """Seconds between comment lines on an idle event stream (keeps proxies and clients from
+    timing it out, and finds a gone client)."""
 
 
 @dataclass(frozen=True)
@@ -197,6 +203,35 @@ class PushSettings(PushPolicy):
 
 
 @dataclass(frozen=True)
+class StoreSettings:
+    """Where the documents live (bootbox.store; docs/postgresql.md)."""
+
+    backend: str = "tinydb"
+    """``tinydb``: a file in the state directory (the embedded default); ``postgresql``: the
+    database ``dsn`` names (bootbox.store.postgresql)."""
+    dsn: str = ""
+    """libpq connection string or URI for ``backend = "postgresql"``, e.g.
+    ``host=/run/postgresql dbname=bootbox`` or ``postgresql://bootbox@db.lab/bootbox``. It may hold
+    a password: bootbox never logs it and shows it masked (:func:`mask_dsn`); a ``~/.pgpass`` file
+    or ``PGPASSWORD`` keeps it out of the config altogether."""
+    connect_timeout: float = 10.0
+    """Seconds to wait for the database when connecting."""
+
+
+STORE_BACKENDS = ("tinydb", "postgresql")
+_DSN_SECRETS = (
+    re.compile(r"(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]*)"),  # key=value form and URI query
+    re.compile(r"(://[^/@:?#]*:)([^@/?#]*)(@)"),  # postgresql://user:secret@host
+)
+
+
+def mask_dsn(dsn: str) -> str:
+    """``dsn`` with any password replaced by ``***``: the only form of it bootbox prints."""
+    masked = _DSN_SECRETS[0].sub(lambda m: m.group(1) + "***", dsn)
+    return _DSN_SECRETS[1].sub(lambda m: m.group(1) + "***" + m.group(3), masked)
+
+
+@dataclass(frozen=True)
 class DemoSettings:
     enabled: bool = True
     profile: str = "demo"
@@ -222,6 +257,7 @@ class Settings:
     demo: DemoSettings = field(default_factory=DemoSettings)
     dhcp6: Dhcp6Settings = field(default_factory=Dhcp6Settings)
     hosts: HostsSettings = field(default_factory=HostsSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
     groups: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """``[groups.NAME]``: boot settings of the hosts whose ``group`` rule item is NAME
     (``loader = "ipxe"|"grub"``, ``secure_boot = true|false``; docs/firmware.md)."""
@@ -233,12 +269,15 @@ class Settings:
         return Path(self.state_dir)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every setting, for display: the store's DSN with its password masked."""
+        data = dataclasses.asdict(self)
+        data["store"]["dsn"] = mask_dsn(self.store.dsn)
+        return data
 
 
 _SECTIONS = {"dhcp": DhcpSettings, "tftp": TftpSettings, "http": HttpSettings, "demo": DemoSettings, "dns": DnsSettings,
              "push": PushSettings,
-             "dhcp6": Dhcp6Settings, "hosts": HostsSettings}
+             "dhcp6": Dhcp6Settings, "hosts": HostsSettings, "store": StoreSettings}
 _GROUP_KEYS = {"loader": ("ipxe", "grub"), "secure_boot": (True, False)}
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 DHCP_MODES = ("proxy", "full")
@@ -414,6 +453,10 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("retry_seconds", "must be at least 1")
     if not settings.state_dir:
         raise ConfigError("state_dir", "must not be empty")
+    if settings.store.backend not in STORE_BACKENDS:
+        raise ConfigError("store.backend", f"{settings.store.backend!r} is not a backend; use \"tinydb\" or \"postgresql\"")
+    if settings.store.backend == "postgresql" and not settings.store.dsn.strip():
+        raise ConfigError("store.dsn", "backend \"postgresql\" needs a dsn, e.g. \"host=/run/postgresql dbname=bootbox\"")
 
 
 def _validate_limits(http: HttpSettings, tftp: TftpSettings) -> None:
@@ -543,7 +586,7 @@ def _read_text(path: Path) -> str:
 # finite and 0 or more (0 often means "off" or "no limit": see appliance/bootbox.toml).
 _AT_LEAST_ONE = {"tftp.retries": "tries", "http.connection_limit": "connections", "http.threads": "threads",
                  "push.attempts": "attempts", "push.workers": "threads", "retry_seconds": "seconds"}
-_ABOVE_ZERO = {"tftp.timeout": "seconds", "dns.timeout": "seconds"}
+_ABOVE_ZERO = {"http.event_heartbeat": "seconds", "tftp.timeout": "seconds", "dns.timeout": "seconds", "store.connect_timeout": "seconds"}
 
 
 def _validate_numbers(settings: Settings) -> None:

@@ -30,15 +30,17 @@ apt_packages=(
   nginx-light tftpd-hpa                  # reference servers for the benchmarks and the cache test
   pxelinux syslinux-common               # the ESXi BIOS path: lpxelinux.0 loads mboot.c32
   isc-dhcp-client                        # dhclient: a real client of full-DHCP mode
+  postgresql                             # the PostgreSQL store backend's tests start a server in a temp dir
   systemd                                # systemd-analyze verify/security on appliance/bootbox.service
   vagrant vagrant-libvirt                # `vagrant validate` of the Vagrantfile, libvirt provider included
   qemu-system-arm qemu-efi-aarch64       # the firmware matrix: arm64 `virt` + AAVMF
   shim-signed grub-efi-amd64-signed      # the Secure Boot chain: signed shim + network GRUB (x64)
   golang-go golang-github-vmware-govmomi-dev  # govmomi's vSphere simulator, built offline: the ESXi host-profile tests' peer
+  prometheus                             # promtool: `promtool check metrics` on a live appliance's /metrics
 )
 # Reference servers are installed as programs only: their system services must not start (and
 # take ports 69 or 80) on a developer's machine. policy-rc.d tells the packages not to start them.
-services=(nginx tftpd-hpa)
+services=(nginx tftpd-hpa postgresql prometheus)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

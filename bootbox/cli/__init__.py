@@ -18,6 +18,7 @@ from typer.core import TyperGroup
 from bootbox import __version__
 from bootbox.cli import answers, config_cmd, doctor, hostprofiles, hosts, lab, lint, plugins, profiles, rules, serve
 from bootbox.cli import state as cli_state
+from bootbox.cli import store as cli_store
 from bootbox.cli.common import CliState, JsonOption, print_json, state
 from bootbox.errors import BootboxError, PluginError
 from bootbox.hooks import calls
@@ -89,6 +90,7 @@ def build_cli(pm: pluggy.PluginManager | None = None) -> typer.Typer:
     }
     nouns["hostprofile"] = hostprofiles.build()
     nouns["state"] = cli_state.build()
+    nouns["store"] = cli_store.build()
     nouns["answer"] = answers.build()
     hostprofiles.add_host_verbs(nouns["host"])
     nouns["plugin"].command("new")(hostprofiles.plugin_new)

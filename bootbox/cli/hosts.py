@@ -80,10 +80,10 @@ def host_events(
 def adopt_host(
     ctx: typer.Context,
     mac: MacArg,
-    hostname: Annotated[str, typer.Option("--hostname", help="Its DNS name (under [dns] domain).")] = "",
+    hostname: Annotated[str, typer.Option("--hostname", help="Its DNS name (under dns.domain).")] = "",
     json: JsonOption = False,
 ) -> None:
-    """Vouch for a host ([hosts] adopt = "manual"): it gets its profile and secrets from its next
+    """Vouch for a host (hosts.adopt = "manual"): it gets its profile and secrets from its next
     boot; also clears a conflict."""
     host = state(ctx).client().post(f"/hosts/{normalize_mac(mac)}/adopt", {"hostname": hostname})
     if json:

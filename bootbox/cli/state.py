@@ -48,6 +48,8 @@ def backup_cmd(
     typer.echo("it holds the secrets key and the API token: store it as you store those secrets")
     if report.images_to_reimport:
         typer.echo("image payloads left out; after a restore, import again: " + ", ".join(report.images_to_reimport))
+    if settings.store.backend == "postgresql":  # the documents are not in the state directory
+        typer.echo("the store is in PostgreSQL, not in this file: back it up with pg_dump (docs/postgresql.md)")
 
 
 def restore_cmd(

@@ -161,12 +161,15 @@ def site_dhcp(
     first: str | None = None,
     last: str | None = None,
     lease_time: str = "1h",
+    next_server: str | None = None,
 ) -> Dnsmasq:
     """A started address-only DHCP server in ``member``'s namespace; the segment stops it.
 
     :param first: first address handed out (default host .100 of the member's subnet).
     :param last: last address (default host .199).
     :param lease_time: dnsmasq lease-time syntax (``1h``, ``10m``).
+    :param next_server: when set, the site names this address as next-server (``dhcp-boot=,,ADDRESS``),
+        the site-DHCP setup GRUB needs to find grub.cfg beside a proxy.
     """
     default_first, default_last = _dhcp_range_default(member)
     first = first or default_first
@@ -185,6 +188,9 @@ def site_dhcp(
         "dhcp-option=6",
         "log-dhcp",
     ]
+    if next_server is not None:
+        check_lab_address(f"{next_server}/32")
+        lines.append(f"dhcp-boot=,,{next_server}")
     server = Dnsmasq(member.netns, lines, workdir, name="site-dhcp")
     server.start()
     segment.defer(server.stop)

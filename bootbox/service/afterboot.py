@@ -85,6 +85,7 @@ class AfterBoot:
         self._lock = threading.Lock()
         self._rounds: dict[str, _Round] = {}
         self._ids = itertools.count(1)
+        self._reported: dict[str, float] = {}
 
     def close(self) -> None:
         self.pool.close()
@@ -116,6 +117,14 @@ class AfterBoot:
 
     # ------------------------------------------------------------------ reports
 
+    def reported_at(self, mac: str) -> float:
+        """When (``time.time()``) ``mac`` last reported a new boot since bootbox started, else 0.
+
+        A boot step that began before this (a TFTP transfer whose record is emitted after the
+        report-in was answered) belongs to the boot that reported, and must not move the host
+        back to ``booting`` (``BootService._see``)."""
+        return self._reported.get(mac, 0.0)
+
     def report(self, mac: str, report: Mapping[str, Any], client_ip: str, *, token: str | None = None,
                check_token: bool = True) -> tuple[Host, str]:
         """Record a report-in; start a round of pushes if it is a new boot. Returns the host and
@@ -134,6 +143,7 @@ class AfterBoot:
         boot_id = boot_id or f"r{int(time.time() * 1000):x}"
         data["boot_id"] = boot_id
         now = time.time()
+        self._reported[mac] = now  # before the state changes: a step's update that sees UP also sees this
 
         def change(h: Host | None) -> Host:
             base = h or Host(mac=mac, first_seen=now)

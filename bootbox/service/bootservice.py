@@ -33,6 +33,8 @@ from bootbox.core.render import ipxe as render
 from bootbox.core import rules
 from bootbox.hooks import calls
 from bootbox.service.afterboot import AfterBoot
+from bootbox.service.bootmetrics import BootTally, TallySnapshot
+from bootbox.service.eventfeed import EventFeed
 from bootbox.config import Settings
 from bootbox.hooks.context import PluginContext, PluginStore
 from bootbox.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationError
@@ -121,6 +123,8 @@ class BootService:
         self.host_log = host_log or HostLog(None)
         self.hosts = HostIndex(self.host_log.load(parse=Host.from_dict).values())
         self._persister = HostPersister(self.hosts, self.host_log)
+        self.tally = BootTally(self.hosts.get)  # boots, durations, pushes for /metrics (bootbox.service.bootmetrics)
+        self.feed = EventFeed(journal)  # events with IDs for live readers (bootbox.service.eventfeed)
         self.registries = Registries()
         self.kinds: dict[str, ProfileKind] = self.registries.kinds
         self.item_types: dict[str, str] = self.registries.item_types
@@ -217,6 +221,7 @@ class BootService:
 
     def close(self) -> None:
         """Flush hosts and events; wait for after-boot work (bounded); let plugins clean up."""
+        self.feed.close()
         self.after_boot.close()
         self._sweeper.stop()
         if self._started:
@@ -229,14 +234,21 @@ class BootService:
     def record(self, mac: str, kind: str, message: str, /, **data: Any) -> BootEvent:
         """Append one boot step to the host's timeline (memory + journal, never the store)."""
         event = BootEvent(mac=mac, kind=str(kind), message=message, data=data)
-        self.journal.append(event)
+        self.feed.publish(event)  # the journal, and the live readers
+        self.tally.observe(event)
         log.info("%s %s %s", mac, kind, message)
         return event
 
     def _see(self, mac: str, state: HostState | None = None, attrs: Mapping[str, str] | None = None,
-             *, clear: frozenset[str] = frozenset(), source: str = "") -> Host:
+             *, clear: frozenset[str] = frozenset(), source: str = "", began: float | None = None) -> Host:
         """Record that ``mac`` was seen, with the facts it reported: non-empty ``attrs`` replace
-        the host's; an empty value of a key in ``clear`` removes it (a per-packet DHCP fact)."""
+        the host's; an empty value of a key in ``clear`` removes it (a per-packet DHCP fact).
+
+        ``began`` is when the step that reports ``state`` started: a step that started before
+        the host's last report-in belongs to the boot that reported (its record merely came in
+        late, e.g. a TFTP transfer whose last ACK was handled after the host was up), so it
+        leaves a reported state (up, configured...) alone; a new boot's first step moves it.
+        The check is inside the index update, which the report-in's own update serialises with."""
         now = time.time()
         if self.hosts.get(mac) is None and not self.new_hosts.allow(source):  # bootbox.service.newhosts
             return Host(mac=mac, attrs={**(attrs or {}), "mac": mac}, first_seen=now, last_seen=now)  # not recorded
@@ -250,7 +262,8 @@ class BootService:
                 elif key in clear:
                     new_attrs.pop(key, None)
             new_attrs["mac"] = mac
-            return replace(host, attrs=new_attrs, state=state or host.state, last_seen=now)
+            keep = began is not None and host.state in REPORTED_STATES and began < self.after_boot.reported_at(mac)
+            return replace(host, attrs=new_attrs, state=host.state if keep or not state else state, last_seen=now)
 
         return self.hosts.update(mac, change)
 
@@ -300,8 +313,10 @@ class BootService:
         mac = self._mac_for_ip(record.client_ip)
         if record.ok:
             if not mac.startswith("ip:"):
-                self._see(mac, HostState.BOOTING)
-                self.firmware.loader_sent(mac, record.filename)
+                began = time.time() - record.duration
+                self._see(mac, HostState.BOOTING, began=began)
+                if began >= self.after_boot.reported_at(mac):  # not for a late record of a boot that reported
+                    self.firmware.loader_sent(mac, record.filename)
             self.record(mac, EventKind.TFTP_SENT, f"tftp {record.filename} ({record.bytes_sent} bytes)",
                         file=record.filename, bytes=record.bytes_sent, ip=record.client_ip, blksize=record.blksize)
         else:
@@ -768,6 +783,14 @@ class BootService:
         """Boot-path counters for ``/api/v1/status`` (``bootbox status``): ``loader_missing``, the
         DHCP requests left unanswered because the client's loader file is not there."""
         return self.firmware.stats
+
+    def boot_tally(self) -> TallySnapshot:
+        """Boots started, reported and failed, their durations, pushes by result (``/metrics``)."""
+        return self.tally.snapshot()
+
+    def event_feed(self) -> EventFeed:
+        """The numbered events live readers follow (``/api/v1/events/stream``)."""
+        return self.feed
 
     def recent_events(self, limit: int) -> list[BootEvent]:
         """The latest ``limit`` boot steps of every host, oldest first."""

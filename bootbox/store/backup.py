@@ -250,6 +250,14 @@ class _Hashing:
         return data
 
 
+def _unreadable(exc: BaseException) -> str:
+    """Why a backup cannot be read, in one line: ``tarfile.open(mode="r:*")`` on a file that is no
+    archive lists every compression it tried, one per line."""
+    if isinstance(exc, tarfile.ReadError) and "\n" in str(exc):
+        return "not a tar archive (state backup writes .tar.gz)"
+    return str(exc)
+
+
 def _verify(source: Path) -> tuple[dict[str, Any], bytes | None]:
     """Check every file of the backup against its manifest (streaming: payloads can be large)
     before anything is written; return the manifest and the config file's bytes."""
@@ -269,7 +277,7 @@ def _verify(source: Path) -> tuple[dict[str, Any], bytes | None]:
                         small[member.name] = small.get(member.name, b"") + chunk
                 digests[member.name] = digest.hexdigest()
     except (OSError, tarfile.TarError, EOFError, zlib.error) as exc:
-        raise BootboxError(f"{source} cannot be read as a bootbox backup: {exc}") from None
+        raise BootboxError(f"{source} cannot be read as a bootbox backup: {_unreadable(exc)}") from None
     try:
         manifest = json.loads(small["MANIFEST.json"])
     except (KeyError, ValueError):

@@ -17,7 +17,7 @@ from flask import Flask
 from flask.json.provider import DefaultJSONProvider
 
 from bootbox.service.bootservice import BootService
-from bootbox.web import boot, pages
+from bootbox.web import boot, events, metrics, pages
 from bootbox.web.api import hostprofiles, hosts, profiles, rules, status as api_status
 from bootbox.web.auth import guard_reads_and_host_paths, require_token_for_writes
 from bootbox.web.deps import EXTENSION, WebContext
@@ -47,6 +47,8 @@ def create_app(service: BootService, *, token: str, status: Callable[[], dict[st
         app.register_blueprint(blueprint)
     for blueprint in service.plugin_blueprints():
         app.register_blueprint(blueprint)
+    metrics.install(app, service, status or (lambda: {}))  # /metrics, and HTTP responses counted
+    events.install(app, service.settings.http.event_streams)  # /api/v1/events/stream
     app.before_request(require_token_for_writes)
     app.before_request(guard_reads_and_host_paths)  # [http] read_token; plugins' /boot/<p>/hosts/<mac>/
     register_error_handlers(app)

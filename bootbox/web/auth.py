@@ -64,6 +64,13 @@ def bearer_token() -> str | None:
     return header[7:].strip() if header.lower().startswith("bearer ") else None
 
 
+def up_token() -> str | None:
+    """The boot's up token a report-in presents: a bearer token, else ``?token=`` (how
+    ``boot.callback_url`` carries it, for a host that can only fetch a URL)."""
+    presented = bearer_token()
+    return presented if presented is not None else request.args.get("token")
+
+
 def require_token_for_writes() -> None:
     """The app's ``before_request``: refuse an unmarked ``/api/`` write without the API token."""
     if request.method not in _WRITE_METHODS or not request.path.startswith("/api/"):

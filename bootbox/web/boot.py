@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request, send_file
 
-from bootbox.errors import NotFound, ValidationError
-from bootbox.web.auth import bearer_token, host_facing
-from bootbox.web.deps import base_url, client_ip, get_service
+from bootbox.errors import NotFound
+from bootbox.web.auth import host_facing, up_token
+from bootbox.web.deps import base_url, client_ip, get_service, report_body
 
 blueprint = Blueprint("boot", __name__)
 
@@ -80,13 +80,5 @@ def grub_config(name: str = "") -> Response:
 def booted(mac: str) -> Response:
     """The booted OS reports in (form or JSON body: ip, boot_id, kernel, hostname, message), with
     this boot's up token (``?token=``, as ``boot.callback_url`` carries it, or a bearer token)."""
-    if request.is_json:
-        body = request.get_json(silent=True)
-        if not isinstance(body, dict):
-            raise ValidationError("body", "expected a JSON object")
-    else:
-        body = request.form.to_dict()
-    presented = bearer_token()
-    token = presented if presented is not None else request.args.get("token")
-    host = get_service().booted(mac, {str(k): str(v) for k, v in body.items()}, client_ip(), token)
+    host = get_service().booted(mac, report_body(), client_ip(), up_token())
     return Response(f"ok {host.mac}\n", mimetype="text/plain")

@@ -61,6 +61,14 @@ def json_object() -> dict[str, Any]:
     return body
 
 
+def report_body() -> dict[str, str]:
+    """A host's report-in (``/booted``, ``/up``): a JSON object or a form, which is what an
+    installer's wget can send; values as strings, a JSON null as absent."""
+    if request.is_json:
+        return {str(k): str(v) for k, v in json_object().items() if v is not None}
+    return request.form.to_dict()
+
+
 _WHOLE = re.compile(r"[0-9]{1,12}")
 MAX_LIMIT = 1_000_000
 """The largest ``limit`` a read accepts (a bigger one would only cost memory)."""

@@ -113,6 +113,8 @@ class BoundedSendChannel(HTTPChannel):  # type: ignore[misc]  # waitress has no 
     """
 
     reading_since: float | None = None
+    unbuffered = False
+    """The response being sent said ``X-Accel-Buffering: no`` (an event stream, bootbox.web.events)."""
 
     def __init__(self, server: Any, sock: Any, addr: Any, adj: Any, map: Any = None,
                  guard: ConnectionGuard | None = None) -> None:
@@ -145,7 +147,12 @@ class BoundedSendChannel(HTTPChannel):  # type: ignore[misc]  # waitress has no 
     def write_soon(self, data: Any) -> Any:
         if type(data) is ReadOnlyFileBasedBuffer:
             data = SendfileBuffer.adopt(data) or data
-        return super().write_soon(data)
+        elif type(data) is bytes and data.startswith(b"HTTP/"):  # a response's headers
+            self.unbuffered = b"\r\nx-accel-buffering: no\r\n" in data.lower()
+        written = super().write_soon(data)
+        if self.unbuffered:  # an event stream: wake the loop to send this now, not at its next 1 s turn
+            self.server.pull_trigger()
+        return written
 
     def send(self, data: Any, do_close: bool = True) -> int:
         if type(data) is not FileSlice:

@@ -138,12 +138,3 @@ class ArReader:
         if self._pending > 0:  # the padding byte after an odd-sized member
             read_exact(self._stream, self._pending)  # a missing pad byte at EOF is harmless
             self._pending = 0
-
-
-def member_header(name: str, size: int) -> bytes:
-    """A header like vibauthor writes (zero mtime/uid/gid/mode), for archives we build."""
-    if not _SAFE_NAME.match(name) or len(name) > 16:
-        raise ValueError(f"ar member name {name!r} must be a plain name of at most 16 characters")
-    raw = f"{name:<16}{0:<12}{0:<6}{0:<6}{0:<8}{size:<10}".encode("ascii") + b"`\n"
-    assert len(raw) == HEADER_SIZE
-    return raw

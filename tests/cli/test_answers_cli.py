@@ -13,9 +13,9 @@ import bootbox_linux
 from bootbox import hookimpl
 from bootbox.cli import build_cli
 from bootbox.hooks.manager import make_plugin_manager
-from bootbox.testing import FakeHost, TestAppliance, bootbox_appliance, bootbox_config, bootbox_host, bootbox_plugins, bootbox_push_policy
+from bootbox.testing import FakeHost, TestAppliance, bootbox_appliance, bootbox_config, bootbox_host, bootbox_push_policy
 
-__all__ = ["bootbox_appliance", "bootbox_config", "bootbox_host", "bootbox_plugins", "bootbox_push_policy"]
+__all__ = ["bootbox_appliance", "bootbox_config", "bootbox_host", "bootbox_push_policy"]  # bootbox_plugins is below
 
 SECRET = "cli-secret-pw-8d1"
 

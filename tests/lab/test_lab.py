@@ -32,7 +32,7 @@ from bootbox.lab.netns import (
     remove_stale_segments,
     stop_process,
 )
-from bootbox.lab.qemu import FIRMWARES, OVMF_CODE, Firmware, QemuClient, random_mac
+from bootbox.lab.qemu import OVMF_CODE, Firmware, QemuClient, random_mac
 from bootbox.lab.ra import RouterAdvertiser, build_router_advertisement, parse_router_advertisement
 from bootbox.lab.sitedhcp import Dnsmasq, reference_proxy
 from tests.support.lab_fixtures import (  # noqa: F401 - pytest fixtures are used by name
@@ -379,6 +379,21 @@ def test_site_dhcp_hands_out_addresses_and_nothing_else(segment: LabSegment) -> 
     assert site.stop() is not None
     assert not _alive(pid)
     assert not site.running
+
+
+@pytest.mark.netns
+def test_site_dhcp_can_name_a_next_server(segment: LabSegment) -> None:
+    """The GRUB-beside-a-proxy setup: the site's offer carries bootbox as next-server (siaddr)."""
+    require_tools("dnsmasq", "busybox")
+    segment.start_site_dhcp(next_server="198.18.0.1")
+    hook = segment.workdir / "udhcpc-hook"
+    hook.write_text('#!/bin/sh\n[ "$1" = bound ] && echo "siaddr=$siaddr"\nexit 0\n')
+    hook.chmod(0o755)
+    argv = ["busybox", "udhcpc", "-f", "-q", "-n", "-t", "5", "-i", "eth0", "-s", str(hook)]
+    out = segment.net.run("client", argv).stdout
+    assert "siaddr=198.18.0.1" in out.splitlines()
+    with pytest.raises(LabError):
+        segment.start_site_dhcp(next_server="10.0.0.1")
 
 
 @pytest.mark.netns

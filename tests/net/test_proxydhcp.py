@@ -9,7 +9,6 @@ import http.server
 import logging
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import threading
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from bootbox.lab.netns import stop_process
 from bootbox.model import BootSpec, Machine
 from bootbox.net.dhcp.packet import (
     BROADCAST_FLAG,
@@ -684,13 +684,7 @@ class BootLab:
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    os.kill(proc.pid, signal.SIGKILL)
-                    proc.wait()
+            stop_process(proc)
         if hasattr(self, "server"):
             self.server.stop()
         if hasattr(self, "http"):

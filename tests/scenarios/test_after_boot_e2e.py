@@ -21,16 +21,13 @@ from bootbox.testing import (
     FakeHost,
     TestAppliance,
     bootbox_appliance,
-    bootbox_config,
     bootbox_host,
-    bootbox_plugins,
-    bootbox_push_policy,
     http,
 )
 from bootbox_vcd import VcdPlugin
 from bootbox_vcd.tests.vcd_endpoint import FakeVcd, fake_vcd
 
-__all__ = ["bootbox_appliance", "bootbox_config", "bootbox_host", "bootbox_plugins", "bootbox_push_policy", "fake_vcd"]
+__all__ = ["bootbox_appliance", "bootbox_host", "fake_vcd"]  # the other fixtures are defined below
 
 SECRET = "vcd-host-pw-7f3a"
 API_PASSWORD = "vcd-api-pw-19c2"

@@ -26,7 +26,6 @@ from bootbox.assets.demo import MARKER_OK, DemoAssets, DemoError, build_demo_ass
 from bootbox.lab.netns import LabError
 from bootbox.lab.qemu import AAVMF_CODE, OVMF_SECURE_CODE, QemuClient, random_mac
 from bootbox.lab.ra import RouterAdvertiser
-from bootbox.lab.sitedhcp import Dnsmasq
 from bootbox.assets.signedloaders import LoaderFetchError, fetch_signed_loaders
 from tests.support.e2e_bootbox import BootboxOnSegment, start_bootbox
 from tests.support.lab_fixtures import (
@@ -302,12 +301,7 @@ def test_uefi_secure_boot_through_the_proxy_when_the_site_dhcp_names_bootbox(
     site's DHCP names bootbox as next-server (``dhcp-boot=,,ADDRESS``), which is where GRUB 2.06
     looks for grub.cfg. bootbox still warns on the host's timeline that it cannot check that."""
     _require_secure_boot()
-    site = Dnsmasq(segment.site.netns, [
-        "port=0", f"interface={segment.site.ifname}", "bind-interfaces", "dhcp-range=198.18.0.100,198.18.0.199,1h",
-        "no-ping", "dhcp-option=3", "dhcp-option=6", "log-dhcp", f"dhcp-boot=,,{SERVER}",
-    ], segment.workdir, name="site-dhcp")
-    site.start()
-    segment.net.defer(site.stop)
+    site = segment.start_site_dhcp(next_server=SERVER)
     bootbox = start_bootbox(segment, extra_toml="[groups.signed]\nsecure_boot = true\n")
     bootbox.add_demo_profile(demo_assets, rule=False)
     mac = random_mac()

@@ -30,7 +30,6 @@ import pytest
 from bootbox.assets.demo import MARKER_OK, DemoAssets
 from bootbox.lab.netns import LabError
 from bootbox.lab.qemu import QemuClient, random_mac
-from bootbox.lab.sitedhcp import Dnsmasq
 from tests.scenarios.test_firmware_matrix import SERVER, _require_arm64, arm64_assets_fixture, arm64_loaders_fixture
 from tests.support.e2e_bootbox import BootboxOnSegment, start_bootbox
 from tests.support.lab_fixtures import (
@@ -80,12 +79,7 @@ def test_an_x86_and_an_arm64_client_boot_their_own_kernels_from_one_rule_set(
     record_property: Callable[[str, object], None],
 ) -> None:
     _require_arm64()
-    site = Dnsmasq(segment.site.netns, [
-        "port=0", f"interface={segment.site.ifname}", "bind-interfaces", "dhcp-range=198.18.0.100,198.18.0.199,1h",
-        "no-ping", "dhcp-option=3", "dhcp-option=6", "log-dhcp", f"dhcp-boot=,,{SERVER}",
-    ], segment.workdir, name="site-dhcp")
-    site.start()
-    segment.net.defer(site.stop)
+    site = segment.start_site_dhcp(next_server=SERVER)
     segment.start_ra()  # iPXE skips its ~16 s IPv6 wait
     grub, shim = arm64_loaders["grubnetaa64.efi.signed"], arm64_loaders["shimaa64.efi.signed"]
     bootbox = start_bootbox(segment, extra_toml=f'[dhcp.loader_files]\n"grubnetaa64.efi" = "{grub}"\n'

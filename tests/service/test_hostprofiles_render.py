@@ -22,6 +22,7 @@ from bootbox.hooks.manager import make_plugin_manager
 from bootbox.service.bootservice import BootService
 from bootbox.store.memory import MemoryStore
 from tests.conftest import test_settings
+from tests.support.lab_fixtures import lab_unavailable
 
 HOST = Host(mac="52:54:00:12:34:56", attrs={"vendor": "QEMU", "ipv4": "198.18.0.50"},
             associations={"group": "rack7", "host_profile": "p"})
@@ -143,7 +144,7 @@ def test_kickstart_renders_through_the_hook_with_a_hashed_password_and_a_firstbo
 @pytest.mark.parametrize("shell", ["sh", "busybox"])
 def test_the_callin_script_retries_until_200(shell: str, tmp_path: Path) -> None:
     if shutil.which(shell) is None:
-        pytest.skip(f"{shell} is not installed")
+        lab_unavailable(f"{shell} is not installed")
     answers = [503, 409, 200]
     bodies: list[str] = []
 

@@ -71,3 +71,12 @@ def test_restore_keeps_what_was_there_and_refuses_a_damaged_or_running_target(tm
     with pytest.raises(BootboxError, match="bootbox.json is missing or damaged"):
         restore(damaged, state_dir=state, key_path=state / "secrets.key")
     assert (state / "bootbox.json").read_bytes() == before
+
+
+def test_restoring_a_file_that_is_no_archive_says_so_in_one_line(tmp_path: Path) -> None:
+    state = _state(tmp_path)
+    not_a_backup = tmp_path / "notes.txt"
+    not_a_backup.write_text("hello\n" * 200)
+    with pytest.raises(BootboxError) as raised:
+        restore(not_a_backup, state_dir=state, key_path=state / "secrets.key")
+    assert str(raised.value) == f"{not_a_backup} cannot be read as a bootbox backup: not a tar archive (state backup writes .tar.gz)"

@@ -23,7 +23,6 @@ import json
 import os
 import random
 import re
-import re
 import signal
 import socket
 import subprocess

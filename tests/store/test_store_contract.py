@@ -11,15 +11,27 @@ import pytest
 
 from bootbox.errors import BootboxError, NotFound, ValidationError
 from bootbox.store import MemoryStore, Store, TinyDBStore
+from bootbox.store.postgresql import PostgreSQLStore
+from tests.support.postgres import postgres_server  # noqa: F401  (the session's PostgreSQL)
 
 
-@pytest.fixture(params=["memory", "tinydb"])
+@pytest.fixture(params=["memory", "tinydb", "postgresql"])
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Store]]:
-    """A factory, so a test can close and use a store it made; every store is closed afterwards."""
+    """A factory, so a test can close and use a store it made; every store is closed afterwards.
+
+    The PostgreSQL stores of one test share one fresh schema, as TinyDB stores share one file.
+    """
     made: list[Store] = []
+    dsn = request.getfixturevalue("postgres_server").dsn() if request.param == "postgresql" else ""
 
     def make() -> Store:
-        store: Store = MemoryStore() if request.param == "memory" else TinyDBStore(tmp_path / "state")
+        store: Store
+        if request.param == "memory":
+            store = MemoryStore()
+        elif request.param == "tinydb":
+            store = TinyDBStore(tmp_path / "state")
+        else:
+            store = PostgreSQLStore(dsn, state_dir=tmp_path / "state")
         made.append(store)
         return store
 

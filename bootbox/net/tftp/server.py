@@ -41,7 +41,6 @@ import logging
 import os
 import select
 import socket
-import stat
 import struct
 import threading
 import time
@@ -710,10 +709,13 @@ class TftpServer:
         if ending.gave_up:
             self._refusals.count("gave_up", transfer.client[0])
         duration, sent, peer = time.monotonic() - transfer.started, transfer.bytes_acked, _peer(transfer.client)
+        # With an on_transfer callback the service records (and logs) the transfer: one line, not
+        # two (as the proxyDHCP server does); a storm's 1,500 transfers were 3,000 log lines.
+        quiet = logging.DEBUG if self._on_transfer is not None else logging.INFO
         if ending.ok:
-            self._log.info("%s sent %r: %d bytes in %.3f s", peer, transfer.filename, sent, duration)
+            self._log.log(quiet, "%s sent %r: %d bytes in %.3f s", peer, transfer.filename, sent, duration)
         elif ending.aborted:
-            self._log.info("%s %r: %s", peer, transfer.filename, ending.error)
+            self._log.log(quiet, "%s %r: %s", peer, transfer.filename, ending.error)
         elif ending.gave_up:  # logged once per interval by the refusal counter instead: a flood's own line
             self._log.debug("%s sending %r abandoned after %d bytes: %s", peer, transfer.filename, sent, ending.error)
         else:

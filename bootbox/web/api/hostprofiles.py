@@ -21,8 +21,8 @@ from flask import Blueprint, Response, jsonify, request
 from bootbox.errors import ValidationError
 from bootbox.core.lint import lint
 from bootbox.model import normalize_mac
-from bootbox.web.auth import bearer_token, host_facing
-from bootbox.web.deps import base_url, client_ip, get_service, int_arg, json_object
+from bootbox.web.auth import host_facing, up_token
+from bootbox.web.deps import base_url, client_ip, get_service, int_arg, json_object, report_body
 
 blueprint = Blueprint("hostprofiles", __name__, url_prefix="/api/v1")
 host_blueprint = Blueprint("hostconfig", __name__)
@@ -160,21 +160,10 @@ def answer_file(mac: str, token: str, name: str) -> Response:
     return response
 
 
-def _up_body() -> dict[str, str]:
-    if request.is_json:
-        body = request.get_json(silent=True)
-        if not isinstance(body, dict):
-            raise ValidationError("body", "expected a JSON object")
-        return {str(k): str(v) for k, v in body.items() if v is not None}
-    return request.form.to_dict()
-
-
 @host_blueprint.post("/api/v1/hosts/<mac>/up")
 @host_facing
 def host_up(mac: str) -> Response:
-    presented = bearer_token()
-    token = presented if presented is not None else request.args.get("token")
-    host, status = get_service().host_up(mac, _up_body(), client_ip(), token)
+    host, status = get_service().host_up(mac, report_body(), client_ip(), up_token())
     if status == "busy":
         response = jsonify({"state": str(host.state), "message": "configuration pushes are running; retry later"})
         response.status_code = 503

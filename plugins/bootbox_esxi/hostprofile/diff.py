@@ -15,10 +15,11 @@ bootbox logged in with (``HostConfig.root_password`` of the live side is that pa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from bootbox_esxi.hostprofile.model import Dns, HostConfig, Service
+from bootbox_esxi.hostprofile.model import Dns, HostConfig, Nfs, PortGroup, Service, VmkNic, VSwitch
 
 NONE, ADD, UPDATE = "none", "add", "update"
 
@@ -35,7 +36,7 @@ class Change:
     action: str
     want: str
     have: str
-    item: Any = None
+    item: Any = field(default=None, repr=False)  # the root password, a full licence key: never in a repr
 
     @property
     def complies(self) -> bool:
@@ -45,10 +46,16 @@ class Change:
         return {"setting": self.key, "action": self.action, "want": self.want, "have": self.have}
 
 
-def _change(key: str, want: Any, have: Any, item: Any, want_text: str, have_text: str) -> Change:
+_WANT = object()
+
+
+def _change(key: str, want: Any, have: Any, text: Callable[[Any], str], item: Any = _WANT) -> Change:
+    """One setting compared; ``text`` shows either side the same way, ``item`` is what apply sets
+    (``want`` unless given)."""
+    item = want if item is _WANT else item
     if have is None:
-        return Change(key, ADD, want_text, "absent", item)
-    return Change(key, NONE if want == have else UPDATE, want_text, have_text, item)
+        return Change(key, ADD, text(want), "absent", item)
+    return Change(key, NONE if want == have else UPDATE, text(want), text(have), item)
 
 
 def _key_text(key: str) -> str:
@@ -72,6 +79,30 @@ def _service_text(service: Service) -> str:
     return f"policy {service.policy}, {'running' if service.running else 'stopped'}"
 
 
+def _vswitch_text(vs: VSwitch) -> str:
+    return f"uplinks={','.join(vs.uplinks) or '-'} mtu={vs.mtu} ports={vs.ports}"
+
+
+def _portgroup_text(pg: PortGroup) -> str:
+    return f"vswitch={pg.vswitch} vlan={pg.vlan}"
+
+
+def _vmknic_text(nic: VmkNic) -> str:
+    return f"ip={nic.ip} mtu={nic.mtu}"
+
+
+def _nfs_text(nfs: Nfs) -> str:
+    return f"{nfs.host}:{nfs.path}{' ro' if nfs.readonly else ''}"
+
+
+def _list_text(values: tuple[str, ...]) -> str:
+    return ",".join(values) or "-"
+
+
+def _enabled_text(enabled: bool) -> str:
+    return "enabled" if enabled else "disabled"
+
+
 def diff(want: HostConfig, have: HostConfig) -> list[Change]:
     """Every setting of ``want`` compared with ``have``, in apply order."""
     changes: list[Change] = []
@@ -80,47 +111,27 @@ def diff(want: HostConfig, have: HostConfig) -> list[Change]:
         changes.append(Change("license", NONE if have_key == want.license else UPDATE, _key_text(want.license),
                               _key_text(have_key) if have_key else "none", want.license))
     switches = {v.name: v for v in have.vswitches}
-    for vs in want.vswitches:
-        cur = switches.get(vs.name)
-        text = f"uplinks={','.join(vs.uplinks) or '-'} mtu={vs.mtu} ports={vs.ports}"
-        cur_text = f"uplinks={','.join(cur.uplinks) or '-'} mtu={cur.mtu} ports={cur.ports}" if cur else ""
-        changes.append(_change(f"vswitch:{vs.name}", vs, cur, vs, text, cur_text))
+    changes += [_change(f"vswitch:{vs.name}", vs, switches.get(vs.name), _vswitch_text) for vs in want.vswitches]
     groups = {p.name: p for p in have.portgroups}
-    for pg in want.portgroups:
-        cur_pg = groups.get(pg.name)
-        changes.append(_change(f"portgroup:{pg.name}", pg, cur_pg, pg, f"vswitch={pg.vswitch} vlan={pg.vlan}",
-                               f"vswitch={cur_pg.vswitch} vlan={cur_pg.vlan}" if cur_pg else ""))
+    changes += [_change(f"portgroup:{pg.name}", pg, groups.get(pg.name), _portgroup_text) for pg in want.portgroups]
     nics = {n.portgroup: n for n in have.vmknics}
-    for nic in want.vmknics:
-        cur_nic = nics.get(nic.portgroup)
-        changes.append(_change(f"vmknic:{nic.portgroup}", nic, cur_nic, nic, f"ip={nic.ip} mtu={nic.mtu}",
-                               f"ip={cur_nic.ip} mtu={cur_nic.mtu}" if cur_nic else ""))
+    changes += [_change(f"vmknic:{nic.portgroup}", nic, nics.get(nic.portgroup), _vmknic_text)
+                for nic in want.vmknics]
     if want.dns is not None:
         have_dns = have.dns or Dns()
-        wanted = _dns_wanted(want.dns, have_dns)
-        changes.append(_change("dns", wanted, have_dns, wanted, _dns_text(wanted), _dns_text(have_dns)))
+        changes.append(_change("dns", _dns_wanted(want.dns, have_dns), have_dns, _dns_text))
     if want.ntp_servers is not None:
-        have_ntp = have.ntp_servers or ()
-        changes.append(_change("ntp", tuple(want.ntp_servers), tuple(have_ntp), tuple(want.ntp_servers),
-                               ",".join(want.ntp_servers) or "-", ",".join(have_ntp) or "-"))
-    for key, service in want.services.items():
-        cur_service = have.services.get(key)
-        changes.append(_change(f"service:{key}", service, cur_service, service, _service_text(service),
-                               _service_text(cur_service) if cur_service else ""))
-    for key, enabled in want.firewall.items():
-        cur_rule = have.firewall.get(key)
-        changes.append(_change(f"firewall:{key}", enabled, cur_rule, enabled, "enabled" if enabled else "disabled",
-                               "" if cur_rule is None else ("enabled" if cur_rule else "disabled")))
+        changes.append(_change("ntp", tuple(want.ntp_servers), tuple(have.ntp_servers or ()), _list_text))
+    changes += [_change(f"service:{key}", service, have.services.get(key), _service_text)
+                for key, service in want.services.items()]
+    changes += [_change(f"firewall:{key}", enabled, have.firewall.get(key), _enabled_text)
+                for key, enabled in want.firewall.items()]
     for key, value in want.advanced.items():
         cur_value = have.advanced.get(key)
-        cur_text = None if cur_value is None else str(cur_value)
-        changes.append(_change(f"advanced:{key}", str(value), cur_text, value, str(value), cur_text or ""))
+        changes.append(_change(f"advanced:{key}", str(value), None if cur_value is None else str(cur_value), str,
+                               item=value))
     stores = {n.name: n for n in have.nfs}
-    for nfs in want.nfs:
-        cur_nfs = stores.get(nfs.name)
-        text = f"{nfs.host}:{nfs.path}{' ro' if nfs.readonly else ''}"
-        cur_text = f"{cur_nfs.host}:{cur_nfs.path}{' ro' if cur_nfs.readonly else ''}" if cur_nfs else ""
-        changes.append(_change(f"nfs:{nfs.name}", nfs, cur_nfs, nfs, text, cur_text))
+    changes += [_change(f"nfs:{nfs.name}", nfs, stores.get(nfs.name), _nfs_text) for nfs in want.nfs]
     users = {u.name for u in have.users}
     for user in want.users:
         changes.append(Change(f"user:{user.name}", NONE if user.name in users else ADD, "exists",

@@ -33,6 +33,7 @@ from bootbox_esxi.tests.esxi_builder import depot_files, driver, esx_base, write
 from bootbox_esxi.tests.esxsim import EsxSim
 from bootbox_esxi.tests.test_esxi_appliance import Running, http
 from tests.conftest import test_settings
+from tests.support.lab_fixtures import lab_unavailable
 
 MAC = "52:54:00:e5:0c:01"
 WATCH = 0.5
@@ -239,7 +240,7 @@ def test_a_free_licence_host_gets_the_boot_module_path_from_its_next_boot(
     report.write_text("license complied\nvswitch:vSwitch1 changed\nnfs:iso failed 1 Unable to connect to NFS server\n")
     wget = shutil.which("busybox")
     if wget is None:
-        pytest.skip("busybox is needed to post the report as ESXi's wget does")
+        lab_unavailable("busybox is needed to post the report as ESXi's wget does")
     done = subprocess.run([wget, "wget", "-q", "-O", "-", "--post-file", str(report), steps_url],
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 0 and json.loads(done.stdout) == {"steps": 3}, done.stderr

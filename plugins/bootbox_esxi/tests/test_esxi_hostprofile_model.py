@@ -126,3 +126,12 @@ def test_dns_fields_the_profile_leaves_out_keep_the_hosts_values() -> None:
     want = parse("dns: {servers: [198.18.0.53]}")
     [change] = diff(want, HostConfig(dns=Dns("esx07", "lab.example", ("198.18.0.53",), ())))
     assert change.action == NONE and change.item.hostname == "esx07"
+
+
+def test_a_change_never_shows_the_secret_it_carries() -> None:
+    """``Change.item`` is what the applier writes (the root password itself); a repr in a log
+    line or an assertion message must not show it, as the model's own reprs do not."""
+    want = HostConfig(root_password="S3cret-pw", license="AAAAA-BBBBB-CCCCC-DDDDD-EEEEE")
+    changes = diff(want, HostConfig(root_password="other"))
+    assert [c.item for c in changes] == ["AAAAA-BBBBB-CCCCC-DDDDD-EEEEE", "S3cret-pw"]
+    assert "S3cret-pw" not in repr(changes) and "BBBBB" not in repr(changes)

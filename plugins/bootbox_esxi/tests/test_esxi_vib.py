@@ -23,6 +23,7 @@ from bootbox_esxi.vib import Vib, parse_descriptor
 from bootbox_esxi.vibread import read_vib
 from bootbox_esxi.xmlutil import DepotError
 from bootbox_esxi.tests.esxi_builder import PayloadSpec, VibSpec, ar_member, build_vib, descriptor_xml, driver, esx_base
+from tests.support.lab_fixtures import lab_unavailable
 
 SHARED = Path("/work/shared/data/esxi")
 REAL_VIB = "ghettoVCB-1.0.0-0.0.0-2020-12-29.vib"
@@ -32,7 +33,7 @@ LIMIT = 1 << 30
 @pytest.fixture
 def real_vib(tmp_path: Path) -> Path:
     if not (SHARED / REAL_VIB).is_file():
-        pytest.skip("the shared real VIB is not present")
+        lab_unavailable("the shared real VIB is not present")
     target = tmp_path / REAL_VIB
     shutil.copyfile(SHARED / REAL_VIB, target)
     return target

@@ -24,14 +24,14 @@ from bootbox import ConfigError, Host, HostProfile, Profile, PushRefused, hookim
 from bootbox.cli import build_cli
 from bootbox.config import PushPolicy
 from bootbox.hooks.manager import make_plugin_manager
-from bootbox.testing import FakeHost, TestAppliance, bootbox_appliance, bootbox_config, bootbox_host, bootbox_plugins, bootbox_push_policy
+from bootbox.testing import FakeHost, TestAppliance, bootbox_appliance, bootbox_host
 from bootbox_vcd import VcdPlugin, vcloud
 from bootbox_vcd.config import parse_config
 from bootbox_vcd.tests import vcd_endpoint
 from bootbox_vcd.tests.vcd_endpoint import FakeVcd, fake_vcd
 from tests.support.lab_fixtures import lab_unavailable
 
-__all__ = ["bootbox_appliance", "bootbox_config", "bootbox_host", "bootbox_plugins", "bootbox_push_policy", "fake_vcd"]
+__all__ = ["bootbox_appliance", "bootbox_host", "fake_vcd"]  # fixtures used by name; the others are defined below
 
 SECRET = "vcd-host-pw-55"
 API_USER, API_PASSWORD = "bootbox", "vcd-api-pw"
