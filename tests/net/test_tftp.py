@@ -366,7 +366,7 @@ def test_serves_when_the_process_has_more_than_1100_fds(servers: Servers, root: 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < 1400:
         if hard != resource.RLIM_INFINITY and hard < 1400:
-            pytest.skip("RLIMIT_NOFILE hard limit below 1400")
+            lab_unavailable("RLIMIT_NOFILE hard limit below 1400")
         resource.setrlimit(resource.RLIMIT_NOFILE, (1400, hard))
     held = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(1100)]
     try:
@@ -755,12 +755,12 @@ def test_blksize_is_capped_at_the_receiving_interface_mtu(servers: Servers) -> N
     """A request to a non-loopback address gets at most that interface's MTU minus 32."""
     ip = shutil.which("ip")
     if ip is None:
-        pytest.skip("iproute2 is not installed")
+        lab_unavailable("iproute2 is not installed")
     links = json.loads(subprocess.run([ip, "-j", "-4", "addr", "show"], capture_output=True, check=True).stdout)
     found = [(link["mtu"], info["local"]) for link in links if link["ifname"] != "lo"
              for info in link.get("addr_info", []) if link["mtu"] < 65000]
     if not found:
-        pytest.skip("no non-loopback IPv4 address with an ordinary MTU")
+        lab_unavailable("no non-loopback IPv4 address with an ordinary MTU")
     mtu, address = found[0]
     server, _ = servers.start(bind_address="0.0.0.0")
     with RawClient(server.port, host=address, bind=address) as client:
