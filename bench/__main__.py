@@ -79,6 +79,7 @@ BENCHMARKS: dict[str, Callable[[], tuple[Runner, Callable[[], str | None]]]] = {
     "rules": lambda: (_rules, lambda: None),
     "esxi": lambda: _module("esxi"),
     "flood": lambda: _module("flood"),
+    "cache_storm": lambda: _module("cache_storm"),
 }
 
 

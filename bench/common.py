@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -287,6 +288,22 @@ def wait_until(check: Callable[[], bool], timeout: float = 30.0, what: str = "se
 def http_ok(url: str) -> bool:
     with urllib.request.urlopen(url, timeout=2) as response:
         return response.status == 200
+
+
+def http_call(url: str, method: str = "GET", body: Any = None, token: str = "", timeout: float = 60) -> tuple[int, bytes]:
+    """One HTTP request (a JSON body if given, the API token as a bearer): status and body, an
+    HTTP error status included (not raised), so a benchmark can count refusals."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
 
 
 def start_bootbox(workdir: Path, *, tftp_root: Path, http_port: int, tftp_port: int, extra_toml: str = "") -> Server:

@@ -7,8 +7,9 @@ from Debian's golang-github-vmware-govmomi-dev: plugins/bootbox_esxi/tests/vcsim
 loopback port. ``bootbox serve`` runs as a separate process, entry-point plugins as in
 production, with a small imported depot, an ESXi image profile and an ``esxi`` host profile
 (vSwitch, two port groups, a VMkernel NIC, DNS, NTP, SSH, syslog host, NFS, root password).
-Every host first boots as the boot test's host does (script, boot.cfg, call-in module), untimed;
-then all report in at once and the clock runs until every host is ``configured`` (the esxi
+Every host first boots as the boot test's host does (script, boot.cfg, call-in module), untimed,
+and its simulator starts with the ``rui.crt``/``rui.key`` the module carries, so bootbox verifies
+each host's API against its own CA, as on real hosts; then all report in at once and the clock runs until every host is ``configured`` (the esxi
 plugin applied and read back its profile through the host's vSphere API). Reported: that wall
 time, bootbox's CPU seconds for it, and the settings applied. There is no reference figure:
 Auto Deploy cannot run here.
@@ -25,12 +26,21 @@ import tarfile
 import io
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.common import Row, Table, cpu_seconds, free_port, positive_int, print_table, scratch_dir, start_bootbox, write_json
+from bench.common import (
+    Row,
+    Table,
+    cpu_seconds,
+    free_port,
+    http_call,
+    positive_int,
+    print_table,
+    scratch_dir,
+    start_bootbox,
+    write_json,
+)
 
 HOST_YAML = """\
 vswitches: [{name: vSwitch1, uplinks: [vmnic1], mtu: 9000}]
@@ -46,36 +56,27 @@ root_password: {input: root_password}
 """
 
 
-def _call(url: str, method: str = "GET", body: Any = None, token: str = "") -> tuple[int, bytes]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method)
-    if data is not None:
-        request.add_header("Content-Type", "application/json")
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
 def _api(base: str, token: str, method: str, path: str, body: Any = None) -> Any:
-    status, data = _call(f"{base}/api/v1{path}", method, body, token)
+    status, data = http_call(f"{base}/api/v1{path}", method, body, token)
     if status >= 300:
         raise RuntimeError(f"{method} {path}: HTTP {status}: {data[:300]!r}")
     return json.loads(data)
 
 
-def _up_url(base: str, mac: str) -> str:
-    """Boot one host as far as its call-in module and return the up URL in it."""
-    script = _call(f"{base}/boot/hosts/{mac}/script.ipxe?platform=efi")[1].decode()
+def _boot(base: str, mac: str, workdir: Path) -> tuple[str, tuple[Path, Path]]:
+    """Boot one host as far as its call-in module: the up URL in it, and its TLS certificate and
+    key (from the appliance's CA) written where the simulated host will present them."""
+    script = http_call(f"{base}/boot/hosts/{mac}/script.ipxe?platform=efi")[1].decode()
     chain = next(line for line in script.splitlines() if line.startswith("chain --autofree"))
-    cfg = dict(line.split("=", 1) for line in _call(chain.split()[4])[1].decode().splitlines() if "=" in line)
-    module = _call(cfg["modules"].split(" --- ")[-1])[1]
+    cfg = dict(line.split("=", 1) for line in http_call(chain.split()[4])[1].decode().splitlines() if "=" in line)
+    module = http_call(cfg["modules"].split(" --- ")[-1])[1]
+    workdir.mkdir(parents=True, exist_ok=True)
+    tls = (workdir / "rui.crt", workdir / "rui.key")
     with tarfile.open(fileobj=io.BytesIO(module), mode="r:gz") as tar:
         local_sh = tar.extractfile("etc/rc.local.d/local.sh").read().decode()  # type: ignore[union-attr]
-    return next(line for line in local_sh.splitlines() if line.startswith("URL="))[4:].strip("'")
+        tls[0].write_bytes(tar.extractfile("etc/vmware/ssl/rui.crt").read())  # type: ignore[union-attr]
+        tls[1].write_bytes(tar.extractfile("etc/vmware/ssl/rui.key").read())  # type: ignore[union-attr]
+    return next(line for line in local_sh.splitlines() if line.startswith("URL="))[4:].strip("'"), tls
 
 
 def measure(hosts: int) -> tuple[list[Row], dict[str, Any]]:
@@ -89,9 +90,8 @@ def measure(hosts: int) -> tuple[list[Row], dict[str, Any]]:
         sims = [EsxSim(binary, work / f"sim{i}") for i in range(hosts)]
         server = None
         try:
-            for sim in sims:
-                sim.start()
-                (sim.workdir / "iso").mkdir()
+            for sim in sims:  # booted below, presenting the certificate from their call-in module
+                (sim.workdir / "iso").mkdir(parents=True)
             loaders = {}
             for key in ("efi", "c32", "pxelinux"):
                 loaders[key] = work / f"loader-{key}"
@@ -126,9 +126,13 @@ def measure(hosts: int) -> tuple[list[Row], dict[str, Any]]:
                 _api(base, token, "PATCH", f"/hosts/{mac}/answers", {"values": {
                     "hostname": f"esx{i:02d}", "storage_ip": f"198.18.1.{i + 10}/24", "root_password": "Bench-Pass-1",
                     "esxi_api_endpoint": sim.address}})
-            ups = [_up_url(base, mac) for mac in macs]
+            ups = []
+            for mac, sim in zip(macs, sims):  # each host boots with the TLS identity its module carries
+                up_url, sim.tls = _boot(base, mac, sim.workdir.parent / f"{sim.workdir.name}-tls")
+                sim.start()
+                ups.append(up_url)
             cpu0, start = cpu_seconds(server.pid), time.monotonic()
-            threads = [threading.Thread(target=_call, args=(url, "POST", {"boot_id": "bench"})) for url in ups]
+            threads = [threading.Thread(target=http_call, args=(url, "POST", {"boot_id": "bench"})) for url in ups]
             for thread in threads:
                 thread.start()
             for thread in threads:
@@ -143,7 +147,7 @@ def measure(hosts: int) -> tuple[list[Row], dict[str, Any]]:
             wall, cpu = time.monotonic() - start, cpu_seconds(server.pid) - cpu0
             configured = sum(1 for s in states.values() if s == "configured")
             compliant = sum(1 for mac in macs if (listed[mac].get("checks") or {}).get("esxi", {}).get("result") == "compliant")
-            applied = [json.loads(_call(f"{base}/api/v1/esxi/hosts/{mac}/hostprofile/compliance", token=token)[1])
+            applied = [json.loads(http_call(f"{base}/api/v1/esxi/hosts/{mac}/hostprofile/compliance", token=token)[1])
                        for mac in macs[:1]]
             settings = len(applied[0]["settings"]) if applied and "settings" in applied[0] else 0
             pushes = [listed[mac]["pushes"].get("esxi", {}) for mac in macs]

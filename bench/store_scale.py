@@ -1,6 +1,7 @@
 """The store at scale: bootbox with 100,000 known hosts, compared with itself at 1,000.
 
-    python -m bench.store_scale [--hosts 100000] [--small 1000] [--events-per-host 8] [--quick]
+    python -m bench.store_scale [--backend tinydb|postgresql] [--dsn DSN] [--hosts 100000] [--small 1000]
+                                [--events-per-host 8] [--quick]
 
 A site that has network-booted a large fleet has every machine in the host log and every
 boot step in the event journal. This builds such a state directory with bootbox's own store and
@@ -19,19 +20,34 @@ host`` events each, written and rotated by the journal itself), starts ``bootbox
 
 There is no reference server for this, so the reference column is the same bootbox at
 ``--small`` hosts: the ratio shows how each figure scales.
+
+``--backend postgresql`` measures the same with the PostgreSQL store (documents, hosts and
+events in the database, docs/postgresql.md): the state directory is built as above and moved
+with ``bootbox store migrate --to postgresql`` (so the migration is exercised at scale too), into
+a fresh schema of ``--dsn``, or of a PostgreSQL this benchmark starts in a temporary directory
+(Debian's ``postgresql`` package, run as the ``postgres`` user: root needed).
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import json
+import os
+import pwd
 import random
+import shutil
+import signal
 import socket
+import subprocess
+import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,6 +127,61 @@ def build_state(state: Path, hosts: int, events_per_host: int, kernel: Path) -> 
     }
 
 
+@contextmanager
+def own_postgres() -> Iterator[str]:
+    """A PostgreSQL in a temporary directory, on a unix socket only, stopped by its PID after;
+    yields the base DSN of its ``bootbox`` database."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not found or os.geteuid() != 0:
+        raise SystemExit("--backend postgresql without --dsn needs root and Debian's postgresql package")
+    bin_dir, user = Path(found[-1]).parent, pwd.getpwnam("postgres")
+    as_pg: dict[str, Any] = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": [],
+                             "env": {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}}
+    top = Path(tempfile.mkdtemp(prefix="bootbox-bench-pg-"))
+    os.chmod(top, 0o755)
+    (top / "run").mkdir()
+    for path in (top, top / "run"):
+        os.chown(path, user.pw_uid, user.pw_gid)
+    subprocess.run([str(bin_dir / "initdb"), "-D", str(top / "data"), "-U", "bootbox", "-A", "trust", "-E", "UTF8",
+                    "--locale=C.UTF-8"], check=True, capture_output=True, cwd=top, **as_pg)
+    with open(top / "server.log", "wb") as log:
+        server = subprocess.Popen([str(bin_dir / "postgres"), "-D", str(top / "data"), "-k", str(top / "run"),
+                                   "-c", "listen_addresses="], stdout=log, stderr=subprocess.STDOUT, cwd=top, **as_pg)
+    base = f"host={top / 'run'} dbname=bootbox user=bootbox"
+    try:
+        while subprocess.run([str(bin_dir / "pg_isready"), "-h", str(top / "run")], capture_output=True).returncode:
+            if server.poll() is not None:
+                raise SystemExit(f"PostgreSQL did not start: {(top / 'server.log').read_text()[-1000:]}")
+            time.sleep(0.1)
+        subprocess.run([str(bin_dir / "psql"), "-X", "-q", "-d", f"host={top / 'run'} dbname=postgres user=bootbox",
+                        "-c", "CREATE DATABASE bootbox"], check=True, capture_output=True)
+        yield base
+    finally:
+        os.kill(server.pid, signal.SIGINT)
+        server.wait(60)
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def to_postgresql(state: Path, base_dsn: str, hosts: int) -> tuple[str, dict[str, float]]:
+    """Move the state directory's documents, hosts and events into a fresh schema of ``base_dsn``
+    (``bootbox store migrate``); return the schema's DSN and its sizes in MB."""
+    import psycopg
+
+    from bootbox.store.migrate import migrate
+
+    schema = f"scale{hosts}_{os.getpid()}_{int(time.time())}"
+    with psycopg.connect(base_dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    dsn = f"{base_dsn} options='-c search_path={schema}'"
+    migrate(to="postgresql", state_dir=state, dsn=dsn)
+    for moved in [state / HOST_LOG, *state.glob("events.jsonl*")]:
+        moved.unlink()  # the appliance must serve them from the database
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT (pg_total_relation_size('bootbox_documents') + pg_total_relation_size('bootbox_hosts'))"
+                           " / 1e6, pg_total_relation_size('bootbox_events') / 1e6").fetchone()
+    return dsn, {"store_mb": float(row[0]), "journal_mb": float(row[1])} if row else {}
+
+
 @dataclass
 class ScaleResult:
     hosts: int
@@ -187,14 +258,19 @@ def _report_ins(http: int, hosts: int, samples: int, state: Path, rate: float = 
         return list(pool.map(one, range(samples)))
 
 
-def measure_one(hosts: int, events_per_host: int, samples: int, writes: int) -> ScaleResult:
+def measure_one(hosts: int, events_per_host: int, samples: int, writes: int, base_dsn: str = "") -> ScaleResult:
+    """One run; ``base_dsn``: on the PostgreSQL backend, in a new schema of that database."""
     with scratch_dir("bootbox-bench-scale-") as work:
         kernel = work / "vmlinuz"
         kernel.write_bytes(b"\0" * 4096)
         sizes = build_state(work / "state", hosts, events_per_host, kernel)
+        store = ""
+        if base_dsn:
+            dsn, sizes = to_postgresql(work / "state", base_dsn, hosts)
+            store = f'[store]\nbackend = "postgresql"\ndsn = "{dsn}"\n'
         http, dhcp, boot, client_port = free_port(), free_port(), free_port(), free_port()
         config = (
-            f'state_dir = "{work / "state"}"\nlog_level = "warning"\n[demo]\nenabled = false\n'
+            f'state_dir = "{work / "state"}"\nlog_level = "warning"\n{store}[demo]\nenabled = false\n'
             f'[dhcp]\nenabled = true\nbind_address = "127.0.0.1"\nport = {dhcp}\nboot_server_port = {boot}\n'
             f"client_port = {client_port}\n[tftp]\nenabled = false\n"
             f'[http]\nbind_address = "127.0.0.1"\nport = {http}\n'
@@ -253,16 +329,21 @@ def rows_for(big: ScaleResult, small: ScaleResult) -> list[Row]:
     ]
 
 
-def measure(hosts: int, small: int, events_per_host: int, samples: int, writes: int) -> list[Table]:
-    big_result = measure_one(hosts, events_per_host, samples, writes)
-    small_result = measure_one(small, events_per_host, samples, writes)
+def measure(hosts: int, small: int, events_per_host: int, samples: int, writes: int, backend: str = "tinydb",
+            dsn: str = "") -> list[Table]:
+    if backend == "postgresql" and not dsn:
+        with own_postgres() as base:
+            return measure(hosts, small, events_per_host, samples, writes, backend, base)
+    base_dsn = dsn if backend == "postgresql" else ""
+    big_result = measure_one(hosts, events_per_host, samples, writes, base_dsn)
+    small_result = measure_one(small, events_per_host, samples, writes, base_dsn)
     return [Table(
-        "store_scale",
-        f"Store at scale: {hosts:,} hosts with {events_per_host} events each vs {small:,} "
+        "store_scale" if backend == "tinydb" else f"store_scale_{backend}",
+        f"Store at scale ({backend}): {hosts:,} hosts with {events_per_host} events each vs {small:,} "
         f"({samples} report-ins, {writes} API writes)",
         rows_for(big_result, small_result),
         meta={"hosts": hosts, "small": small, "events_per_host": events_per_host, "samples": samples,
-              "writes": writes},
+              "writes": writes, "backend": backend},
         notes=[f"report-ins at {REPORT_RATE:g}/s over loopback HTTP for random known hosts, while proxyDHCP answers "
                f"{DHCP_RATE:g} DISCOVERs/s from known hosts; latency counted from when each request was due"],
     )]  # fmt: skip
@@ -287,12 +368,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=positive_int, default=2000, help="report-ins to time")
     parser.add_argument("--writes", type=positive_int, default=5, help="API profile writes to time")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--backend", choices=("tinydb", "postgresql"), default="tinydb",
+                        help="the store backend to measure (postgresql: docs/postgresql.md)")
+    parser.add_argument("--dsn", default="", help="with --backend postgresql: a database to use (a new schema "
+                        "per run) instead of a PostgreSQL started for the run")
     parser.add_argument("--json", type=Path, help="directory for the JSON results")
     args = parser.parse_args(argv)
-    if args.quick:
+    if args.quick and args.backend == "tinydb":
         result = tables(quick=True)
+    elif args.quick:
+        result = measure(1000, 100, 2, 100, 2, args.backend, args.dsn)
     else:
-        result = measure(args.hosts, args.small, args.events_per_host, args.samples, args.writes)
+        result = measure(args.hosts, args.small, args.events_per_host, args.samples, args.writes, args.backend,
+                         args.dsn)
     for table in result:
         table.show()
         table.write(args.json)

@@ -44,6 +44,8 @@ from bootbox.core.hostprofile import AnswerEnv, HostProfile, InputSpec  # noqa: 
 from bootbox.core.render.callin import callin_script  # noqa: E402
 from bootbox.store.secretbox import sha512_crypt  # noqa: E402  (a password as ESXi's /etc/shadow holds it)
 from bootbox.core.render.grub import linux_config as grub_linux_config  # noqa: E402
+from bootbox.core.caches import group_cache_urls, ipxe_fetch  # noqa: E402  (docs/caching.md)
+from bootbox.service.caches import asset_urls  # noqa: E402  (a boot file's URLs: its group's caches, then here)
 
 from bootbox.hooks.markers import hookimpl  # noqa: E402  (``@hookimpl def bootbox_boot_script(...)``)
 
@@ -87,9 +89,12 @@ __all__ = [
     "ValidationError",
     "__version__",
     "api_client",
+    "asset_urls",
     "callin_script",
     "grub_linux_config",
+    "group_cache_urls",
     "hookimpl",
+    "ipxe_fetch",
     "normalize_mac",
     "normalize_uuid",
     "sha512_crypt",

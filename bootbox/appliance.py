@@ -27,7 +27,7 @@ from bootbox.store.hostlog import HostLog
 from bootbox.service.hostindex import HOST_LOG
 from bootbox.store.journal import Journal
 from bootbox.runtime.pacing import BOOT_PATH, lower_priority
-from bootbox.store.leases import lease_callables
+from bootbox.store.leases import LEASES_KEY, lease_callables
 from bootbox.net.dhcp6.server import Dhcp6Server
 from bootbox.net.dhcp.server import DhcpServer
 from bootbox.net.dns.server import DnsServer
@@ -107,7 +107,7 @@ def open_store(settings: Settings) -> TinyDBStore | PostgreSQLStore:
         from bootbox.store.postgresql import PostgreSQLStore as Backend
 
         return Backend(settings.store.dsn, state_dir=settings.state_path,
-                       connect_timeout=settings.store.connect_timeout)
+                       connect_timeout=settings.store.connect_timeout, appliance=settings.appliance.effective_name)
     return TinyDBStore(settings.state_path)
 
 
@@ -120,7 +120,9 @@ def full_dhcp_server(settings: Settings, service: BootService, store: Store) -> 
     dhcp = settings.dhcp
     dns = getattr(settings, "dns", None)
     dns_running = bool(getattr(dns, "enabled", False))
-    load_leases, save_leases = lease_callables(store, settings.state_path)
+    # Appliances sharing a database keep a lease table each (full-DHCP pairs serve split ranges).
+    key = f"leases@{settings.appliance.effective_name}" if settings.store.backend == "postgresql" else LEASES_KEY
+    load_leases, save_leases = lease_callables(store, settings.state_path, key)
     return DhcpServer(
         decide=service.decide,
         on_answer=service.dhcp_answered,
@@ -172,6 +174,8 @@ class Appliance:
         self._closers: list[Any] = []
         self._stopped = threading.Event()
         self._disk_health: dict[str, DiskHealth] = {}
+        self._writer: Any = None  # bootbox.store.pg.bootwriter.BootWriter with the PostgreSQL backend
+        self._feed: Any = None  # bootbox.store.pg.changefeed.ChangeFeed with the PostgreSQL backend
 
     def start(self) -> None:
         """Open the store (taking the state-dir lock), load plugins, start every server."""
@@ -186,7 +190,10 @@ class Appliance:
             store = open_store(settings)
             self._closers.append(store.close)
             require_key(Path(settings.secrets_key_file or settings.state_path / KEY_FILE), store)
-            journal = Journal(settings.state_path / "events.jsonl")
+            if settings.store.backend == "postgresql":  # hosts and events in the database too (bootbox.store.pg)
+                journal, host_log = self._database_logs(settings, store)
+            else:
+                journal, host_log = Journal(settings.state_path / "events.jsonl"), HostLog(settings.state_path / HOST_LOG)
             journal.start()
             self._closers.append(journal.close)
             pm = make_plugin_manager(
@@ -194,12 +201,19 @@ class Appliance:
                 blocked=settings.disable_plugins,
                 extra_plugins=self._extra_plugins,
             )
-            host_log = HostLog(settings.state_path / HOST_LOG)
-            service = BootService(settings, store, journal, pm, host_log=host_log)
+            service = BootService(settings, store, journal, pm, host_log=host_log,
+                                  appliance_name=settings.appliance.effective_name)
             self._disk_health = {"store": store.disk, "journal": journal.disk, "host log": host_log.disk}
             service.start()
             self._closers.append(service.close)
             self.service = service
+            if settings.store.backend == "postgresql":  # other appliances' changes, within moments
+                from bootbox.service.replication import start_replication
+
+                writer = self._writer
+                self._feed = start_replication(service, store, reconnect_max=settings.store.reconnect_max,  # type: ignore[arg-type]
+                                               ready=lambda: writer.available and not len(writer.outbox))
+                self._closers.append(self._feed.close)
             ensure_demo_profile(service, settings)
             token = load_or_create_token(settings.state_path)
             app = create_app(service, token=token, status=self.status)
@@ -212,6 +226,7 @@ class Appliance:
                     threads=settings.http.threads + settings.http.event_streams,
                     connection_limit=settings.http.connection_limit,
                     limits=HttpLimits.of(settings.http),
+                    send_threads=settings.http.send_threads,
                 ),
             )
             if settings.http.tls_cert:  # the API and the console over HTTPS too; firmware stays on plain HTTP
@@ -265,12 +280,28 @@ class Appliance:
         gc.freeze()
         log.info("bootbox is up: %s", ", ".join(f"{name} {self._describe(name)}" for name in self.servers))
 
+    def _database_logs(self, settings: Settings, store: Any) -> tuple[Journal, HostLog]:
+        """The journal and host log in PostgreSQL, behind one writer that queues in the state
+        directory's outbox while the database is away (docs/postgresql.md)."""
+        from bootbox.store.outbox import OUTBOX_FILE, Outbox
+        from bootbox.store.pg.bootwriter import BootWriter
+        from bootbox.store.pg.hostlog import PgHostLog
+        from bootbox.store.pg.journal import PgJournal
+
+        outbox = Outbox(settings.state_path / OUTBOX_FILE, max_bytes=settings.store.outbox_max_bytes)
+        writer = BootWriter(store, outbox, reconnect_max=settings.store.reconnect_max)
+        writer.start()
+        self._writer = writer
+        self._closers.append(writer.close)  # closed after the journal and the service have flushed into it
+        return PgJournal(writer), PgHostLog(writer)
+
     def _start_ipv6(self, settings: Settings, service: BootService, app: Any) -> None:
         """DHCPv6 PXE plus TFTP and HTTP on ``::`` (each IPv6-only beside its IPv4 twin)."""
         dhcp6 = settings.dhcp6
         self._start_server("http6", HttpServer(app, host="::", port=settings.http.port, threads=settings.http.threads + settings.http.event_streams,
                                                connection_limit=settings.http.connection_limit,
-                                               limits=HttpLimits.of(settings.http)))
+                                               limits=HttpLimits.of(settings.http),
+                                               send_threads=settings.http.send_threads))
         if settings.tftp.enabled:
             self._start_server("tftp6", TftpServer(open_file=service.open_tftp, on_transfer=service.tftp_done,
                                                    bind_address="::", port=settings.tftp.port,
@@ -308,7 +339,17 @@ class Appliance:
         found["disk"] = self.disk_status()
         if self.service is not None:
             found["boot"] = self.service.boot_stats()  # loader_missing: requests not offered a missing loader
+        if self._writer is not None:
+            found["database"] = self.database_status()
         return found
+
+    def database_status(self) -> dict[str, Any]:
+        """The PostgreSQL backend's health: ``state`` (``connected`` or ``unavailable``), the
+        records queued in the outbox, and the change feed (``listening``, ``reconnecting``)."""
+        result = dict(self._writer.status()) if self._writer is not None else {}
+        if self._feed is not None:
+            result["changes"] = self._feed.status()
+        return result
 
     def disk_status(self) -> dict[str, Any]:
         """``state``: ``ok``, ``full`` (no space for the store, host log or journal) or ``failing``

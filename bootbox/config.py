@@ -12,6 +12,7 @@ import ipaddress
 import math
 import os
 import re
+import socket
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,6 +116,11 @@ class HttpSettings:
     event_streams: int = 8
     """Event streams (``/api/v1/events/stream``) open at once; one more gets 503. Each has a
     thread of its own, added to ``threads``, so streams never take a boot file's thread."""
+    send_threads: int = 0
+    """Threads that send large file bodies (1 MiB and more) with a blocking ``sendfile`` beside
+    the HTTP loop (bootbox.web.sendfile); 0: the loop sends every body. Helps HTTP-only boots
+    (UEFI HTTP boot, iPXE fetching big images); in a mixed storm it took the interpreter from the
+    TFTP thread, so it is off by default (README, Performance)."""
     event_heartbeat: float = 5.0
     """Seconds between comment lines on an idle event stream (keeps proxies and clients from
     timing it out, and finds a gone client)."""
@@ -216,6 +222,24 @@ class StoreSettings:
     or ``PGPASSWORD`` keeps it out of the config altogether."""
     connect_timeout: float = 10.0
     """Seconds to wait for the database when connecting."""
+    reconnect_max: float = 10.0
+    """Longest wait, in seconds, between attempts to reach the database again during an outage
+    (the waits start at 0.2 s and double)."""
+    outbox_max_bytes: int = 256 * 2**20
+    """Most bytes of boot-path writes (hosts, events) queued in ``outbox.jsonl`` in the state
+    directory while the database is unreachable; past it they are counted dropped."""
+
+
+@dataclass(frozen=True)
+class ApplianceSettings:
+    """Who this appliance is among several sharing one database (docs/postgresql.md)."""
+
+    name: str = ""
+    """Shown on every boot event it records (``bootbox host events``); empty: the hostname."""
+
+    @property
+    def effective_name(self) -> str:
+        return self.name or socket.gethostname()
 
 
 STORE_BACKENDS = ("tinydb", "postgresql")
@@ -235,6 +259,64 @@ def mask_dsn(dsn: str) -> str:
 class DemoSettings:
     enabled: bool = True
     profile: str = "demo"
+
+
+@dataclass(frozen=True)
+class UiSettings:
+    """The operator's web console (docs/console.md): who may log in, how long a session lasts."""
+
+    users: Mapping[str, str] = field(default_factory=dict)
+    """``[ui.users]``: user name → password hash made by ``bootbox user passwd NAME`` (scrypt)."""
+    session_ttl: float = 43200.0
+    """Seconds a console login lasts (the signed session cookie expires then)."""
+    page_size: int = 100
+    """Hosts per page of the console's host list."""
+    login_attempts: int = 10
+    """Failed logins a minute from one client address before the console refuses more (429)."""
+
+
+PASSWORD_HASH = re.compile(r"scrypt\$\d+\$\d+\$\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+")
+"""The form of a ``[ui.users]`` hash: ``scrypt$N$r$p$salt$hash`` (base64), as ``bootbox user passwd`` prints."""
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """``[webhook]``: how every hook's deliveries are made (bootbox.service.webhooks; docs/events.md)."""
+
+    workers: int = 2
+    """Threads that POST deliveries (one hook's deliveries go out one at a time, in order)."""
+    timeout: float = 10.0
+    """Seconds a receiver has to answer one delivery."""
+    first_delay: float = 5.0
+    """Seconds before the first retry; each later one waits twice as long, at most ``max_delay``."""
+    max_delay: float = 600.0
+    retry_horizon: float = 86400.0
+    """Seconds after an event within which its delivery is retried; then it is given up (failed)."""
+    log_retention: float = 604800.0
+    """Seconds a delivery-log entry is kept (``bootbox webhook deliveries``)."""
+    log_entries: int = 1000
+    """Delivery-log entries kept per hook at most, however recent."""
+    queue_limit: int = 10000
+    """Deliveries waiting per hook at most; past it new events are dropped (counted, logged)."""
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """One ``[[webhooks]]`` table: where matching boot events are POSTed, signed with ``secret``."""
+
+    name: str
+    url: str
+    events: tuple[str, ...] = ()
+    """Event kinds delivered (``dhcp.offer``, ``http.script``, ``booted`` …); empty: every kind."""
+    hosts: tuple[str, ...] = ()
+    """MACs whose events are delivered; empty: every host."""
+    secret: str = field(default="", repr=False)
+    secret_file: str = ""
+    """A file holding the secret (read at start-up), instead of ``secret`` in the config."""
+
+    def masked(self) -> dict[str, Any]:
+        """This hook for display: the secret never shown."""
+        return {**dataclasses.asdict(self), "secret": "***" if self.secret else ""}
 
 
 @dataclass(frozen=True)
@@ -258,9 +340,15 @@ class Settings:
     dhcp6: Dhcp6Settings = field(default_factory=Dhcp6Settings)
     hosts: HostsSettings = field(default_factory=HostsSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
+    appliance: ApplianceSettings = field(default_factory=ApplianceSettings)
+    webhook: WebhookSettings = field(default_factory=WebhookSettings)
+    webhooks: tuple[Webhook, ...] = ()
+    """``[[webhooks]]``: each a :class:`Webhook` (docs/events.md)."""
+    ui: UiSettings = field(default_factory=UiSettings)
     groups: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """``[groups.NAME]``: boot settings of the hosts whose ``group`` rule item is NAME
-    (``loader = "ipxe"|"grub"``, ``secure_boot = true|false``; docs/firmware.md)."""
+    (``loader = "ipxe"|"grub"``, ``secure_boot = true|false``; docs/firmware.md; ``cache_urls =
+    ["http://…"]``, HTTP caches for their content-addressed boot files; docs/caching.md)."""
     plugins: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """``[plugins.NAME]`` tables, passed as they are to the plugin that owns NAME to validate."""
 
@@ -272,19 +360,24 @@ class Settings:
         """Every setting, for display: the store's DSN with its password masked."""
         data = dataclasses.asdict(self)
         data["store"]["dsn"] = mask_dsn(self.store.dsn)
+        data["webhooks"] = [hook.masked() for hook in self.webhooks]
+        data["ui"]["users"] = {name: "scrypt$***" for name in self.ui.users}  # a hash still invites guessing
         return data
 
 
 _SECTIONS = {"dhcp": DhcpSettings, "tftp": TftpSettings, "http": HttpSettings, "demo": DemoSettings, "dns": DnsSettings,
              "push": PushSettings,
-             "dhcp6": Dhcp6Settings, "hosts": HostsSettings, "store": StoreSettings}
-_GROUP_KEYS = {"loader": ("ipxe", "grub"), "secure_boot": (True, False)}
+             "dhcp6": Dhcp6Settings, "hosts": HostsSettings, "store": StoreSettings, "ui": UiSettings,
+             "webhook": WebhookSettings, "appliance": ApplianceSettings}
+_GROUP_KEYS = {"loader": ("ipxe", "grub"), "secure_boot": (True, False), "cache_urls": ()}
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 DHCP_MODES = ("proxy", "full")
 ADOPT_MODES = ("auto", "manual")
 # BOOTBOX_* variables that are not settings: the CLI's (config file, API URL and token), the demo
-# payload's download cache (set by the systemd unit), and the test suite's lab switch.
-_NOT_SETTINGS = ("BOOTBOX_CONFIG", "BOOTBOX_URL", "BOOTBOX_TOKEN", "BOOTBOX_CA", "BOOTBOX_CACHE", "BOOTBOX_LAB_REQUIRED")
+# payload's download cache (set by the systemd unit), and the test suite's lab switch and
+# screenshot directory (a ``bootbox serve`` a test starts inherits them).
+_NOT_SETTINGS = ("BOOTBOX_CONFIG", "BOOTBOX_URL", "BOOTBOX_TOKEN", "BOOTBOX_CA", "BOOTBOX_CACHE", "BOOTBOX_LAB_REQUIRED",
+                 "BOOTBOX_ARTIFACTS")
 _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
@@ -338,6 +431,8 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
             values[name] = {str(k): dict(v) for k, v in value.items()}
         elif name == "groups" and cls is Settings:
             values[name] = _groups(value)
+        elif name == "webhooks" and cls is Settings:
+            values[name] = _webhooks(value)
         elif name in _SECTIONS and cls is Settings:
             if not isinstance(value, Mapping):
                 raise ConfigError(name, "expected a [section] table")
@@ -345,6 +440,20 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
         else:
             values[name] = _coerce(f"{prefix}{name}", value, getattr(defaults, name))
     return cls(**values)
+
+
+def _cache_urls(where: str, value: Any) -> tuple[str, ...]:
+    """``[groups.NAME] cache_urls``: plain ``http://host[:port][/path]`` URLs of HTTP caches in
+    front of this appliance (iPXE and ESXi's loader fetch over http; docs/caching.md)."""
+    if not isinstance(value, list):
+        raise ConfigError(where, "expected a list of http URLs, e.g. [\"http://cache1:8080\"]")
+    urls = []
+    for i, url in enumerate(value):
+        match = re.fullmatch(r"http://[A-Za-z0-9.\-\[\]:]+(?::\d+)?(/[A-Za-z0-9._~/-]*)?", url) if isinstance(url, str) else None
+        if match is None:
+            raise ConfigError(f"{where}[{i}]", f"{url!r} is not a plain http://host[:port][/path] URL")
+        urls.append(url.rstrip("/"))
+    return tuple(urls)
 
 
 def _groups(value: Any) -> dict[str, dict[str, Any]]:
@@ -358,12 +467,51 @@ def _groups(value: Any) -> dict[str, dict[str, Any]]:
             where = f"groups.{name}.{key}"
             if key not in _GROUP_KEYS:
                 raise ConfigError(where, f"unknown setting; known: {', '.join(sorted(_GROUP_KEYS))}")
+            if key == "cache_urls":  # docs/caching.md
+                checked[key] = _cache_urls(where, item)
+                continue
             item = _coerce(where, item, True) if key == "secure_boot" else item
             if item not in _GROUP_KEYS[key]:
                 raise ConfigError(where, f"use one of {', '.join(map(str, _GROUP_KEYS[key]))}")
             checked[key] = item
         groups[str(name)] = checked
     return groups
+
+
+_WEBHOOK_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+
+
+def _webhooks(value: Any) -> tuple[Webhook, ...]:
+    """``[[webhooks]]`` tables: a unique name, an http(s) URL, one secret, MACs spelled one way."""
+    if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
+        raise ConfigError("webhooks", "expected [[webhooks]] tables")
+    hooks: list[Webhook] = []
+    for index, table in enumerate(value):
+        where = f"webhooks.{table.get('name') if isinstance(table.get('name'), str) else index}"
+        for key in ("name", "url"):
+            if not isinstance(table.get(key), str) or not table[key]:
+                raise ConfigError(f"{where}.{key}", "required: a string")
+        blank = Webhook(name="", url="")
+        known = [f.name for f in dataclasses.fields(Webhook)]
+        for key in table:
+            if key not in known:
+                raise ConfigError(f"{where}.{key}", f"unknown setting; known: {', '.join(sorted(known))}")
+        hook = Webhook(**{key: _coerce(f"{where}.{key}", item, getattr(blank, key)) for key, item in table.items()})
+        if not _WEBHOOK_NAME.fullmatch(hook.name):
+            raise ConfigError(f"{where}.name", "use lower-case letters, digits, - and _ (it names a directory and a metric label)")
+        if any(other.name == hook.name for other in hooks):
+            raise ConfigError(f"{where}.name", "two [[webhooks]] have this name")
+        scheme, _, rest = hook.url.partition("://")
+        if scheme not in ("http", "https") or not rest.split("/")[0]:
+            raise ConfigError(f"{where}.url", f"{hook.url!r} is not an http:// or https:// URL")
+        if bool(hook.secret) == bool(hook.secret_file):
+            raise ConfigError(f"{where}.secret", "set one of secret or secret_file (deliveries are signed with it)")
+        macs = tuple(mac.strip().lower().replace("-", ":") for mac in hook.hosts)
+        for mac in macs:
+            if not _MAC.fullmatch(mac):
+                raise ConfigError(f"{where}.hosts", f"{mac!r} is not a MAC address like \"52:54:00:12:34:56\"")
+        hooks.append(dataclasses.replace(hook, hosts=macs, events=tuple(kind.strip() for kind in hook.events)))
+    return tuple(hooks)
 
 
 def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -448,6 +596,8 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("push.step_min", "must not exceed push.step_max")
     if settings.http.threads < 1:
         raise ConfigError("http.threads", "must be at least 1")
+    if not 0 <= settings.http.send_threads <= 64:
+        raise ConfigError("http.send_threads", "must be between 0 (off) and 64")
     _validate_limits(settings.http, settings.tftp)
     if settings.retry_seconds < 1:
         raise ConfigError("retry_seconds", "must be at least 1")
@@ -455,8 +605,26 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("state_dir", "must not be empty")
     if settings.store.backend not in STORE_BACKENDS:
         raise ConfigError("store.backend", f"{settings.store.backend!r} is not a backend; use \"tinydb\" or \"postgresql\"")
+    for user, hashed in settings.ui.users.items():
+        if not PASSWORD_HASH.fullmatch(hashed):
+            raise ConfigError(f"ui.users.{user}", "expected a hash made by `bootbox user passwd NAME` (scrypt$...)")
     if settings.store.backend == "postgresql" and not settings.store.dsn.strip():
         raise ConfigError("store.dsn", "backend \"postgresql\" needs a dsn, e.g. \"host=/run/postgresql dbname=bootbox\"")
+    if len(settings.appliance.name) > 63 or not settings.appliance.name.isprintable():
+        raise ConfigError("appliance.name", "use up to 63 printable characters (it names this appliance on the timeline)")
+    _validate_webhook(settings.webhook)
+
+
+def _validate_webhook(webhook: WebhookSettings) -> None:
+    """``[webhook]``: a pool, a queue and a log that can hold something; delays that are delays."""
+    for key in ("workers", "log_entries", "queue_limit"):
+        if getattr(webhook, key) < 1:
+            raise ConfigError(f"webhook.{key}", f"expected a whole number, 1 or more; got {getattr(webhook, key)!r}")
+    for key in ("timeout", "retry_horizon", "log_retention"):
+        if not getattr(webhook, key) > 0:
+            raise ConfigError(f"webhook.{key}", f"expected a number of seconds greater than 0; got {getattr(webhook, key)!r}")
+    if webhook.first_delay > webhook.max_delay:
+        raise ConfigError("webhook.first_delay", "must not exceed webhook.max_delay")
 
 
 def _validate_limits(http: HttpSettings, tftp: TftpSettings) -> None:
@@ -585,8 +753,11 @@ def _read_text(path: Path) -> str:
 # Numeric settings that must be at least 1, or greater than 0; every other number must be
 # finite and 0 or more (0 often means "off" or "no limit": see appliance/bootbox.toml).
 _AT_LEAST_ONE = {"tftp.retries": "tries", "http.connection_limit": "connections", "http.threads": "threads",
-                 "push.attempts": "attempts", "push.workers": "threads", "retry_seconds": "seconds"}
-_ABOVE_ZERO = {"http.event_heartbeat": "seconds", "tftp.timeout": "seconds", "dns.timeout": "seconds", "store.connect_timeout": "seconds"}
+                 "push.attempts": "attempts", "push.workers": "threads", "retry_seconds": "seconds",
+                 "ui.page_size": "hosts", "ui.login_attempts": "attempts"}
+_ABOVE_ZERO = {"http.event_heartbeat": "seconds", "tftp.timeout": "seconds", "dns.timeout": "seconds", "store.connect_timeout": "seconds",
+               "store.reconnect_max": "seconds", "store.outbox_max_bytes": "bytes",
+               "ui.session_ttl": "seconds"}
 
 
 def _validate_numbers(settings: Settings) -> None:

@@ -362,6 +362,9 @@ class BootContext:
     """Single-use token for this boot's answer files (empty: the host has no host profile)."""
     up_token: str = ""
     """The host's credential for ``up_url`` (empty in contexts built without one)."""
+    cache_urls: tuple[str, ...] = ()
+    """The caches of the host's group (``[groups.NAME] cache_urls``), for its content-addressed
+    boot files only (``bootbox.asset_urls``; docs/caching.md). Empty: everything from the appliance."""
 
     @property
     def _host_base(self) -> str:

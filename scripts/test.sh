@@ -30,6 +30,7 @@ apt_packages=(
   nginx-light tftpd-hpa                  # reference servers for the benchmarks and the cache test
   pxelinux syslinux-common               # the ESXi BIOS path: lpxelinux.0 loads mboot.c32
   isc-dhcp-client                        # dhclient: a real client of full-DHCP mode
+  mmdebstrap squashfs-tools              # Linux images: mmdebstrap the root, mksquashfs it (docs/linux-images.md)
   postgresql                             # the PostgreSQL store backend's tests start a server in a temp dir
   systemd                                # systemd-analyze verify/security on appliance/bootbox.service
   vagrant vagrant-libvirt                # `vagrant validate` of the Vagrantfile, libvirt provider included
@@ -37,10 +38,12 @@ apt_packages=(
   shim-signed grub-efi-amd64-signed      # the Secure Boot chain: signed shim + network GRUB (x64)
   golang-go golang-github-vmware-govmomi-dev  # govmomi's vSphere simulator, built offline: the ESXi host-profile tests' peer
   prometheus                             # promtool: `promtool check metrics` on a live appliance's /metrics
+  openssh-server openssh-client         # sshd on a lab host and ssh: the Ansible push's tests
+  chromium chromium-driver               # headless Chromium + chromedriver: the web console's browser tests
 )
 # Reference servers are installed as programs only: their system services must not start (and
 # take ports 69 or 80) on a developer's machine. policy-rc.d tells the packages not to start them.
-services=(nginx tftpd-hpa postgresql prometheus)
+services=(nginx tftpd-hpa postgresql prometheus ssh)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -73,6 +76,8 @@ fi
 .venv/bin/pip install -q -e '.[test]'
 # The vCloud Director agent plugin ships as a separate distribution, as a third party's would.
 .venv/bin/pip install -q -e plugins/bootbox_vcd
+# The Ansible push plugin too (its own distribution; brings ansible-core from PyPI).
+.venv/bin/pip install -q -e plugins/bootbox_ansible
 
 # The tools are installed above, so a lab test that cannot run is a failure, not a skip.
 export BOOTBOX_LAB_REQUIRED=1

@@ -48,6 +48,8 @@ def test_file_then_env_then_overrides(tmp_path: Path) -> None:
         ("[demo]\nenabled = \"maybe\"\n", {}, "demo.enabled"),
         ("", {"BOOTBOX_DHCP_RATE_LIMIT": "-1"}, "dhcp.rate_limit"),
         ("[dhcp]\nrate_burst = -3\n", {}, "dhcp.rate_burst"),
+        ("[http]\nsend_threads = -1\n", {}, "http.send_threads"),
+        ("", {"BOOTBOX_HTTP_SEND_THREADS": "65"}, "http.send_threads"),
     ],
 )
 def test_errors_name_the_key(tmp_path: Path, text: str, env: dict[str, str], field: str) -> None:

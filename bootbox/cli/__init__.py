@@ -18,7 +18,9 @@ from typer.core import TyperGroup
 from bootbox import __version__
 from bootbox.cli import answers, config_cmd, doctor, hostprofiles, hosts, lab, lint, plugins, profiles, rules, serve
 from bootbox.cli import state as cli_state
+from bootbox.cli import webhooks as cli_webhooks
 from bootbox.cli import store as cli_store
+from bootbox.cli import users as cli_users
 from bootbox.cli.common import CliState, JsonOption, print_json, state
 from bootbox.errors import BootboxError, PluginError
 from bootbox.hooks import calls
@@ -92,6 +94,8 @@ def build_cli(pm: pluggy.PluginManager | None = None) -> typer.Typer:
     nouns["state"] = cli_state.build()
     nouns["store"] = cli_store.build()
     nouns["answer"] = answers.build()
+    nouns["webhook"] = cli_webhooks.build()
+    nouns["user"] = cli_users.build()
     hostprofiles.add_host_verbs(nouns["host"])
     nouns["plugin"].command("new")(hostprofiles.plugin_new)
     _add_plugin_commands(app, nouns, pm)

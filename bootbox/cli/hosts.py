@@ -74,6 +74,10 @@ def host_events(
     if json:
         print_json(events)
         return
+    if any((e.get("data") or {}).get("appliance") for e in events):  # which appliance served each step (issue 20)
+        print_table(["time", "appliance", "step", "what happened"],
+                    [[clock(e["time"]), (e.get("data") or {}).get("appliance", ""), e["kind"], e["message"]] for e in events])
+        return
     print_table(["time", "step", "what happened"], [[clock(e["time"]), e["kind"], e["message"]] for e in events])
 
 

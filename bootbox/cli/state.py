@@ -23,6 +23,11 @@ def _key_path(settings: Settings) -> Path:
     return Path(settings.secrets_key_file or settings.state_path / KEY_FILE)
 
 
+def _pg_dsn(settings: Settings) -> str:
+    """The PostgreSQL store's DSN (pg_dump/pg_restore then carry the store), or "" for TinyDB."""
+    return settings.store.dsn if settings.store.backend == "postgresql" else ""
+
+
 def _config_path(ctx: typer.Context) -> Path | None:
     path = state(ctx).config or os.environ.get("BOOTBOX_CONFIG") or DEFAULT_CONFIG_PATH
     return Path(path) if Path(path).exists() else None
@@ -40,7 +45,7 @@ def backup_cmd(
     """
     settings = state(ctx).settings()
     report = backup(file, state_dir=settings.state_path, config_path=_config_path(ctx), key_path=_key_path(settings),
-                    images=not no_images)
+                    images=not no_images, pg_dsn=_pg_dsn(settings))
     if json:
         print_json(report.to_dict())
         return
@@ -48,8 +53,8 @@ def backup_cmd(
     typer.echo("it holds the secrets key and the API token: store it as you store those secrets")
     if report.images_to_reimport:
         typer.echo("image payloads left out; after a restore, import again: " + ", ".join(report.images_to_reimport))
-    if settings.store.backend == "postgresql":  # the documents are not in the state directory
-        typer.echo("the store is in PostgreSQL, not in this file: back it up with pg_dump (docs/postgresql.md)")
+    if settings.store.backend == "postgresql":
+        typer.echo("the store is in PostgreSQL: the file holds a pg_dump of its schema (docs/postgresql.md)")
 
 
 def restore_cmd(
@@ -58,9 +63,11 @@ def restore_cmd(
     config_to: Annotated[Optional[Path], typer.Option("--config-to", help="Also write the backup's config here (the old one is kept as .before-restore).")] = None,
     json: JsonOption = False,
 ) -> None:
-    """Put a backup back into the state directory. bootbox must be stopped."""
+    """Put a backup back into the state directory (and a PostgreSQL store's dump into its
+    database). bootbox must be stopped, and with PostgreSQL every appliance sharing the database."""
     settings = state(ctx).settings()
-    report = restore(file, state_dir=settings.state_path, key_path=_key_path(settings), config_to=config_to)
+    report = restore(file, state_dir=settings.state_path, key_path=_key_path(settings), config_to=config_to,
+                     pg_dsn=_pg_dsn(settings))
     if json:
         print_json(report.to_dict())
         return

@@ -165,6 +165,70 @@ def _validate_format(kind: str, value: str, where: str) -> str:
     raise ValidationError(where, f"unknown validation {kind!r}")
 
 
+# ------------------------------------------------------------------------------------ examples
+
+EXAMPLE_VARIANTS = 4
+"""How many sets of example answers a host profile is checked with when it is added."""
+
+_EXAMPLE_FORMATS: dict[str, str] = {
+    "ipv4": "198.18.0.10", "ipv6": "2001:db8::10", "ip": "198.18.0.10", "cidr": "198.18.0.10/24",
+    "network": "198.18.0.0/24", "hostname": "host1", "fqdn": "host1.example.net", "mac": "02:00:00:00:00:01",
+    "url": "http://198.18.0.10/",
+}
+_EXAMPLE_TEXT = ("example", "198.18.0.10", "/example", "AAAAA-BBBBB-CCCCC-DDDDD-EEEEE")
+"""Plain strings, one per variant: a word, an address, a path, a licence-key shape. A profile that
+renders valid with any one variant is accepted; the host's real answers are checked again when
+its files are rendered."""
+_EXAMPLE_INTEGERS = (1500, 1, 100, 4095)
+EXAMPLE_PASSWORD = "Example-Pass-1"
+
+
+def example_answers(inputs: Sequence[InputSpec], variant: int = 0) -> dict[str, Any]:
+    """A value for every input, valid for its type, validation and choices (``variant`` picks one
+    of :data:`EXAMPLE_VARIANTS` sets): what a host profile is rendered with when it is added, so a
+    template that cannot render, or renders a document its kind refuses, is refused before any
+    host needs it. A default is used as it is in the first variant."""
+    values: dict[str, Any] = {}
+    for spec in inputs:
+        if spec.default is not None and variant == 0:
+            values[spec.name] = spec.default
+        elif spec.choices:
+            values[spec.name] = check_value(spec, spec.choices[variant % len(spec.choices)])
+        elif spec.type == "integer":
+            values[spec.name] = _EXAMPLE_INTEGERS[variant % len(_EXAMPLE_INTEGERS)]
+        elif spec.type == "boolean":
+            values[spec.name] = variant % 2 == 0
+        elif spec.type == "password":
+            values[spec.name] = EXAMPLE_PASSWORD
+        elif spec.validation:
+            values[spec.name] = _EXAMPLE_FORMATS[spec.validation]
+        else:
+            values[spec.name] = _EXAMPLE_TEXT[variant % len(_EXAMPLE_TEXT)]
+    return values
+
+
+def check_with_examples(inputs: Sequence[InputSpec], attempt: Callable[[dict[str, Any]], None]) -> None:
+    """Run ``attempt(answers)`` (render the profile and let its kind check the result) with each
+    set of example answers until one passes.
+
+    Refused (the first set's ValidationError, naming the field) only when every set fails at the
+    same field: then the error is the template's, whatever a host answers. When the sets fail at
+    different fields, the failure depends on the answers (an input without a ``validation`` used
+    as an address, say), and the profile is accepted: each host's real answers are checked when
+    its files are rendered, as before.
+    """
+    errors: list[ValidationError] = []
+    for variant in range(EXAMPLE_VARIANTS):
+        try:
+            attempt(example_answers(inputs, variant))
+            return
+        except ValidationError as exc:
+            errors.append(exc)
+    if len({error.field for error in errors}) == 1:
+        first = errors[0]
+        raise ValidationError(first.field, f"{first.message} (checked with example answers when the profile is added)")
+
+
 def missing_answers(inputs: Sequence[InputSpec], answers: Mapping[str, Any]) -> list[str]:
     """Names of required inputs that have neither an answer nor a default."""
     return [spec.name for spec in inputs if spec.required and spec.default is None and answers.get(spec.name) in (None, "")]
@@ -356,7 +420,8 @@ def render(profile: HostProfile, file_name: str, context: Mapping[str, Any]) -> 
 
 
 __all__ = [
-    "AnswerEnv", "HostProfile", "InputSpec", "check_value", "compile_template", "host_profile_from_dict",
+    "AnswerEnv", "EXAMPLE_VARIANTS", "HostProfile", "InputSpec", "check_value", "check_with_examples",
+    "compile_template", "example_answers", "host_profile_from_dict",
     "missing_answers", "parse_host_profile", "parse_input", "render", "render_context",
     "template_answers",
 ]

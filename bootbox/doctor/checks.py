@@ -292,6 +292,31 @@ def check_store(settings: Settings, ours: int | None) -> Check:
     return Check("store", Status.OK, f"readable and not locked{stale}")
 
 
+def check_database(settings: Settings) -> Check:
+    """With ``[store] backend = "postgresql"``: the database answers, its schema is one this
+    bootbox knows, and no boot-path writes wait in the outbox (docs/postgresql.md)."""
+    if settings.store.backend != "postgresql":
+        return Check("database", Status.SKIP, f"the store is {settings.store.backend} (no database)")
+    from bootbox.store.outbox import OUTBOX_FILE, Outbox
+    from bootbox.store.pg.health import probe_database
+
+    outbox = settings.state_path / OUTBOX_FILE
+    queued = len(Outbox(outbox)) if outbox.exists() and os.access(outbox, os.R_OK) else 0
+    found = probe_database(settings.store.dsn, timeout=min(settings.store.connect_timeout, 5.0))
+    if found.error:
+        return Check("database", Status.FAIL, f"{found.error}; {queued} boot-path record(s) queued in {outbox}",
+                     "start PostgreSQL or fix [store] dsn; bootbox keeps booting known hosts meanwhile and sends the "
+                     "queue when it is back")
+    if found.version > found.known:
+        return Check("database", Status.FAIL, f"schema version {found.version} is newer than this bootbox knows "
+                     f"({found.known})", "upgrade bootbox, or point [store] dsn at another database")
+    detail = f"schema {found.version} ({'current' if found.version == found.known else 'migrated at next start'})"
+    if queued:
+        return Check("database", Status.WARN, f"reachable, {detail}; {queued} record(s) still queued in {outbox}",
+                     "the running bootbox sends them by itself; `bootbox status` shows the count")
+    return Check("database", Status.OK, f"reachable, {detail}; nothing queued")
+
+
 def check_set_aside(settings: Settings) -> Check:
     """Files bootbox kept because it could not read them all (bootbox.store.setaside), and whether
     the state directory's disk has room for the store, host log and journal."""
@@ -336,7 +361,7 @@ def run_checks(settings: Settings, *, network: bool = True, probe_seconds: float
     addresses = machine.interface_addresses()
     local = {str(a.ip) for items in addresses.values() for a in items}
     checks = [check_ports(settings, ours), check_capabilities(settings, ours), check_loaders(settings),
-              check_addresses(settings, addresses), check_store(settings, ours), check_set_aside(settings),
+              check_addresses(settings, addresses), check_store(settings, ours), check_database(settings), check_set_aside(settings),
               check_tftp_engine(settings)]  # fmt: skip
     interface = probe_interface(settings, addresses)
     heard: list[HeardServer] | None = None

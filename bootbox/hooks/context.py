@@ -77,7 +77,14 @@ class PluginContext:
     delete_profile: Callable[[str], None]
     image_packages: Callable[[Host, Profile], list[str]]
     """``image_packages(host, profile)``: what every plugin adds to this host's image
-    (``bootbox_image_packages``), so the boot kind can resolve the whole set."""
+    (``bootbox_image_inject`` for ``profile.kind``/``profile.name``), so the boot kind can
+    resolve the whole set."""
+    image_injections: Callable[..., list[tuple[str, str]]]
+    """``image_injections(image_kind, image_name, host=None)``: ``[(plugin, package)]`` that
+    every plugin injects into an image (``bootbox_image_inject``), each under its plugin's name."""
+    rules_using: Callable[[str, str], list[str]]
+    """``rules_using(item_type, value)``: the rules (working or active set) that assign
+    ``item_type=value``, e.g. before removing what they name."""
     associations: Callable[[Host], Mapping[str, str]]
     """``associations(host)``: the host's cached rule items (image, host_profile, group, …); on its
     first boot, what the active rule set gives it (then cached, as Auto Deploy does)."""

@@ -224,16 +224,21 @@ def bootbox_profile_asset(host: "Host", profile: "Profile", name: str) -> Path |
 
 
 @hookspec
-def bootbox_image_packages(host: "Host", profile: "Profile") -> list[str] | None:
-    """Add packages to what a host boots, beyond its profile's own (e.g. an agent VIB).
+def bootbox_image_inject(image_kind: str, image_name: str, host: "Host | None") -> list[str] | None:
+    """Inject packages into an image, beyond its own (an agent VIB, a monitoring ``.deb``).
 
-    :param host: the host being booted (its group is ``host.associations.get("group")``).
-    :param profile: its profile.
+    :param image_kind: the kind of image: ``esxi`` (an ESXi profile) or ``linux`` (a Linux image
+        built from a Debian archive, docs/linux-images.md).
+    :param image_name: the image's name (the ``esxi`` profile, or the Linux image).
+    :param host: the host the image is resolved for, or ``None`` when it is built once for every
+        host (Linux images): a plugin that injects per host (by group, say) injects nothing then.
 
-    All results are concatenated in pluggy's order (the last registered plugin's first); the
-    boot kind that owns ``profile.kind`` resolves the names (for ESXi: VIB names from the
-    imported depots). Called when a host's boot files are prepared and by ``bootbox host image
-    MAC``.
+    Return package names (resolved by the kind: VIB names from the imported depots, Debian
+    packages from the image's archive) or absolute paths of local package files the plugin ships
+    (``.deb`` for Linux images). Each plugin's answer is kept under its name (``image show``
+    lists what was injected, by which plugin); the answers are concatenated in pluggy's order
+    (the last registered plugin's first). Called when an image is built or a host's boot files
+    are prepared, and by ``bootbox host image MAC``.
     """
 
 
@@ -251,6 +256,13 @@ def bootbox_register_answer_kinds(register: Callable[..., None]) -> None:
 
     Called once at start-up. A kind registered twice is a start-up error; host profiles of a
     kind nobody registered are refused. Render the kind with ``bootbox_render_answer_file``.
+
+    That renderer is also the kind's validator: when a host profile is added or replaced
+    (``bootbox hostprofile add``, the API), bootbox renders it for an example host with example
+    answers (``core.hostprofile.example_answers``) and refuses it, storing nothing, when every
+    set of examples fails at the same field. So check what you render and raise
+    ``ValidationError`` naming the field; a renderer that fails otherwise on the example host is
+    logged and does not block the profile.
     """
 
 

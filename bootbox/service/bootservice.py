@@ -20,6 +20,7 @@ acknowledged write survives a crash.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -31,10 +32,12 @@ import pluggy
 
 from bootbox.core.render import ipxe as render
 from bootbox.core import rules
+from bootbox.core.caches import group_cache_urls
 from bootbox.hooks import calls
 from bootbox.service.afterboot import AfterBoot
 from bootbox.service.bootmetrics import BootTally, TallySnapshot
 from bootbox.service.eventfeed import EventFeed
+from bootbox.service.webhooks import Webhooks
 from bootbox.config import Settings
 from bootbox.hooks.context import PluginContext, PluginStore
 from bootbox.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationError
@@ -42,6 +45,7 @@ from bootbox.service.firmware import FirmwareBoot
 from bootbox.service.profiles import ProfileRepository
 from bootbox.core.render.grub import waiting_config as grub_waiting_config
 from bootbox.core.hostprofile import HostProfile
+from bootbox.service.answers.books import HostProfileBook
 from bootbox.service.answers.files import AnswerKind, HostConfig
 from bootbox.service.answers.tokens import new_nonce
 from bootbox.service.identity import Identity, Verdict
@@ -68,7 +72,11 @@ from bootbox.hooks.manager import PluginInfo, plugin_infos
 from bootbox.service.registries import ProfileKind, Registries
 from bootbox.service.rulebook import RuleBook
 from bootbox.store import Store
-from bootbox.store.apitoken import token_matches
+from bootbox.store.apitoken import load_or_create_token, token_matches
+
+CONSOLE_KEY_FILE = "console-key"
+DOCTOR_RESULT_FILE = "doctor-last.json"
+"""Where ``bootbox doctor`` keeps its last result in the state dir (the console's Health page)."""
 
 log = logging.getLogger("bootbox.service")
 
@@ -115,16 +123,19 @@ class BootService:
         pm: pluggy.PluginManager,
         *,
         host_log: HostLog | None = None,
+        appliance_name: str = "",
     ) -> None:
         self.settings = settings
         self.store = store
         self.journal = journal
+        self.appliance_name = appliance_name
         self.pm = pm
         self.host_log = host_log or HostLog(None)
         self.hosts = HostIndex(self.host_log.load(parse=Host.from_dict).values())
         self._persister = HostPersister(self.hosts, self.host_log)
         self.tally = BootTally(self.hosts.get)  # boots, durations, pushes for /metrics (bootbox.service.bootmetrics)
         self.feed = EventFeed(journal)  # events with IDs for live readers (bootbox.service.eventfeed)
+        self.webhooks = Webhooks(settings, self.feed)  # [[webhooks]]: the feed, POSTed off the boot path
         self.registries = Registries()
         self.kinds: dict[str, ProfileKind] = self.registries.kinds
         self.item_types: dict[str, str] = self.registries.item_types
@@ -170,6 +181,7 @@ class BootService:
         self._sweeper.start()
         self._started = True
         self.after_boot.resume()  # rounds a stop cut off (issue 17): no host stays "pushes running"
+        self.webhooks.start()  # pending deliveries resume (bootbox.service.webhooks)
         for warning in self.firmware.startup_warnings():
             log.warning("%s", warning)
 
@@ -189,6 +201,8 @@ class BootService:
             put_profile=self.put_profile,
             delete_profile=self.delete_profile,
             image_packages=self.image_packages,
+            image_injections=self.image_injections,
+            rules_using=self.rules_using,
             associations=self.associate,
             host_profile_files=lambda host: self.hostconfig.render(
                 host, base_url=self.firmware.base_url_for(host.attrs.get("ipv4") or "127.0.0.1"), masked=False),
@@ -214,10 +228,31 @@ class BootService:
         return calls.plugin_blueprints(self.pm)
 
     def image_packages(self, host: Host, profile: Profile) -> list[str]:
-        """Packages plugins add to what ``host`` boots (``bootbox_image_packages``), in pluggy's
-        order (the last registered plugin's first), each plugin's in the order it gave them."""
-        results = self._call_boot_hook(host.mac, "bootbox_image_packages", host=host, profile=profile) or []
-        return [name for result in results if result for name in result]
+        """Packages plugins inject into what ``host`` boots (``bootbox_image_inject`` for the
+        image ``profile.kind``/``profile.name``), in pluggy's order (the last registered plugin's
+        first), each plugin's in the order it gave them."""
+        try:
+            return [package for _, package in self.image_injections(profile.kind, profile.name, host)]
+        except Exception as exc:  # on the boot path a plugin's failure is logged, never raised
+            log.exception("%s plugin hook bootbox_image_inject failed", host.mac)
+            self.record(host.mac, EventKind.STATE, f"plugin hook bootbox_image_inject failed: {exc}",
+                        hook="bootbox_image_inject")
+            return []
+
+    def rules_using(self, item_type: str, value: str) -> list[str]:
+        """Names of the rules (working or active set) that assign ``item_type=value``."""
+        return sorted({rule.name for which in ("working", "active") for rule in self.rules.get(which).rules
+                       if (item_type, value) in rule.items})
+
+    def image_injections(self, image_kind: str, image_name: str, host: Host | None = None) -> list[tuple[str, str]]:
+        """``[(plugin, package)]``: what each plugin injects into an image
+        (``bootbox_image_inject``), called plugin by plugin so each package keeps its plugin's
+        name; a plugin's exception propagates (an image build must not leave a package out)."""
+        out: list[tuple[str, str]] = []
+        for call in calls.per_plugin(self.pm, "bootbox_image_inject"):
+            for result in call(image_kind=image_kind, image_name=image_name, host=host) or []:
+                out += [(call.plugin, str(package)) for package in result or []]
+        return out
 
     def close(self) -> None:
         """Flush hosts and events; wait for after-boot work (bounded); let plugins clean up."""
@@ -227,12 +262,16 @@ class BootService:
         if self._started:
             self._persister.stop()
             calls.call_each(self.pm, "bootbox_shutdown", on_error=_log_shutdown_failure)
+        self.webhooks.close()  # after every event of the stop is recorded: they are queued too
         self.journal.flush()
 
     # ---------------------------------------------------------------- events
 
     def record(self, mac: str, kind: str, message: str, /, **data: Any) -> BootEvent:
-        """Append one boot step to the host's timeline (memory + journal, never the store)."""
+        """Append one boot step to the host's timeline (memory + journal, never the store),
+        naming the appliance that served it (``[appliance] name``; several may share a database)."""
+        if self.appliance_name:
+            data.setdefault("appliance", self.appliance_name)
         event = BootEvent(mac=mac, kind=str(kind), message=message, data=data)
         self.feed.publish(event)  # the journal, and the live readers
         self.tally.observe(event)
@@ -406,7 +445,8 @@ class BootService:
             self.hosts.update(mac, lambda h: replace(h, reason=held))  # type: ignore[arg-type]
             self.record(mac, EventKind.ANSWERS, f"held: {held}", reason=held, profile=profile.name)
             return waiting(boot, host.attrs, f"it is held: {held}")
-        boot = replace(boot, answer_token=self.hostconfig.mint(host), up_token=self.hostconfig.tokens.up_token(host))
+        boot = replace(boot, answer_token=self.hostconfig.mint(host), up_token=self.hostconfig.tokens.up_token(host),
+                       cache_urls=group_cache_urls(self.settings.groups, host.associations))
         hook = "bootbox_grub_config" if grub else "bootbox_boot_script"
         script = self._call_boot_hook(mac, hook, host=host, profile=profile, boot=boot)
         if not script:
@@ -666,6 +706,25 @@ class BootService:
             raise NotFound(f"host {mac} is not known to bootbox")
         self._persister.forget(mac)
 
+    # ---------------------------------------------------------------- replication (bootbox.service.replication)
+
+    def reload_tables(self, tables: set[str]) -> None:
+        """Rebuild what the service derives from store tables another appliance changed (the
+        store's memory already holds the new documents): the compiled rules, the profiles, the
+        host profiles. Answers and host-profile versions are read from the store as they are."""
+        if "rulesets" in tables:
+            self.rules.load()
+        if "profiles" in tables:
+            self._profiles = ProfileRepository(self.store, kinds=lambda: self.registries.kinds)
+        if "hostprofiles" in tables:
+            config = self.hostconfig
+            config.profiles = HostProfileBook(
+                self.store,
+                kinds=lambda: {name: kind.files for name, kind in config.kinds.items()},
+                reserved=lambda: {name: item.plugin for name, item in config.inputs.items()},
+            )
+        log.info("applied changes from another appliance to: %s", ", ".join(sorted(tables)))
+
     # ---------------------------------------------------------------- profiles (API; kept by bootbox.service.profiles)
 
     def profiles(self) -> list[Profile]:
@@ -801,6 +860,22 @@ class BootService:
         request came in on (``request_url``)."""
         public = self.settings.http.public_url
         return (public or request_url).rstrip("/")
+
+    def console_key(self) -> bytes:
+        """The key that signs the web console's session cookies: made at first use, kept mode
+        0600 in the state dir (``console-key``) so logins survive a restart; deleting the file
+        logs everyone out."""
+        self.settings.state_path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return load_or_create_token(self.settings.state_path, CONSOLE_KEY_FILE).encode()
+
+    def last_doctor_result(self) -> dict[str, Any] | None:
+        """The last ``bootbox doctor`` run's result (``ok``, ``time``, ``checks``, ``client``), or
+        None when it never ran here or its file is unreadable."""
+        try:
+            doc = json.loads((self.settings.state_path / DOCTOR_RESULT_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        return doc if isinstance(doc, dict) else None
 
     @staticmethod
     def api_token_matches(expected: str, presented: str | None) -> bool:

@@ -34,6 +34,11 @@ class HostIndex:
         self._hosts: dict[str, Host] = {}
         self._by_ip: dict[str, str] = {}
         self._dirty: set[str] = set()
+        # Hosts taken for writing and not yet written, and how often each was taken: a host
+        # another appliance changed is not applied over a change of ours on its way to the
+        # database (apply_remote), which would otherwise be lost from memory.
+        self._writing: set[str] = set()
+        self._taken: dict[str, int] = {}
         self.version = 0
         """Grows on every change, so derived views (the DNS zone) know when to rebuild."""
         self._changes: deque[tuple[int, str]] = deque(maxlen=CHANGE_LOG)
@@ -117,15 +122,54 @@ class HostIndex:
                 changed.add(mac)
             return self.version, changed
 
+    def write_marks(self, macs: Iterable[str]) -> dict[str, int]:
+        """How often each host was taken for writing so far; read *before* fetching what another
+        appliance wrote, and handed back to :meth:`apply_remote`."""
+        with self._lock:
+            return {mac: self._taken.get(mac, 0) for mac in macs}
+
+    def apply_remote(self, mac: str, host: Host | None, mark: int | None = None) -> bool:
+        """Take a host as another appliance wrote it (None: it removed it), without marking it
+        dirty, so it is not written back. A host with a change of our own not yet written, being
+        written, or written since ``mark`` (:meth:`write_marks`) keeps ours: it reaches the
+        database after theirs and wins there too. True when memory changed."""
+        with self._lock:
+            if mac in self._dirty or mac in self._writing or (mark is not None and self._taken.get(mac, 0) != mark):
+                return False
+            old = self._hosts.get(mac)
+            if host is None:
+                if old is None:
+                    return False
+                del self._hosts[mac]
+                self._forget_ips(old)
+            elif old == host:
+                return False
+            else:
+                self._put(host)
+                return True
+            self.version += 1
+            self._changes.append((self.version, mac))
+            return True
+
     def take_dirty(self) -> dict[str, Host]:
         with self._lock:
             dirty = {mac: self._hosts[mac] for mac in self._dirty if mac in self._hosts}
             self._dirty.clear()
+            self._writing.update(dirty)
+            for mac in dirty:
+                self._taken[mac] = self._taken.get(mac, 0) + 1
             return dirty
 
     def mark_dirty(self, macs: Iterable[str]) -> None:
         with self._lock:
+            macs = set(macs)
             self._dirty.update(mac for mac in macs if mac in self._hosts)
+            self._writing.difference_update(macs)
+
+    def written(self, macs: Iterable[str]) -> None:
+        """Hosts taken by :meth:`take_dirty` are in the host log now."""
+        with self._lock:
+            self._writing.difference_update(macs)
 
 
 class HostPersister:
@@ -158,6 +202,7 @@ class HostPersister:
             except Exception:
                 self._index.mark_dirty(dirty)
                 raise
+            self._index.written(dirty)
             if self._log.wants_compaction(len(self._index)):
                 hosts = self._index.all()
                 self._log.replace_lines(self._encode(hosts, pause), len(hosts))

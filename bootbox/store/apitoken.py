@@ -20,9 +20,10 @@ def token_path(state_dir: Path) -> Path:
     return Path(state_dir) / TOKEN_FILE
 
 
-def load_or_create_token(state_dir: Path) -> str:
-    """Return the appliance's token, creating it (mode 0600, atomically) on first start."""
-    path = token_path(state_dir)
+def load_or_create_token(state_dir: Path, name: str = TOKEN_FILE) -> str:
+    """Return the appliance's token, creating it (mode 0600, atomically) on first start.
+    ``name``: another secret of the same form in the state dir (the console's session key)."""
+    path = Path(state_dir) / name
     if path.exists():
         token = path.read_text().strip()
         if token:

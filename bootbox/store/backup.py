@@ -4,7 +4,8 @@
 profiles, answers — secrets encrypted —, associations, DHCP leases, plugins' tables such as the
 ESXi image catalog), the host log, the keys (the secrets key and the API token, under ``keys/``),
 plugins' data directories (``state/plugins/``: the ESXi image payloads are there) unless
-``images=False``, and ``MANIFEST.json`` (what is in it, each file's SHA-256, and the images whose
+``images=False``, the webhooks' pending deliveries and delivery logs (``state/webhooks/``), the
+boot-path writes queued during a PostgreSQL outage (``outbox.jsonl``), and ``MANIFEST.json`` (what is in it, each file's SHA-256, and the images whose
 payloads were left out). ``README.txt`` comes first and says the file holds the secrets key. The
 file is written mode 0600, atomically.
 
@@ -23,6 +24,13 @@ and a stopped appliance can be backed up the same way.
 **Restore** needs the appliance stopped: it takes the state directory's lock
 (:class:`~bootbox.store.lock.StateDirLock`) and refuses while bootbox holds it. What the state
 directory held before is moved to ``pre-restore-<time>/`` inside it, never deleted.
+
+**With the store in PostgreSQL** (``[store] backend = "postgresql"``) the documents, hosts and
+events are not in the state directory: the backup holds a ``pg_dump`` of bootbox's schema
+(``store/bootbox.pgdump``, one consistent snapshot taken while appliances serve) instead of
+``bootbox.json``, and restore puts it back with ``pg_restore`` in one transaction, refusing
+while any appliance is connected to the database (:mod:`bootbox.store.backup_pg`). A backup
+restores only into the backend it was taken from; ``bootbox store migrate`` moves between them.
 """
 
 from __future__ import annotations
@@ -35,20 +43,25 @@ import os
 import shutil
 import socket
 import tarfile
+import tempfile
 import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterator
 
 from bootbox.errors import BootboxError, StoreLocked
 from bootbox.runtime.atomic import atomic_write_bytes, fsync_directory
+from bootbox.store import backup_pg
 from bootbox.store.apitoken import TOKEN_FILE
 from bootbox.store.lock import LOCK_FILENAME, StateDirLock
+from bootbox.store.outbox import OUTBOX_FILE
 from bootbox.store.setaside import SET_ASIDE_DIR
 
 FORMAT = "bootbox-backup-1"
 STORE_FILE = "bootbox.json"
+WEBHOOKS_DIR = "webhooks"
+"""Webhook delivery queues and logs (bootbox.service.webhooks writes them under the state dir)."""
 HOST_LOG = "hosts.jsonl"
 SECRETS_KEY = "secrets.key"
 PLUGINS_DIR = "plugins"
@@ -86,14 +99,30 @@ class BackupReport:
                 "config": self.config, "notes": self.notes}
 
 
-def backup(target: Path, *, state_dir: Path, config_path: Path | None, key_path: Path, images: bool = True) -> BackupReport:
-    """Write a backup of ``state_dir`` (and the config, and the secrets key) to ``target``."""
+def backup(target: Path, *, state_dir: Path, config_path: Path | None, key_path: Path, images: bool = True,
+           pg_dsn: str = "") -> BackupReport:
+    """Write a backup of ``state_dir`` (and the config, and the secrets key) to ``target``;
+    with ``pg_dsn`` (the PostgreSQL backend's DSN), a dump of the store's schema instead of
+    ``bootbox.json``."""
     state_dir, target = Path(state_dir), Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if pg_dsn:
+        with tempfile.TemporaryDirectory(prefix=".bootbox-pgdump-", dir=target.parent) as tmp:
+            dump = Path(tmp) / "bootbox.pgdump"
+            schema = backup_pg.dump(pg_dsn, dump)
+            reimport = [] if images else backup_pg.documents_in(pg_dsn, IMAGE_TABLES)
+            return _write_backup(target, state_dir, config_path, key_path, images, [(backup_pg.DUMP_MEMBER, dump)],
+                                 {"backend": "postgresql", "schema": schema}, reimport)
     if not (state_dir / STORE_FILE).exists():
         raise BootboxError(f"{state_dir} holds no bootbox store ({STORE_FILE}); nothing to back up")
-    members: list[tuple[str, bytes | Path]] = []
     store = (state_dir / STORE_FILE).read_bytes()  # one complete version: it is replaced by rename
-    members.append((f"state/{STORE_FILE}", store))
+    return _write_backup(target, state_dir, config_path, key_path, images, [(f"state/{STORE_FILE}", store)],
+                         {"backend": "tinydb"}, [] if images else images_in(store))
+
+
+def _write_backup(target: Path, state_dir: Path, config_path: Path | None, key_path: Path, images: bool,
+                  members: list[tuple[str, bytes | Path]], store_info: dict[str, str], reimport: list[str]) -> BackupReport:
+    """The tar: README, the store's member(s), host log, keys, config, plugins' files, manifest."""
     if (state_dir / HOST_LOG).exists():
         log = (state_dir / HOST_LOG).read_bytes()
         members.append((f"state/{HOST_LOG}", log[: log.rfind(b"\n") + 1]))  # whole lines only
@@ -103,17 +132,18 @@ def backup(target: Path, *, state_dir: Path, config_path: Path | None, key_path:
         members.append((f"keys/{TOKEN_FILE}", (state_dir / TOKEN_FILE).read_bytes()))
     if config_path is not None and config_path.exists():
         members.append(("config/bootbox.toml", config_path.read_bytes()))
-    for path in _plugin_files(state_dir, images):
+    outbox = state_dir / OUTBOX_FILE  # boot-path writes queued while PostgreSQL was away
+    if outbox.exists():
+        queued = outbox.read_bytes()
+        members.append((f"state/{OUTBOX_FILE}", queued[: queued.rfind(b"\n") + 1]))  # whole lines only
+    for path in [*_plugin_files(state_dir, images), *_files_under(state_dir / WEBHOOKS_DIR)]:
         members.append((f"state/{path.relative_to(state_dir).as_posix()}", path))
-    report = BackupReport(target, images_included=images)
-    if not images:
-        report.images_to_reimport = images_in(store)
+    report = BackupReport(target, images_included=images, images_to_reimport=reimport)
     manifest = {"format": FORMAT, "version": _version(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "host": socket.gethostname(), "state_dir": str(state_dir),
+                "host": socket.gethostname(), "state_dir": str(state_dir), "store": store_info,
                 "config_path": str(config_path) if config_path else "", "key_path": str(key_path),
                 "images_included": images, "images_to_reimport": report.images_to_reimport,
                 "files": {}}
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -136,12 +166,15 @@ def backup(target: Path, *, state_dir: Path, config_path: Path | None, key_path:
     return report
 
 
-def restore(source: Path, *, state_dir: Path, key_path: Path, config_to: Path | None = None) -> BackupReport:
-    """Put a backup back into ``state_dir`` (the appliance must be stopped).
+def restore(source: Path, *, state_dir: Path, key_path: Path, config_to: Path | None = None,
+            pg_dsn: str = "") -> BackupReport:
+    """Put a backup back into ``state_dir`` (the appliance must be stopped); a PostgreSQL
+    store's dump into the database ``pg_dsn`` names (every appliance using it stopped).
 
     :raises StoreLocked: bootbox is running on ``state_dir``.
     :raises BootboxError: ``source`` is not a readable bootbox backup, or a file in it does not
-        match its manifest (nothing was changed then).
+        match its manifest, or it was taken from the other backend, or the database refused
+        the dump (nothing was changed then).
     """
     state_dir, source = Path(state_dir), Path(source)
     try:
@@ -152,6 +185,16 @@ def restore(source: Path, *, state_dir: Path, key_path: Path, config_to: Path | 
     try:
         manifest, config = _verify(source)
         files = manifest["files"]
+        backend = str((manifest.get("store") or {}).get("backend") or "tinydb")
+        if backend == "postgresql" and not pg_dsn:
+            raise BootboxError(f"{source} holds a PostgreSQL store (a pg_dump): restore it with [store] backend = "
+                               "\"postgresql\" and the dsn of the database to restore into; nothing was restored")
+        if backend != "postgresql" and pg_dsn:
+            raise BootboxError(f"{source} holds a TinyDB store ({STORE_FILE}), and this appliance's store is "
+                               "PostgreSQL: restore it with [store] backend = \"tinydb\", then move it with "
+                               "`bootbox store migrate --to postgresql`; nothing was restored")
+        if backend == "postgresql":
+            _restore_dump(source, pg_dsn, str(manifest["store"].get("schema") or "public"))
         report = BackupReport(source, files=len(files), bytes=sum(int(f.get("size", 0)) for f in files.values()),
                               images_included=bool(manifest.get("images_included", True)),
                               images_to_reimport=list(manifest.get("images_to_reimport") or []))
@@ -181,6 +224,20 @@ def restore(source: Path, *, state_dir: Path, key_path: Path, config_to: Path | 
         lock.release()
 
 
+def _restore_dump(source: Path, dsn: str, schema: str) -> None:
+    """Take the dump out of the (already verified) tar into a private temporary file and
+    pg_restore it."""
+    with tempfile.TemporaryDirectory(prefix="bootbox-pgrestore-") as tmp:
+        dump = Path(tmp) / "bootbox.pgdump"
+        with tarfile.open(source, mode="r:*") as tar:
+            handle = tar.extractfile(backup_pg.DUMP_MEMBER)
+            if handle is None:
+                raise BootboxError(f"{source}: {backup_pg.DUMP_MEMBER} is missing; nothing was restored")
+            with dump.open("wb") as out:
+                shutil.copyfileobj(handle, out, 1 << 20)
+        backup_pg.restore(dsn, dump, schema)
+
+
 def _version() -> str:
     try:
         return importlib.metadata.version("bootbox")
@@ -204,11 +261,17 @@ def images_in(store: bytes) -> list[str]:
 
 def _plugin_files(state_dir: Path, images: bool) -> Iterator[Path]:
     root = state_dir / PLUGINS_DIR
+    yield from _files_under(root, skip=lambda here, d: not images and here.parent == root and d in IMAGE_DIRS)
+
+
+def _files_under(root: Path, skip: Callable[[Path, str], bool] = lambda here, name: False) -> Iterator[Path]:
+    """Regular files below ``root`` in a stable order, leaving out temporary files and folders
+    (and the folders ``skip`` names)."""
     if not root.is_dir():
         return
     for folder, dirs, names in os.walk(root):
         here = Path(folder)
-        dirs[:] = sorted(d for d in dirs if d != "tmp" and (images or here.parent != root or d not in IMAGE_DIRS))
+        dirs[:] = sorted(d for d in dirs if d != "tmp" and not skip(here, d))
         for name in sorted(names):
             path = here / name
             if path.is_file() and not path.is_symlink() and not name.endswith(".tmp"):

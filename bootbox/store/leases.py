@@ -25,9 +25,13 @@ LEASES_TABLE = "dhcp"
 LEASES_KEY = "leases"
 
 
-def lease_callables(store: Store, state_dir: Path | None = None
+def lease_callables(store: Store, state_dir: Path | None = None, key: str = LEASES_KEY
                     ) -> tuple[Callable[[], dict[str, Any]], Callable[[dict[str, Any]], None]]:
     """``(load_leases, save_leases)`` over ``store``; loading an empty store gives ``{}``.
+
+    ``key``: the document that holds them. Appliances sharing one database each keep their own
+    (``leases@NAME``: full-DHCP pairs serve split ranges, docs/postgresql.md); one that has none
+    yet starts from the shared ``leases`` document a migrated single appliance left.
 
     A lease table of the wrong shape (not ``{"leases": [ {...}, ... ]}``) is not handed to the
     server, which would start empty and save over it: it is set aside in ``state_dir`` first
@@ -35,9 +39,10 @@ def lease_callables(store: Store, state_dir: Path | None = None
     """
 
     def load_leases() -> dict[str, Any]:
-        if not store.has(LEASES_TABLE, LEASES_KEY):
+        found = key if store.has(LEASES_TABLE, key) else LEASES_KEY
+        if not store.has(LEASES_TABLE, found):
             return {}
-        state = store.get(LEASES_TABLE, LEASES_KEY)
+        state = store.get(LEASES_TABLE, found)
         if _well_shaped(state):
             return state
         why = ("the DHCP lease table in the store has the wrong shape; the DHCP server started with no leases "
@@ -50,7 +55,7 @@ def lease_callables(store: Store, state_dir: Path | None = None
         return {}
 
     def save_leases(state: dict[str, Any]) -> None:
-        store.put(LEASES_TABLE, LEASES_KEY, state)
+        store.put(LEASES_TABLE, key, state)
 
     return load_leases, save_leases
 

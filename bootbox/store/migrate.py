@@ -7,9 +7,11 @@ an interrupted migration leaves the target as it was. Afterwards the target is o
 compared with the source, table by table: the same keys and the same content hash, or the command
 fails.
 
-Only documents move: secret answers stay encrypted with the key in the state directory (or
-``secrets_key_file``), and the host log (``hosts.jsonl``) and the boot journal (``events.jsonl``)
-stay files in the state directory, whichever backend holds the documents.
+The host log (``hosts.jsonl``) and the boot journal (``events.jsonl`` and its rotated files)
+move too, to and from the ``bootbox_hosts`` and ``bootbox_events`` tables
+(:mod:`bootbox.store.pg.transfer`), and are verified the same way (hosts by count and content
+hash, events by count). Secret answers move as they are stored, encrypted: the key stays a file
+in the state directory (or ``secrets_key_file``), as do the API token and plugins' files.
 """
 
 from __future__ import annotations
@@ -22,11 +24,14 @@ from typing import Any
 
 from bootbox.config import mask_dsn
 from bootbox.errors import BootboxError, ValidationError
+from bootbox.runtime.atomic import atomic_write_bytes
+from bootbox.store.hostlog import HostLog, encode_lines
 from bootbox.store.memory import DictStore, Tables
 from bootbox.store.tinydb import AtomicJSONStorage, TinyDBStore
 
 BACKENDS = ("tinydb", "postgresql")
-FILES_THAT_STAY = ("hosts.jsonl (the host log)", "events.jsonl (the boot journal)")
+FILES_THAT_STAY = ("secrets.key (or secrets_key_file)", "api-token", "plugins/ (plugins' own files)")
+HOST_LOG_FILE, JOURNAL_FILE = "hosts.jsonl", "events.jsonl"
 
 
 @dataclass
@@ -39,6 +44,8 @@ class MigrationReport:
     documents: int = 0
     sha256: str = ""
     replaced: int = 0
+    hosts: int = 0
+    events: int = 0
     files_that_stay: tuple[str, ...] = FILES_THAT_STAY
 
     def to_dict(self) -> dict[str, Any]:
@@ -81,7 +88,12 @@ def migrate(*, to: str, state_dir: Path, dsn: str, replace: bool = False, connec
             source, target = (tiny, pg) if to == "postgresql" else (pg, tiny)
             report = MigrationReport(source=tiny_label if to == "postgresql" else pg_label,
                                      target=pg_label if to == "postgresql" else tiny_label)
+            logs = _read_logs(Path(state_dir), pg, to)  # checked and read before anything is written
+            _check_logs_target(Path(state_dir), pg, to, replace)
             report.replaced = _copy(source, target, replace)
+            _write_logs(Path(state_dir), pg, to, logs, replace)
+            report.hosts, report.events = len(logs[0]), len(logs[1])
+            _verify_logs(Path(state_dir), pg, to, logs)
         finally:
             pg.close()
         # Verified from fresh reads, still under the lock: the file as it is on disk, and the
@@ -99,6 +111,80 @@ def migrate(*, to: str, state_dir: Path, dsn: str, replace: bool = False, connec
     report.tables = {table: len(rows) for table, rows in sorted(expected.items())}
     report.documents = sum(report.tables.values())
     return report
+
+
+Logs = tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]
+
+
+def _read_logs(state_dir: Path, pg: Any, to: str) -> Logs:
+    """The source's hosts (key → document) and events (oldest first)."""
+    from bootbox.store.pg import transfer
+
+    if to == "tinydb":
+        return transfer.read_logs(pg)
+    hosts = HostLog(state_dir / HOST_LOG_FILE).load()
+    events: list[dict[str, Any]] = []
+    for path in _journal_files(state_dir):
+        for raw in path.read_bytes().splitlines():
+            try:
+                event = json.loads(raw)
+            except ValueError:
+                continue  # a line a crash tore (the journal skips it too)
+            if isinstance(event, dict) and "mac" in event:
+                events.append(event)
+    return hosts, events
+
+
+def _journal_files(state_dir: Path) -> list[Path]:
+    """``events.jsonl`` and its rotated files, oldest first."""
+    rotated = sorted(state_dir.glob(f"{JOURNAL_FILE}.[0-9]*"), key=lambda p: -int(p.suffix[1:]) if p.suffix[1:].isdigit() else 0)
+    return [p for p in rotated if p.suffix[1:].isdigit()] + ([state_dir / JOURNAL_FILE] if (state_dir / JOURNAL_FILE).exists() else [])
+
+
+def _check_logs_target(state_dir: Path, pg: Any, to: str, replace: bool) -> None:
+    from bootbox.store.pg import transfer
+
+    if to == "postgresql":
+        hosts, events = transfer.counts(pg)
+        held = f"{hosts} hosts and {events} events"
+    else:
+        hosts = len(HostLog(state_dir / HOST_LOG_FILE).load())
+        events = sum(p.stat().st_size > 0 for p in _journal_files(state_dir))
+        held = f"{hosts} hosts in {HOST_LOG_FILE} and {events} journal file(s)"
+    if (hosts or events) and not replace:
+        raise BootboxError(f"the target already holds {held}; nothing was copied. "
+                           "Pass --replace to overwrite them with the source's")
+
+
+def _write_logs(state_dir: Path, pg: Any, to: str, logs: Logs, replace: bool) -> None:
+    from bootbox.store.pg import transfer
+
+    hosts, events = logs
+    if to == "postgresql":
+        transfer.write_logs(pg, hosts, events, replace=replace)
+        return
+    HostLog(state_dir / HOST_LOG_FILE).replace_lines(encode_lines(hosts), len(hosts))
+    lines = b"".join(json.dumps(e, separators=(",", ":"), default=str).encode() + b"\n" for e in events)
+    atomic_write_bytes(state_dir / JOURNAL_FILE, lines)
+    for path in _journal_files(state_dir):
+        if path.name != JOURNAL_FILE:
+            path.unlink()
+
+
+def _verify_logs(state_dir: Path, pg: Any, to: str, logs: Logs) -> None:
+    """Read the target afresh: the same hosts (content hash) and as many events."""
+    from bootbox.store.pg import transfer
+
+    hosts, events = logs
+    if to == "postgresql":
+        got_hosts, got_events = transfer.read_logs(pg)
+    else:
+        got_hosts, got_events = _read_logs(state_dir, pg, "postgresql")
+    if content_hash({"hosts": got_hosts}) != content_hash({"hosts": hosts}):
+        raise BootboxError(f"verification failed: the target's hosts differ from the source's "
+                           f"({len(got_hosts)} vs {len(hosts)})")
+    if len(got_events) != len(events):
+        raise BootboxError(f"verification failed: the target holds {len(got_events)} events, the source {len(events)}")
 
 
 def _copy(source: DictStore, target: DictStore, replace: bool) -> int:

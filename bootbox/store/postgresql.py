@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -42,8 +43,13 @@ from bootbox.store.memory import DictStore, Tables
 
 SCHEMA_TABLE = "bootbox_schema"
 DOCUMENTS_TABLE = "bootbox_documents"
+HOSTS_TABLE = "bootbox_hosts"
+EVENTS_TABLE = "bootbox_events"
+CHANGES_TABLE = "bootbox_changes"
 # pg_advisory_xact_lock key for migrations: "bootbox" in ASCII, so it is recognisable in pg_locks.
 _MIGRATION_LOCK = 0x626F6F74626F78
+# ... and the one every logged change takes, so the change log's order is the commit order ("bootcha").
+_CHANGE_LOCK = 0x626F6F74636861
 
 # (version, what it does, SQL statements). Append only: a released step is never edited, because
 # databases already at that version would never run the edit.
@@ -58,6 +64,56 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
         f"ALTER TABLE {DOCUMENTS_TABLE} ADD COLUMN updated_at timestamptz NOT NULL DEFAULT now()",
         f"CREATE INDEX {DOCUMENTS_TABLE}_revision ON {DOCUMENTS_TABLE} (revision)",
     )),
+    (3, "several appliances: hosts, boot events, a change log with NOTIFY, appliances' outbox marks", (
+        # A host is one row; a removed host keeps its row with host = NULL, so a change feed sees it.
+        f"CREATE TABLE {HOSTS_TABLE} (key text PRIMARY KEY, host jsonb, appliance text NOT NULL DEFAULT '',"
+        f" updated_at timestamptz NOT NULL DEFAULT now())",
+        # uid: the event's identity, so an outbox replayed twice (a crash between the commit and
+        # the truncation of the local queue) inserts it once.
+        f"CREATE TABLE {EVENTS_TABLE} (id bigserial PRIMARY KEY, uid text NOT NULL UNIQUE, mac text NOT NULL,"
+        f" time double precision NOT NULL, appliance text NOT NULL DEFAULT '', event jsonb NOT NULL)",
+        f"CREATE INDEX {EVENTS_TABLE}_mac ON {EVENTS_TABLE} (mac, time)",
+        f"CREATE TABLE {CHANGES_TABLE} (revision bigserial PRIMARY KEY, kind text NOT NULL, tbl text NOT NULL,"
+        f" key text NOT NULL, origin text NOT NULL DEFAULT '', appliance text NOT NULL DEFAULT '',"
+        f" at timestamptz NOT NULL DEFAULT now())",
+        # Every row change is logged; the transaction-level advisory lock makes the log's order
+        # the commit order, so a reader that has seen revision N never later finds a smaller one
+        # committed. The statement trigger sends one NOTIFY per statement (identical ones in a
+        # transaction collapse into one), on a channel named after the schema.
+        f"""CREATE FUNCTION bootbox_log_change() RETURNS trigger LANGUAGE plpgsql AS $$
+        DECLARE
+            row_key text;
+            row_tbl text;
+        BEGIN
+            PERFORM pg_advisory_xact_lock({_CHANGE_LOCK});
+            IF TG_OP = 'DELETE' THEN row_key := OLD.key; ELSE row_key := NEW.key; END IF;
+            IF TG_TABLE_NAME = '{HOSTS_TABLE}' THEN
+                row_tbl := '';
+            ELSIF TG_OP = 'DELETE' THEN
+                row_tbl := OLD.tbl;
+            ELSE
+                row_tbl := NEW.tbl;
+            END IF;
+            INSERT INTO {CHANGES_TABLE} (kind, tbl, key, origin, appliance) VALUES (
+                CASE WHEN TG_TABLE_NAME = '{HOSTS_TABLE}' THEN 'host' ELSE 'doc' END, row_tbl, row_key,
+                coalesce(current_setting('bootbox.origin', true), ''),
+                coalesce(current_setting('bootbox.appliance', true), ''));
+            RETURN NULL;
+        END $$""",
+        """CREATE FUNCTION bootbox_notify_change() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM pg_notify('bootbox_changes_' || TG_TABLE_SCHEMA, '');
+            RETURN NULL;
+        END $$""",
+        f"CREATE TRIGGER bootbox_documents_log AFTER INSERT OR UPDATE OR DELETE ON {DOCUMENTS_TABLE}"
+        f" FOR EACH ROW EXECUTE FUNCTION bootbox_log_change()",
+        f"CREATE TRIGGER bootbox_documents_notify AFTER INSERT OR UPDATE OR DELETE ON {DOCUMENTS_TABLE}"
+        f" FOR EACH STATEMENT EXECUTE FUNCTION bootbox_notify_change()",
+        f"CREATE TRIGGER bootbox_hosts_log AFTER INSERT OR UPDATE OR DELETE ON {HOSTS_TABLE}"
+        f" FOR EACH ROW EXECUTE FUNCTION bootbox_log_change()",
+        f"CREATE TRIGGER bootbox_hosts_notify AFTER INSERT OR UPDATE OR DELETE ON {HOSTS_TABLE}"
+        f" FOR EACH STATEMENT EXECUTE FUNCTION bootbox_notify_change()",
+    )),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -69,6 +125,13 @@ _UPSERT = (
 _DELETE = f"DELETE FROM {DOCUMENTS_TABLE} WHERE tbl = %s AND key = %s"
 
 
+class StoreUnavailable(BootboxError):
+    """The database cannot be reached: an operator write that cannot be made durable is refused
+    (HTTP 503, the CLI exits non-zero) rather than kept somewhere the other appliances never see."""
+
+    http_status = 503
+
+
 class PostgreSQLStore(DictStore):
     """A :class:`~bootbox.store.Store` whose documents live in PostgreSQL (and, for reading, in memory).
 
@@ -76,21 +139,28 @@ class PostgreSQLStore(DictStore):
     :param state_dir: when given, locked while the store is open, as TinyDBStore locks it: the
         appliance's journal and host log stay files there (docs/postgresql.md).
     :param migrate: bring an older schema up to :data:`SCHEMA_VERSION` (``False``: refuse it).
+    :param appliance: this appliance's name (``[appliance] name``), recorded with every change it
+        makes; :attr:`origin` (random, per process) tells its own changes from the others'.
     :raises BootboxError: the database is unreachable or refuses us (the message names
         ``[store] dsn``, masked), or its schema is newer than this bootbox knows.
     """
 
     def __init__(self, dsn: str, *, state_dir: Path | str | None = None, connect_timeout: float = 10.0,
-                 migrate: bool = True) -> None:
+                 migrate: bool = True, appliance: str = "") -> None:
         self._dsn = dsn
         self._timeout = connect_timeout
+        self.appliance = appliance
+        self.origin = uuid.uuid4().hex
         self.masked_dsn = mask_dsn(dsn)
         self.disk = DiskHealth(f"store {self.masked_dsn}")
         self._dir_lock = StateDirLock(state_dir) if state_dir is not None else None
         try:
-            self._conn = self._guard("connect", lambda: _connect(dsn, connect_timeout))
+            self._conn = self._guard("connect", lambda: self.connect())
             try:
                 self._guard("open the schema", lambda: ensure_schema(self._conn, migrate=migrate))
+                # Read before the documents: a change committed after it is replayed by the
+                # change feed (bootbox.store.pg.changefeed), so none falls between the two.
+                self.loaded_revision = self._guard("read the change log", lambda: max_revision(self._conn))
                 tables = self._guard("load the documents", lambda: _load(self._conn))
             except BaseException:
                 self._conn.close()
@@ -105,6 +175,47 @@ class PostgreSQLStore(DictStore):
         for key, doc in docs.items():
             check_storable(key, doc)
         super().put_many(table, docs)
+
+    @property
+    def dsn(self) -> str:
+        """The DSN as configured (with any password): for this process's other connections only."""
+        return self._dsn
+
+    def connect(self, timeout: float | None = None) -> psycopg.Connection[Any]:
+        """A new connection marked with this store's origin and appliance name (the change log
+        records both, so each appliance skips its own changes and the timeline names the writer)."""
+        return _connect(self._dsn, self._timeout if timeout is None else timeout,
+                        origin=self.origin, appliance=self.appliance)
+
+    def apply_remote(self, changes: Mapping[tuple[str, str], dict[str, Any] | None]) -> set[str]:
+        """Put documents another appliance committed into memory (``None``: it deleted it),
+        without writing them back; return the tables that changed. Under the store's lock, so a
+        local batch is never interleaved with them."""
+        changed: set[str] = set()
+        with self._lock:
+            if self._closed:
+                return changed
+            for (table, key), doc in changes.items():
+                rows = self._tables.setdefault(table, {})
+                if doc is None:
+                    if rows.pop(key, None) is not None:
+                        changed.add(table)
+                elif rows.get(key) != doc:
+                    rows[key] = doc
+                    changed.add(table)
+        return changed
+
+    def reload(self, conn: psycopg.Connection[Any]) -> set[str]:
+        """Replace memory with every document in the database (after the change feed lost track,
+        e.g. across an outage); return the tables that differ."""
+        tables = _load(conn)
+        with self._lock:
+            if self._closed:
+                return set()
+            changed = {t for t in set(tables) | set(self._tables) if tables.get(t, {}) != self._tables.get(t, {})}
+            self._tables.clear()
+            self._tables.update(tables)
+        return changed
 
     def schema_version(self) -> int:
         """The version of the database's schema (for status and doctor)."""
@@ -149,8 +260,11 @@ class PostgreSQLStore(DictStore):
         """
         try:
             if doing == "write" and (self._conn.closed or self._conn.broken):
-                self._conn = _connect(self._dsn, self._timeout)
+                self._conn = self.connect()
             return call()
+        except psycopg.OperationalError as err:
+            raise StoreUnavailable(f"store database ([store] dsn = {self.masked_dsn!r}): cannot {doing}: "
+                                   f"{_scrub(str(err).strip(), self._dsn)}") from None
         except psycopg.Error as err:
             raise BootboxError(f"store database ([store] dsn = {self.masked_dsn!r}): cannot {doing}: "
                                f"{_scrub(str(err).strip(), self._dsn)}") from None
@@ -200,16 +314,24 @@ def ensure_schema(conn: psycopg.Connection[Any], *, migrate: bool = True) -> int
     return found
 
 
+def max_revision(conn: psycopg.Connection[Any]) -> int:
+    """The newest entry of the change log (0 when it is empty)."""
+    row = conn.execute(f"SELECT coalesce(max(revision), 0) FROM {CHANGES_TABLE}").fetchone()
+    return int(row[0]) if row else 0
+
+
 def _current_version(conn: psycopg.Connection[Any]) -> int:
     row = conn.execute(f"SELECT coalesce(max(version), 0) FROM {SCHEMA_TABLE}").fetchone()
     return int(row[0]) if row else 0
 
 
-def _connect(dsn: str, timeout: float) -> psycopg.Connection[Any]:
+def _connect(dsn: str, timeout: float, *, origin: str = "", appliance: str = "") -> psycopg.Connection[Any]:
     conn = psycopg.connect(dsn, connect_timeout=max(1, round(timeout)), autocommit=True,
-                           application_name="bootbox")
+                           application_name=f"bootbox {appliance}".strip()[:63])
     # Explicit, whatever the server's default: a commit returns only once it is on disk.
     conn.execute("SET synchronous_commit = on")
+    conn.execute("SELECT set_config('bootbox.origin', %s, false), set_config('bootbox.appliance', %s, false)",
+                 (origin, appliance))
     return conn
 
 

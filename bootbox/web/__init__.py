@@ -19,6 +19,7 @@ from flask.json.provider import DefaultJSONProvider
 from bootbox.service.bootservice import BootService
 from bootbox.web import boot, events, metrics, pages
 from bootbox.web.api import hostprofiles, hosts, profiles, rules, status as api_status
+from bootbox.web.api import webhooks as api_webhooks
 from bootbox.web.auth import guard_reads_and_host_paths, require_token_for_writes
 from bootbox.web.deps import EXTENSION, WebContext
 from bootbox.web.errors import register_error_handlers
@@ -43,7 +44,7 @@ def create_app(service: BootService, *, token: str, status: Callable[[], dict[st
         status=status or (lambda: {}),
     )
     for blueprint in (boot.blueprint, api_status.blueprint, hosts.blueprint, profiles.blueprint, rules.blueprint,
-                      hostprofiles.blueprint, hostprofiles.host_blueprint, pages.blueprint):
+                      hostprofiles.blueprint, hostprofiles.host_blueprint, pages.blueprint, api_webhooks.blueprint):
         app.register_blueprint(blueprint)
     for blueprint in service.plugin_blueprints():
         app.register_blueprint(blueprint)

@@ -16,7 +16,8 @@ Two more checks run before every request (:func:`guard_reads_and_host_paths`):
 
 * with ``[http] read_token`` set, every other request outside the host-facing paths (``/boot/``,
   ``/grub/``, the report-ins) — the read API, the console, any route a plugin adds — needs that token or the
-  API token, as ``Authorization: Bearer`` (or as the password of HTTP Basic: ``curl -u :TOKEN``);
+  API token, as ``Authorization: Bearer`` (or as the password of HTTP Basic: ``curl -u :TOKEN``),
+  or a console login's session cookie; views marked :func:`public` (the console's login page) excepted;
 * a route a plugin adds under ``/boot/<plugin>/hosts/<mac>/`` (ESXi's boot.cfg and call-in
   module) is served only to a requester that may act for that MAC
   (:mod:`bootbox.service.identity`), exactly as the core's own host routes are.
@@ -37,6 +38,10 @@ from bootbox.web.deps import web_context
 _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _HOST_FACING = "bootbox_host_facing"
 _READ_ONLY = "bootbox_read_only"
+_PUBLIC = "bootbox_public"
+SESSION_CHECK = "bootbox.session_check"
+"""``app.extensions`` key of a callable saying whether the request has a valid console login
+(:mod:`bootbox.web.console.session` installs it): a login counts as a read credential."""
 
 View = TypeVar("View", bound=Callable[..., object])
 
@@ -50,6 +55,13 @@ def host_facing(view: View) -> View:
 def read_only(view: View) -> View:
     """Mark a POST endpoint that only computes an answer (no token needed), e.g. explain."""
     setattr(view, _READ_ONLY, True)
+    return view
+
+
+def public(view: View) -> View:
+    """Mark a page anyone may load even with ``read_token`` set: the console's login page, its
+    stylesheet and script (nothing there reads bootbox's data)."""
+    setattr(view, _PUBLIC, True)
     return view
 
 
@@ -108,7 +120,8 @@ def guard_reads_and_host_paths() -> None:
         return
     if request.path.startswith(_HOST_FACING_PREFIXES):
         return
-    if is_exempt(current_app.view_functions.get(request.endpoint or "")):
+    view = current_app.view_functions.get(request.endpoint or "")
+    if is_exempt(view) or getattr(view, _PUBLIC, False):
         return
     context = web_context()
     read_token = context.service.settings.http.read_token
@@ -116,6 +129,9 @@ def guard_reads_and_host_paths() -> None:
         return
     presented = presented_token()
     if context.token_ok(presented) or context.service.api_token_matches(read_token, presented):
+        return
+    signed_in = current_app.extensions.get(SESSION_CHECK)
+    if signed_in is not None and signed_in():
         return
     raise ReadUnauthorized("reading needs 'Authorization: Bearer <token>' ([http] read_token, or the API token)")
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request, send_file
 
+from bootbox.core.caches import IMMUTABLE
 from bootbox.errors import NotFound
+from bootbox.service.caches import BLOBS
 from bootbox.web.auth import host_facing, up_token
 from bootbox.web.deps import base_url, client_ip, get_service, report_body
 
@@ -20,6 +22,7 @@ blueprint = Blueprint("boot", __name__)
 
 IPXE_MIMETYPE = "text/plain; charset=utf-8"
 ASSET_MAX_AGE = 300
+IMMUTABLE_MAX_AGE = 31536000
 
 
 def _script(text: str) -> Response:
@@ -54,6 +57,20 @@ def host_asset(mac: str, name: str) -> Response:
     path = get_service().host_asset(mac, name, client_ip(), record=_wants_first_byte())
     return send_file(path, conditional=True, etag=True, max_age=ASSET_MAX_AGE, mimetype="application/octet-stream",
                      download_name=name)
+
+
+@blueprint.get("/boot/blobs/<digest>/<name>")
+def blob(digest: str, name: str) -> Response:
+    """A content-addressed boot file (kernel, initrd, root image), for HTTP caches and hosts
+    alike: the SHA-256 in the URL never names other bytes, so caches may keep it for a year
+    (docs/caching.md). Not host-bound, so nothing on a host's timeline."""
+    path = BLOBS.resolve(digest, name)
+    response = send_file(path, conditional=True, etag=digest, max_age=IMMUTABLE_MAX_AGE,
+                         mimetype="application/octet-stream", download_name=name)
+    response.headers["Cache-Control"] = IMMUTABLE
+    if request.method == "GET" and response.status_code in (200, 206):
+        BLOBS.count_sent(response.content_length or 0)
+    return response
 
 
 @blueprint.get("/boot/loaders/<name>")

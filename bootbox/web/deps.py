@@ -69,7 +69,7 @@ def report_body() -> dict[str, str]:
     return request.form.to_dict()
 
 
-_WHOLE = re.compile(r"[0-9]{1,12}")
+_WHOLE = re.compile(r"[0-9]{1,19}")  # 19: event IDs (``since``) are microsecond clocks, 16 digits
 MAX_LIMIT = 1_000_000
 """The largest ``limit`` a read accepts (a bigger one would only cost memory)."""
 

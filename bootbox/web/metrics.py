@@ -26,6 +26,8 @@ from prometheus_client.registry import Collector
 from bootbox.model import HostState
 from bootbox.service.bootmetrics import DURATION_BUCKETS
 from bootbox.service.bootservice import BootService
+from bootbox.service.caches import BLOBS
+from bootbox.web.api.webhooks import webhook_metrics
 from bootbox.version import __version__
 blueprint = Blueprint("metrics", __name__)
 REGISTRY = "bootbox.metrics"
@@ -119,6 +121,7 @@ class ApplianceCollector(Collector):
         yield from self._boots()
         yield from self._state()
         yield from self._journal(servers)
+        yield from webhook_metrics(self._service)  # deliveries by hook and outcome
 
     @staticmethod
     def _server_counts(servers: dict[str, Any], prefix: str) -> list[tuple[str, dict[str, Any]]]:
@@ -182,7 +185,10 @@ class ApplianceCollector(Collector):
             for key in sorted(stats):
                 if key.startswith(("refused_", "closed_")):
                     refused.add_metric([name, key], _int(stats, key))
-        yield from (by_class, body, open_, refused)
+        blobs = CounterMetricFamily("bootbox_http_blob_bytes", "Bytes of content-addressed boot files sent "
+                                    "(/boot/blobs/; with caches in front, one copy per file: docs/caching.md).")
+        blobs.add_metric([], BLOBS.sent_bytes)
+        yield from (by_class, body, blobs, open_, refused)
 
     def _boots(self) -> Iterator[Any]:
         tally = self._service.boot_tally()

@@ -1,29 +1,29 @@
-"""The small web page: hosts, their state and the latest boot steps, for people."""
+"""The pages for people: the operator's console (:mod:`bootbox.web.console`), served under
+``/ui/`` with its host list at ``/`` too, so the appliance's address opens it."""
 
 from __future__ import annotations
 
-import time
+from flask import Blueprint, Response, redirect, url_for
+from flask.blueprints import BlueprintSetupState
 
-from flask import Blueprint, render_template
-
-from bootbox.version import __version__
-from bootbox.web.deps import get_service
+from bootbox.errors import Unauthorized
+from bootbox.web import console
+from bootbox.web.console import hosts
 
 blueprint = Blueprint("pages", __name__)
 
 
-def _clock(ts: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+@blueprint.record_once
+def _install_console(state: BlueprintSetupState) -> None:
+    console.install(state.app)
 
 
 @blueprint.get("/")
 def index() -> str:
-    service = get_service()
-    return render_template(
-        "index.html",
-        version=__version__,
-        hosts=service.list_hosts(),
-        profiles=service.profiles(),
-        events=list(reversed(service.recent_events(50))),
-        clock=_clock,
-    )
+    return hosts.hosts()
+
+
+@blueprint.errorhandler(Unauthorized)
+def _login_first(exc: Unauthorized) -> Response:
+    """``/`` with ``[http] read_token`` set and no login: the login page, not a JSON error."""
+    return redirect(url_for("console.login"), code=303)

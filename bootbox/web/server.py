@@ -19,6 +19,12 @@ a file (``send_file`` of a path hands waitress its ``wsgi.file_wrapper``):
   (53 → 173 MiB after six rounds); with 256 KiB pieces it stays at ~60 MiB (``python -m
   bench.boot_path`` reports the peak).
 
+With ``HttpServer(send_threads=N)`` (off by default: see :class:`HttpServer`), a body of at
+least :data:`bootbox.web.sendfile.OFFLOAD_MIN` bytes (a kernel, an initrd) is not sent by
+waitress's loop thread at all: once its headers are out, the connection goes to a
+:class:`~bootbox.web.sendfile.SendPool` thread (a :class:`PooledSendChannel`), which sends the
+rest with one blocking ``os.sendfile`` and hands the connection back.
+
 Every connection is also held to the per-client limits of :mod:`bootbox.web.limits` (bodies,
 connections per address, slow and idle connections; docs/limits.md), and an HTTPS listener
 (``[http] tls_cert``) uses :class:`TlsChannel`, since waitress has no TLS of its own.
@@ -46,6 +52,7 @@ from waitress.wasyncore import _DISCONNECTED  # the errors waitress's own send()
 
 from bootbox.errors import ConfigError
 from bootbox.web.limits import ConnectionGuard, HttpLimits
+from bootbox.web.sendfile import OFFLOAD_MIN, Outcome, SendJob, SendPool
 
 log = logging.getLogger("bootbox.http")
 
@@ -180,6 +187,94 @@ class BoundedSendChannel(HTTPChannel):  # type: ignore[misc]  # waitress has no 
         return sent
 
 
+class PooledSendChannel(BoundedSendChannel):
+    """A plain-HTTP connection whose large file bodies are sent by a :class:`SendPool` thread
+    (``HttpServer(send_threads=...)``; bootbox.web.sendfile). A separate class, so that a
+    server without a pool pays nothing for it on the loop's hottest path (``writable``)."""
+
+    _job: SendJob | None = None
+    """The body being sent by a pool thread; meanwhile the connection is out of the loop's map
+    (not polled, nothing flushed), and closing waits for the job to be handed back."""
+    _offload = True
+    """False once a pool send ended with the client gone or the file not spliceable: the rest
+    goes the loop's way (which closes a gone client's connection)."""
+
+    def __init__(self, server: Any, sock: Any, addr: Any, adj: Any, map: Any = None,
+                 guard: ConnectionGuard | None = None, pool: SendPool | None = None) -> None:
+        assert pool is not None
+        self.pool = pool
+        super().__init__(server, sock, addr, adj, map=map, guard=guard)
+
+    def writable(self) -> bool:
+        return self._job is None and bool(super().writable())
+
+    def _flush_some(self, do_close: bool = True) -> bool:
+        if self._job is not None:  # a pool thread owns the socket and the head buffer
+            return False
+        return bool(super()._flush_some(do_close=do_close))
+
+    def handle_close(self) -> None:
+        with self.outbuf_lock:  # a task thread may be handing the body to the pool right now
+            job = self._job
+            if job is not None:  # end the send first; the loop closes once the job is handed back
+                self.will_close = True
+                job.cancel()
+                return
+            super().handle_close()
+
+    def _hand_to_pool(self, data: FileSlice) -> bool:
+        """Give the body at the head of the output to the send pool (see the module docstring);
+        False when it stays here: too small, not a whole regular file, or the pool is stopping."""
+        buffer = self.outbufs[0] if self.outbufs else None
+        if (not self._offload or type(buffer) is not SendfileBuffer
+                or buffer.fd != data.fd or buffer.remain < OFFLOAD_MIN):  # fmt: skip
+            return False
+        job = SendJob(self.socket, data.fd, data.offset, buffer.remain,
+                      lambda sent, outcome: self._handed_back(buffer, sent, outcome), started=self._touch)  # fmt: skip
+        self._job = job
+        # Out of the loop's map meanwhile: each turn of waitress's loop asks every connection in
+        # it whether it is readable and writable, and hundreds of bodies may wait for a thread.
+        self._map.pop(self._fileno, None)
+        if self.pool.submit(job):
+            return True
+        self._map[self._fileno] = self
+        self._job = None
+        return False
+
+    def _touch(self) -> None:
+        """A pool thread starts sending: the connection is active (the idle sweep's clock)."""
+        self.last_activity = time.time()
+
+    def _handed_back(self, buffer: SendfileBuffer, sent: int, outcome: Outcome) -> None:
+        """On the pool thread: account for what was sent, give the connection back to the
+        loop and wake it (it sends the rest, reads the next request, or closes)."""
+        with self.outbuf_lock:
+            if sent:
+                buffer.skip(sent)
+                self.total_outbufs_len -= sent
+                self.last_activity = time.time()
+            if outcome in (Outcome.GONE, Outcome.UNSUPPORTED):
+                self._offload = False
+            if outcome is Outcome.SHORT:
+                log.warning("%s: a file being sent ended before its Content-Length; closing the connection",
+                            self.addr)  # fmt: skip
+                self.will_close = True
+                self._offload = False
+            self._job = None
+            if self._fileno is not None:
+                self._map[self._fileno] = self  # back in the loop's care
+            self.outbuf_lock.notify()  # a task thread may wait for the output to drain
+        try:
+            self.server.pull_trigger()
+        except OSError:  # the server is stopping: its loop is gone
+            pass
+
+    def send(self, data: Any, do_close: bool = True) -> int:
+        if type(data) is FileSlice and self._hand_to_pool(data):
+            return 0  # "nothing sent": waitress stops flushing; the pool thread takes it from here
+        return super().send(data, do_close=do_close)
+
+
 class TlsChannel(BoundedSendChannel):
     """A connection of the HTTPS listener (``[http] tls_cert``): waitress itself has no TLS, so
     the accepted socket is wrapped here and read and written the non-blocking TLS way.
@@ -262,12 +357,22 @@ class TlsChannel(BoundedSendChannel):
 
 class HttpServer:
     """waitress running ``app`` on one address, in one background thread, with the per-client
-    limits of :mod:`bootbox.web.limits`."""
+    limits of :mod:`bootbox.web.limits`.
+
+    ``send_threads`` > 0 (plain HTTP only) adds that many threads sending large file bodies
+    (bootbox.web.sendfile). It is off by default: in the full boot storm it cut the HTTP steps
+    from seconds to a fraction (scripts 3 s → 0.2 s, report-in 1.5 s → 0.05 s at the median),
+    but the request threads, no longer held back by the loop thread, then took the interpreter
+    lock from the TFTP thread often enough that BIOS clients' loader requests went unanswered
+    for their 6 s and the boots failed (docs: README "Performance")."""
 
     def __init__(self, app: Flask, *, host: str, port: int, threads: int = 16, connection_limit: int = 1000,
-                 limits: HttpLimits | None = None, tls: ssl.SSLContext | None = None) -> None:
+                 limits: HttpLimits | None = None, tls: ssl.SSLContext | None = None,
+                 send_threads: int = 0) -> None:  # fmt: skip
         self._app = app
         self._tls = tls
+        self._send_threads = send_threads
+        self._pool: SendPool | None = None
         self._guard = ConnectionGuard(limits or HttpLimits())
         limits = self._guard.limits
         self._options: dict[str, Any] = dict(
@@ -307,6 +412,8 @@ class HttpServer:
                 dispatcher.channel_class = self._make_channel
                 dispatcher.maintenance = _sweeper(self._guard, dispatcher)
                 dispatcher.handle_accept = _acceptor(dispatcher)
+        if self._tls is None and self._send_threads > 0:  # TLS bodies are encrypted by OpenSSL, not spliced
+            self._pool = SendPool(self._send_threads)
         self._thread = threading.Thread(target=self._server.run, name="bootbox-http", daemon=True)
         self._thread.start()
 
@@ -320,6 +427,8 @@ class HttpServer:
         try:
             if self._tls is not None:
                 return TlsChannel(server, sock, addr, adj, map=map, guard=self._guard, context=self._tls)
+            if self._pool is not None:
+                return PooledSendChannel(server, sock, addr, adj, map=map, guard=self._guard, pool=self._pool)
             return BoundedSendChannel(server, sock, addr, adj, map=map, guard=self._guard)
         except BaseException:
             self._guard.release(address)
@@ -333,13 +442,19 @@ class HttpServer:
     def stats(self) -> dict[str, Any]:
         if not self._server:
             return {}
-        return {"port": self.port, "connections": max(0, len(self._server._map) - 2), **self._guard.counts()}
+        sending = self._pool.busy() if self._pool is not None else 0  # out of the loop's map meanwhile
+        return {"port": self.port, "connections": max(0, len(self._server._map) - 2) + sending,
+                "sending_files": sending, "send_threads": self._pool.threads if self._pool is not None else 0,
+                **self._guard.counts()}  # fmt: skip
 
     def stop(self) -> None:
         server = self._server
         if server is None:
             return
         self._server = None
+        pool, self._pool = self._pool, None
+        if pool is not None:  # every body being sent ends first: no socket is closed under a send
+            pool.stop()
 
         def close_all() -> None:
             for dispatcher in list(server._map.values()):

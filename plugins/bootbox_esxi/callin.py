@@ -6,8 +6,8 @@ and a script that POSTs to it with Auto Deploy's backoff until it gets 200
 
 * **stateless**: a small boot module, ``bbcallin.tgz``, added at the end of boot.cfg's
   ``modules=`` (after ``imgdb.tgz``, as Auto Deploy's own ``state.tgz`` comes last) and never to
-  the image or its imgdb. It holds one file, ``etc/rc.local.d/local.sh`` (mode 0755). That is
-  the file VMware documents as run at the end of every boot since ESXi 5.1 (KB 2043564) and
+  the image or its imgdb. It holds ``etc/rc.local.d/local.sh`` (mode 0755) and the host's TLS
+  files (below). ``local.sh`` is the file VMware documents as run at the end of every boot since ESXi 5.1 (KB 2043564) and
   the one community scripts edit; a tgz module later in ``modules=`` overlays the base image's
   file, which is how ESXi's own ``state.tgz`` restores an edited ``local.sh`` [I]. ESXi 4.1's
   ``/etc/rc.local`` ran *every* executable in ``/etc/rc.local.d``; whether 7.x/8.x still do is
@@ -24,7 +24,11 @@ in a ruleset, and ``httpClient`` covers only 80/443) with a rule file in
 ``/etc/vmware/firewall/`` and ``localcli network firewall refresh`` (the custom-rule method
 VMware's firewall docs describe; not tried on a host here).
 
-The module carries the host's up token, so it is served only through a **per-boot key**
+With the appliance's host CA on (``[plugins.esxi] host_cert_days``), the module also carries the
+host's TLS key and certificate (``etc/vmware/ssl/rui.crt``/``rui.key``, ``hostcert.py``), issued
+when it is rendered, as Auto Deploy delivers each host's certificate in its boot image.
+
+The module carries the host's up token (and its TLS key), so it is served only through a **per-boot key**
 (:class:`CallinKeys`): derived from the boot's up token when the host fetches its iPXE script
 (so a re-fetch in the same boot gets the same key), carried in the boot.cfg URL, revoked by the
 host's next boot and by an appliance restart (keys live in memory only). The core serves the
@@ -52,6 +56,8 @@ MODULE = "bbcallin.tgz"
 no VIB payload can load under it."""
 
 LOCAL_SH = "etc/rc.local.d/local.sh"
+RUI_CRT = "etc/vmware/ssl/rui.crt"
+RUI_KEY = "etc/vmware/ssl/rui.key"
 LOG = "/var/log/bootbox-callin.log"
 FIREWALL_RULE = "/etc/vmware/firewall/bootbox.xml"
 KEY = re.compile(r"[A-Za-z0-9_-]{16,64}")
@@ -127,16 +133,23 @@ def _member(tar: tarfile.TarFile, name: str, data: bytes, mode: int) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def build_module(up_url: str, configure: str = "") -> bytes:
-    """The ``bbcallin.tgz`` bytes for one host: a gzip'd tar with ``etc/rc.local.d/local.sh``.
+def build_module(up_url: str, configure: str = "", certificate: tuple[bytes, bytes] | None = None) -> bytes:
+    """The ``bbcallin.tgz`` bytes for one host: a gzip'd tar with ``etc/rc.local.d/local.sh`` and,
+    with ``certificate`` (``(cert PEM, key PEM)`` from the appliance's CA, ``hostcert.py``), the
+    host's TLS identity as ``etc/vmware/ssl/rui.crt`` (0644) and ``rui.key`` (0400), where ESXi's
+    ``hostd`` and reverse proxy read theirs, as Auto Deploy delivers each host's certificate.
 
-    Only the file, no directory entries: ``/etc/rc.local.d`` exists on every ESXi since 5.1, and
-    a directory entry would also reset that directory's mode and owner on the host.
+    Only the files, no directory entries: ``/etc/rc.local.d`` and ``/etc/vmware/ssl`` exist on
+    every ESXi, and a directory entry would also reset that directory's mode and owner on the host.
     """
     raw = io.BytesIO()
     with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, compresslevel=9) as gz:
         with tarfile.open(fileobj=gz, mode="w", format=tarfile.USTAR_FORMAT) as tar:
             _member(tar, LOCAL_SH, launcher(up_url, configure).encode(), 0o755)
+            if certificate is not None:
+                cert_pem, key_pem = certificate
+                _member(tar, RUI_CRT, cert_pem, 0o644)
+                _member(tar, RUI_KEY, key_pem, 0o400)
     return raw.getvalue()
 
 

@@ -5,10 +5,12 @@ start-up rather than surface at the first ESXi boot::
 
     [plugins.esxi]
     acceptance = "PartnerSupported"      # default level of new image profiles
-    cache_urls = ["http://cache1:8080"]  # caching reverse proxies put into boot.cfg's prefix
+    cache_urls = ["http://cache1:8080"]  # caching reverse proxies put into boot.cfg's prefix (a host's
+                                         # group's [groups.NAME] cache_urls take its place: docs/caching.md)
     bios = "pxelinux"                    # how BIOS hosts reach mboot.c32: "pxelinux" or "com32"
     max_vib_bytes = 4294967296           # largest VIB (and payload) an import accepts
     watch_seconds = 60                   # how often known hosts' runtime.bootTime is read (reboots)
+    host_cert_days = 1825                # validity of the TLS certificate in each stateless host's boot module (0: none)
 
     [plugins.esxi.loaders]               # VMware's boot loaders (copy them from an ESXi ISO)
     efi = "/srv/esxi/mboot.efi"          # efi/boot/bootx64.efi renamed
@@ -51,6 +53,11 @@ class EsxiConfig:
     watch_seconds: float = 60.0
     """How often the host-profile watcher reads ``runtime.bootTime`` of known ESXi hosts; a
     changed boot time is a reboot, and the host profile is applied again. 0 turns it off."""
+    host_cert_days: int = 1825
+    """Validity of the per-host certificate from the appliance's CA in each stateless host's boot
+    module (``hostcert.py``); a new one is issued at every boot. 5 years, as VMCA's default for
+    ESXi host certificates: a stateless host may run that long between reboots. 0: no certificate
+    in the module, no CA; the host's API thumbprint is pinned per boot instead."""
 
 
 def _key(name: str) -> str:
@@ -80,7 +87,8 @@ def _url(key: str, value: Any) -> str:
 def parse_config(raw: Mapping[str, Any] | None) -> EsxiConfig:
     """Validate the raw ``[plugins.esxi]`` table."""
     raw = dict(raw or {})
-    known = {"acceptance", "cache_urls", "bios", "loaders", "inject", "max_vib_bytes", "watch_seconds"}
+    known = {"acceptance", "cache_urls", "bios", "loaders", "inject", "max_vib_bytes", "watch_seconds",
+             "host_cert_days"}
     for key in raw:
         if key not in known:
             raise ConfigError(_key(key), f"unknown setting; known: {', '.join(sorted(known))}")
@@ -127,4 +135,10 @@ def parse_config(raw: Mapping[str, Any] | None) -> EsxiConfig:
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not (seconds == 0 or 0.1 <= seconds <= 86400):
             raise ConfigError(_key("watch_seconds"), "expected seconds from 0.1 to 86400, or 0 to turn the watch off")
         values["watch_seconds"] = float(seconds)
+    if "host_cert_days" in raw:
+        days = raw["host_cert_days"]
+        if isinstance(days, bool) or not isinstance(days, int) or not (days == 0 or 1 <= days <= 3650):
+            raise ConfigError(_key("host_cert_days"),
+                              "expected a whole number of days from 1 to 3650, or 0 for no certificate (pinning)")
+        values["host_cert_days"] = days
     return EsxiConfig(**values)

@@ -1,6 +1,6 @@
 """Resolving a host's image: its ``esxi`` profile plus the VIBs plugins inject for it.
 
-Injection happens at boot (``bootbox_image_packages``: e.g. the vCloud Director agent for hosts
+Injection happens at boot (``bootbox_image_inject``: e.g. the vCloud Director agent for hosts
 in a vCD group), so it cannot be validated when the profile is saved. Each injected VIB is
 applied as ``profile add-vib`` would (a newer version replaces the profile's) and checked
 against the same rules; one that would break the image (below the profile's acceptance level,

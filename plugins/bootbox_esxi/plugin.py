@@ -14,6 +14,8 @@ imgdb.tgz; nothing on that path touches the network.
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 import json
 import time
 from pathlib import Path
@@ -30,9 +32,10 @@ from bootbox import (
     PluginContext,
     PluginError,
     Profile,
+    ValidationError,
     hookimpl,
 )
-from bootbox_esxi import hostimage, imgdb, kickstart, script
+from bootbox_esxi import hostcert, hostimage, imgdb, kickstart, script
 from bootbox_esxi.catalog import BlobStore, Catalog
 from bootbox_esxi.config import LOADER_NAMES, EsxiConfig, parse_config
 from bootbox_esxi.depot import Importer, Limits, Progress
@@ -42,7 +45,17 @@ from bootbox_esxi.jobs import Jobs
 from bootbox_esxi.kind import KIND, firmware_of
 from bootbox_esxi.state import PluginState
 from bootbox_esxi.hostprofile import schema as hostprofile_schema
-from bootbox_esxi.hostprofile.runner import ENDPOINT_INPUT, HostProfiles
+from bootbox_esxi.hostprofile.runner import ENDPOINT_INPUT, HostProfiles, parse_endpoint
+
+
+def _is_ip(text: str) -> bool:
+    """Whether ``text`` is an IP address (a certificate names it as an IP, not a DNS, subjectAltName)."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
 
 _CACHE_LIMIT = 512
 _RESCAN_SECONDS = 2.0
@@ -58,6 +71,8 @@ class EsxiPlugin:
         self.public_url = ""
         self._state: PluginState | None = None
         self._hostprofiles: HostProfiles | None = None
+        self._hostca: hostcert.HostCA | None = None
+        self._hostcerts: hostcert.IssuedCerts | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -82,7 +97,13 @@ class EsxiPlugin:
             return importer.run(source, progress)
 
         self._state = PluginState(context=context, catalog=catalog, importer=importer, jobs=Jobs(work))
-        self._hostprofiles = HostProfiles(context, self.config.watch_seconds)
+        if self.config.host_cert_days > 0:
+            self._hostca = hostcert.HostCA(context.data_dir, self.config.host_cert_days)
+            self._hostcerts = hostcert.IssuedCerts(context.store)
+        else:  # no certificates: hosts whose module carried one in an earlier run are pinned from now on
+            self._hostca, self._hostcerts = None, None
+        self._hostprofiles = HostProfiles(context, self.config.watch_seconds, ca=self._hostca,
+                                          certs=self._hostcerts)
         self._hostprofiles.start()
 
     @hookimpl
@@ -168,6 +189,50 @@ class EsxiPlugin:
             self.state.context.record(mac, EventKind.STATE, f"esxi: host profile left out of the call-in module: {exc}")
             return ""
 
+    def host_certificate(self, mac: str, requester: str, boot_key: str) -> tuple[bytes, bytes] | None:
+        """A new key and certificate from the appliance's CA for this boot of ``mac`` (``(cert
+        PEM, key PEM)``), for its call-in module: named after its host profile's ``dns.hostname``
+        (and FQDN) and its addresses (the ``esxi_api_endpoint`` answer, the address it fetched
+        the module from, the ``ipv4`` it reported). From now until its next boot script, its API is verified against the CA.
+        The key is not kept and never logged; the timeline gets the serial and thumbprint."""
+        if self._hostca is None or self._hostcerts is None:
+            return None
+        context = self.state.context
+        host = context.host(mac)
+        answers = context.answers(host)
+        names: list[str] = []
+        addresses: list[str] = []
+        try:
+            found = self._hostprofiles.desired(host, answers) if self._hostprofiles else None
+        except ValidationError:  # the push will say what is wrong; the certificate still names the address
+            found = None
+        if found is not None and found[1].dns is not None:
+            names += hostcert.host_names(found[1].dns.hostname, found[1].dns.domain)
+        raw = answers.get(ENDPOINT_INPUT)
+        if raw:
+            try:
+                where, _ = parse_endpoint(str(raw), ENDPOINT_INPUT)
+                (addresses if _is_ip(where) else names).append(where)
+            except ValidationError:
+                pass
+        requester = requester.split("%", 1)[0]
+        if requester.startswith("::ffff:") and _is_ip(requester[7:]):
+            requester = requester[7:]
+        for address in (requester, str(host.attrs.get("ipv4", ""))):  # where bootbox connects without the answer
+            if _is_ip(address):
+                addresses.append(address)
+        issued = self._hostca.issue(names, addresses)
+        self._hostcerts.remember(host.mac, issued, hashlib.sha256(boot_key.encode()).hexdigest())
+        if self._hostprofiles is not None:
+            self._hostprofiles.certificate_issued(host.mac)
+        context.record(host.mac, EventKind.STATE,
+                       (f"esxi: TLS certificate for {', '.join(issued.names + issued.addresses)} issued by bootbox's "
+                        f"host CA into its call-in module (serial {issued.serial:x}, SHA-256 {issued.sha256[:23]}…); "
+                        "its vSphere API is verified against that CA this boot"),
+                       serial=format(issued.serial, "x"), sha256=issued.sha256, names=list(issued.names),
+                       addresses=list(issued.addresses))
+        return issued.cert_pem, issued.key_pem
+
     def hostprofile_steps(self, mac: str, key: str, text: str, client: str) -> int:
         """The boot-module script's step report, accepted with this boot's call-in key only."""
         try:
@@ -203,9 +268,9 @@ class EsxiPlugin:
     # ------------------------------------------------------------------ images
 
     @hookimpl
-    def bootbox_image_packages(self, host: Host, profile: Profile) -> list[str] | None:
+    def bootbox_image_inject(self, image_kind: str, host: Host | None) -> list[str] | None:
         """``[plugins.esxi.inject]``: VIBs for hosts whose ``group`` association matches."""
-        if profile.kind != KIND or not self.config.inject:
+        if image_kind != KIND or host is None or not self.config.inject:
             return None
         group = host.associations.get("group", "")
         if not group and self._state is not None:  # first boot: the rules chose it a moment ago
@@ -221,7 +286,7 @@ class EsxiPlugin:
         ask = getattr(self.state.context, "image_packages", None)
         if callable(ask):
             return list(ask(host, profile))
-        return self.bootbox_image_packages(host=host, profile=profile) or []
+        return self.bootbox_image_inject(image_kind=profile.kind, host=host) or []
 
     def image_for(self, host: Host | None, profile: Profile) -> Image:
         """The (cached) image ``host`` boots; ``host=None``: the profile alone."""
@@ -293,6 +358,8 @@ class EsxiPlugin:
         if profile.kind != KIND:
             return None
         self.state.callins.revoke(host.mac)  # a new boot: the last one's call-in module is over
+        if self._hostcerts is not None:
+            self._hostcerts.forget(host.mac)  # and so is its certificate, until this boot's module
         try:
             image = self.image_for(host, profile)
         except (hostimage.ImageError, ValueError) as exc:
@@ -313,7 +380,7 @@ class EsxiPlugin:
         base = self.boot_files_url(host, profile, image.mode, boot)
         return script.render(boot, script.ScriptInputs(
             profile=profile.name, mode=image.mode, firmware=firmware, bootcfg_url=f"{base}/boot.cfg",
-            pxelinux_cfg_url=f"{base}/pxelinux.cfg", cache_urls=self.config.cache_urls, bios=bios))
+            pxelinux_cfg_url=f"{base}/pxelinux.cfg", cache_urls=boot.cache_urls or self.config.cache_urls, bios=bios))
 
     def boot_files_url(self, host: Host, profile: Profile, mode: str, boot: BootContext) -> str:
         """Where this boot's boot.cfg and pxelinux.cfg live: ``…/hosts/<mac>/<call-in key>/<answer token>``.

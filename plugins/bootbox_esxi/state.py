@@ -66,6 +66,11 @@ class ServedPlugin(Protocol):
         """What plugins add to ``host``'s image."""
         ...
 
+    def host_certificate(self, mac: str, requester: str, boot_key: str) -> tuple[bytes, bytes] | None:
+        """This boot's TLS key and certificate for ``mac`` from the appliance's CA (``(cert PEM,
+        key PEM)``), for its call-in module; None before start-up."""
+        ...
+
     def hostprofile_boot_script(self, mac: str, report_url: str) -> str:
         """The boot-module path's ``esxcli`` script for this boot of ``mac`` ("" when it uses the API)."""
         ...

@@ -9,7 +9,7 @@ depot image profiles, profile views/plans/diffs/bundles, ``hosts/<mac>/image``.
 ``esxi`` profile it was given (they echo what their URL carries and reveal nothing else), and
 ``hosts/<mac>/<call-in key>/bbcallin.tgz``, the stateless call-in module, served only with the
 key of the host's current boot (403 and an ``audit`` event otherwise: it carries the host's up
-token). The kickstart is not here: install-mode hosts fetch it from the core's single-use
+token and its TLS key from the appliance's CA). The kickstart is not here: install-mode hosts fetch it from the core's single-use
 answer URL. Per image, the module tree behind the caches (``images/<image id>/<module>``,
 immutable per URL, so caches may keep it); and ``health``, which caches pass through uncached so
 the boot script can tell a live cache from a dead one.
@@ -23,13 +23,16 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, send_file
 
-from bootbox import BootContext, EventKind, Forbidden, NotFound, Profile, ValidationError, normalize_mac
+from bootbox import (BootContext, EventKind, Forbidden, NotFound, Profile, ValidationError, group_cache_urls,
+                     normalize_mac)
 from bootbox_esxi import api_views, bootcfg, callin, housekeeping
 from bootbox_esxi.config import LOADER_NAMES
 from bootbox_esxi.kind import KIND
 from bootbox_esxi.state import ServedPlugin
 
-IMAGE_MAX_AGE = 86400
+IMAGE_MAX_AGE = 31536000
+IMMUTABLE = "public, max-age=31536000, immutable"
+"""An image id is a digest of every module's SHA-256: a URL under it never changes (docs/caching.md)."""
 TEXT = "text/plain; charset=utf-8"
 
 
@@ -138,13 +141,16 @@ def _host_profile(plugin: ServedPlugin, mac: str) -> tuple[Any, Profile]:
 def _boot(plugin: ServedPlugin) -> Blueprint:
     bp = Blueprint("esxi_boot", __name__, url_prefix="/boot/esxi")
 
-    def via() -> str | None:
+    def via(host: Any) -> str | None:
+        """The cache the script found alive: an index into the host's caches, which are its
+        group's (``[groups.NAME] cache_urls``) or else ``plugins.esxi.cache_urls``."""
         raw = request.args.get("via")
         if raw is None:
             return None
-        if not raw.isdigit() or int(raw) >= len(plugin.config.cache_urls):
+        caches = group_cache_urls(plugin.state.context.settings.groups, host.associations) or plugin.config.cache_urls
+        if not raw.isdigit() or int(raw) >= len(caches):
             raise ValidationError("via", "not one of the configured cache URLs")
-        return plugin.config.cache_urls[int(raw)]
+        return caches[int(raw)]
 
     def boot_of(mac: str, key: str, answer: str) -> tuple[BootContext, str, str]:
         """This boot's URLs, with the core's answer token from the URL (``-``: none), the
@@ -162,7 +168,7 @@ def _boot(plugin: ServedPlugin) -> Blueprint:
         host, profile = _host_profile(plugin, mac)
         image = plugin.image_for(host, profile)
         boot, callin_key, files = boot_of(host.mac, key, answer)
-        cache = via()
+        cache = via(host)
         prefix = f"{cache}/boot/esxi/images/{image.id}" if cache else boot.asset_url("").rstrip("/")
         plugin.state.context.record(host.mac, EventKind.HTTP_FILE,
                                     f"esxi boot.cfg of image {image.id[:12]} ({profile.name}, {image.mode})",
@@ -175,7 +181,7 @@ def _boot(plugin: ServedPlugin) -> Blueprint:
     def pxelinux_cfg(mac: str, key: str, answer: str) -> Response:
         host, profile = _host_profile(plugin, mac)
         boot, _, files = boot_of(host.mac, key, answer)
-        suffix = f"?via={request.args['via']}" if via() else ""
+        suffix = f"?via={request.args['via']}" if via(host) else ""
         plugin.state.context.record(host.mac, EventKind.HTTP_FILE, f"esxi pxelinux.cfg ({profile.name})",
                                     file="pxelinux.cfg")
         return _text(bootcfg.render_pxelinux_cfg(mboot_c32_url=boot.asset_url("mboot.c32"),
@@ -198,8 +204,10 @@ def _boot(plugin: ServedPlugin) -> Blueprint:
             raise
         boot = BootContext(base_url=_base_url(plugin), mac=host_mac, up_token=up_token)
         steps_url = f"{_base_url(plugin)}/boot/esxi/hosts/{host_mac.replace(':', '')}/{key}/hostprofile-steps"
-        data = callin.build_module(boot.up_url, plugin.hostprofile_boot_script(host_mac, steps_url))
-        context.record(host_mac, EventKind.HTTP_FILE, f"esxi {callin.MODULE} (call-in) served to {request.remote_addr}",
+        certificate = plugin.host_certificate(host_mac, request.remote_addr or "", key)
+        data = callin.build_module(boot.up_url, plugin.hostprofile_boot_script(host_mac, steps_url), certificate)
+        context.record(host_mac, EventKind.HTTP_FILE, f"esxi {callin.MODULE} (call-in) served to {request.remote_addr}"
+                       + (" with its TLS certificate and key" if certificate else ""),
                        file=callin.MODULE, ip=request.remote_addr or "")
         response = Response(data, mimetype="application/octet-stream")
         response.headers["Cache-Control"] = "no-store"
@@ -213,8 +221,10 @@ def _boot(plugin: ServedPlugin) -> Blueprint:
         path: Path | None = plugin.file_of(image, name)
         if path is None or not path.is_file():
             raise NotFound(f"image {image_id} has no file {name!r}")
-        return send_file(path, conditional=True, etag=True, max_age=IMAGE_MAX_AGE, download_name=name,
-                         mimetype="application/octet-stream")
+        response = send_file(path, conditional=True, etag=True, max_age=IMAGE_MAX_AGE, download_name=name,
+                             mimetype="application/octet-stream")
+        response.headers["Cache-Control"] = IMMUTABLE
+        return response
 
     @bp.get("/health")
     def health() -> Response:

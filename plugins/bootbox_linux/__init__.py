@@ -14,6 +14,12 @@ A ``linux`` profile's spec::
              boot's answer files, each served once, ending in ``/``, e.g.
              ``ds=nocloud-net;s={answers}`` or ``url={answers}preseed.cfg``)
 
+Or it names a Linux image built from a Debian archive (``bootbox image build``)::
+
+    image:   the image's name; the host boots its kernel and live-boot initramfs, and fetches its
+             root into RAM (docs/linux-images.md, plugins/bootbox_linux/served.py)
+    cmdline: extra kernel arguments (default: consoles on tty0 and ttyS0)
+
 It also renders two answer kinds (host-profile kinds): ``cloud-init`` (templates ``user-data``
 and optionally ``meta-data``, ``network-config``, ``vendor-data``; a missing ``meta-data`` is
 written with this boot's ``instance-id`` so cloud-init runs again on every stateless boot) and
@@ -30,7 +36,11 @@ from typing import Any, Callable, Mapping
 
 import yaml
 
-from bootbox import AnswerEnv, BootContext, Host, HostProfile, Profile, ValidationError, grub_linux_config, hookimpl
+from bootbox import (AnswerEnv, BootContext, Host, HostProfile, Profile, ValidationError, asset_urls, grub_linux_config,
+                     hookimpl, ipxe_fetch)
+
+from bootbox_linux import served as _served
+from bootbox_linux.config import parse_config as _parse_config
 
 __version__ = "0.1.0"
 
@@ -57,6 +67,8 @@ def _check_source(field: str, value: Any) -> str:
 
 def validate_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     """Normalise a ``linux`` spec, naming the field that is wrong."""
+    if "image" in spec:
+        return _served.validate_image_spec(spec)
     unknown = set(spec) - {"kernel", "initrd", "cmdline"}
     if unknown:
         raise ValidationError(f"spec.{sorted(unknown)[0]}", "unknown field; known: kernel, initrd, cmdline")
@@ -85,9 +97,12 @@ class _KeepUnknown(dict[str, str]):
 def render_script(host: Host, profile: Profile, boot: BootContext) -> str:
     """The iPXE script: fetch kernel and initrds, boot, and on any failure retry the script."""
     spec = profile.spec
+    if "image" in spec:
+        return _served.image_script(host, profile, boot)
 
-    def url(source: str, asset: str) -> str:
-        return source if _is_url(source) else boot.asset_url(asset)
+    def urls(source: str, asset: str) -> list[str]:
+        """A URL as given; a local file from its group's caches, then here (docs/caching.md)."""
+        return [source] if _is_url(source) else asset_urls(boot, asset, source)
 
     initrd_names = [f"initrd-{i}" for i in range(len(spec.get("initrd", [])))]
     cmdline = spec.get("cmdline", "").format_map(
@@ -99,10 +114,10 @@ def render_script(host: Host, profile: Profile, boot: BootContext) -> str:
     lines = [
         "#!ipxe",
         f"echo bootbox: {host.mac} boots profile {profile.name} ({KIND})",
-        f"kernel --name kernel {url(spec['kernel'], 'kernel')} {args}".rstrip() + " || goto failed",
+        ipxe_fetch("kernel --name kernel", urls(spec["kernel"], "kernel"), args) + " || goto failed",
     ]
     for name, source in zip(initrd_names, spec.get("initrd", [])):
-        lines.append(f"initrd --name {name} {url(source, name)} || goto failed")
+        lines.append(ipxe_fetch(f"initrd --name {name}", urls(source, name)) + " || goto failed")
     lines += [
         "boot || goto failed",
         ":failed",
@@ -121,6 +136,8 @@ def render_grub(host: Host, profile: Profile, boot: BootContext) -> str:
     there. GRUB cannot fetch the http(s) URLs iPXE can, so a profile naming one raises (the
     host's timeline then says why it waits)."""
     spec = profile.spec
+    if "image" in spec:
+        return grub_linux_config(*_served.image_grub(host, profile, boot))
     urls = [source for source in [spec["kernel"], *spec.get("initrd", [])] if _is_url(source)]
     if urls:
         raise ValidationError("spec", f"profile {profile.name} names {urls[0]}, which GRUB cannot fetch; "
@@ -139,6 +156,35 @@ def bootbox_grub_config(host: Host, profile: Profile, boot: BootContext) -> str 
     if profile.kind != KIND:
         return None
     return render_grub(host, profile, boot)
+
+
+@hookimpl
+def bootbox_configure(settings: Any) -> None:
+    _served.configure(_parse_config(settings.plugins.get(KIND)))
+
+
+@hookimpl
+def bootbox_startup(context: Any) -> None:
+    _served.start(context)
+
+
+@hookimpl
+def bootbox_shutdown() -> None:
+    _served.stop()
+
+
+@hookimpl
+def bootbox_register_routes(register: Callable[..., None]) -> None:
+    from bootbox_linux.api import blueprint
+
+    register(blueprint())
+
+
+@hookimpl
+def bootbox_register_commands(register: Callable[..., None]) -> None:
+    from bootbox_linux.cli import image_app
+
+    register(image_app, name="image")
 
 
 @hookimpl
@@ -169,6 +215,8 @@ def bootbox_profile_asset(profile: Profile, name: str) -> Path | None:
     if profile.kind != KIND:
         return None
     spec = profile.spec
+    if "image" in spec:
+        return _served.served().asset(profile, name)
     if name == "kernel":
         source = spec.get("kernel", "")
     elif name.startswith("initrd-") and name[7:].isdigit() and int(name[7:]) < len(spec.get("initrd", [])):

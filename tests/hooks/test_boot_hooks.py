@@ -131,21 +131,23 @@ def test_hook_bootbox_profile_asset_serves_the_profiles_own_files(services: Serv
         service.host_asset(MAC, "initrd", IP)
 
 
-def test_hook_bootbox_image_packages_last_registered_plugin_first(services: Services) -> None:
+def test_hook_bootbox_image_inject_last_registered_plugin_first_each_under_its_name(services: Services) -> None:
     class Agent:
         @hookimpl
-        def bootbox_image_packages(self, host: Host) -> list[str]:
+        def bootbox_image_inject(self, host: Host | None) -> list[str]:
             return ["agent", "agent-conf"]
 
     class Monitoring:
         @hookimpl
-        def bootbox_image_packages(self, host: Host, profile: Profile) -> list[str] | None:
-            return ["monitor"] if profile.kind == "linux" else None
+        def bootbox_image_inject(self, image_kind: str, image_name: str, host: Host | None) -> list[str] | None:
+            return ["/opt/monitor.deb"] if image_kind == "linux" and host is None else None
 
     service = services.start(agent=Agent(), monitoring=Monitoring())
     host, profile = Host(mac=MAC), Profile(name="p", kind="linux")
-    assert service.image_packages(host, profile) == ["monitor", "agent", "agent-conf"]
+    assert service.image_packages(host, profile) == ["agent", "agent-conf"]
     assert service.image_packages(host, Profile(name="q", kind="esxi")) == ["agent", "agent-conf"]
+    assert service.image_injections("linux", "debian-ssh") == [
+        ("monitoring", "/opt/monitor.deb"), ("agent", "agent"), ("agent", "agent-conf")]
 
 
 def test_hook_bootbox_render_answer_file_renders_the_kind_it_registered(services: Services) -> None:

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from bootbox import hookimpl
 from bootbox.cli import build_cli
 from bootbox.hooks.manager import make_plugin_manager
-from tests.hooks.conftest import Services
+from tests.hooks.conftest import Services, assert_wrapped
 
 Around = Callable[[str], object]
 
@@ -68,11 +68,10 @@ def test_hook_bootbox_register_routes_runs_inside_a_wrapper(
 
     service = services.start(inventory=Inventory(), around=around("bootbox_register_routes"))
     blueprints = service.plugin_blueprints()  # what create_app registers
-    assert events == ["before", "routes", "after"]
-    assert blueprints == [blueprint]
+    assert_wrapped(events, "routes")
+    assert blueprint in blueprints  # beside the shipped plugins' own (bootbox_linux's image API)
     app = Flask(__name__)
-    for each in blueprints:
-        app.register_blueprint(each)
+    app.register_blueprint(blueprint)
     assert app.test_client().get("/api/v1/inventory/").json == {"racks": 3}
 
 
@@ -83,5 +82,5 @@ def test_hook_bootbox_register_routes_without_register(services: Services, event
             events.append("asked")
 
     service = services.start(bare=Bare())
-    assert service.plugin_blueprints() == []
+    assert [b.name for b in service.plugin_blueprints()] == [b.name for b in services.start().plugin_blueprints()]  # nothing added
     assert events == ["asked"]

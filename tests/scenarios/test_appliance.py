@@ -199,3 +199,22 @@ def _wait_for(url: str, timeout: float = 20) -> None:
             if time.time() > deadline:
                 raise
             time.sleep(0.1)
+
+
+def test_http_send_threads_from_the_config_reach_the_http_server(tmp_path: Path) -> None:
+    """``[http] send_threads`` is wired: the plain-HTTP server runs that many sendfile threads
+    (bootbox.web.sendfile; what they send is tested in tests/web/test_server_sendfile.py)."""
+    settings = test_settings(tmp_path, http={"send_threads": 2})
+    appliance = Appliance(settings)
+    appliance.start()
+    try:
+        assert appliance.status()["http"]["send_threads"] == 2
+        assert appliance.servers["http"].stats["send_threads"] == 2
+    finally:
+        appliance.stop()
+    default = Appliance(test_settings(tmp_path / "default"))
+    default.start()
+    try:
+        assert default.status()["http"]["send_threads"] == 0  # off unless configured
+    finally:
+        default.stop()

@@ -137,6 +137,17 @@ def check_flood(tables: dict[str, dict[str, Any]]) -> None:
     assert boot["bootbox"] is not None and boot["bootbox"] > 0 and boot["reference"] > 0, boot
 
 
+def check_cache_storm(tables: dict[str, dict[str, Any]]) -> None:
+    table = tables["cache_storm"]
+    assert table["meta"]["errors"] == [], table["meta"]["errors"]
+    failed = _row(table, "failed boots")
+    assert failed["bootbox"] == 0 and failed["reference"] == 0
+    copies = _row(table, "appliance: image copies sent")  # through nginx: one copy; without it: one per host
+    assert copies["bootbox"] == pytest.approx(1.0, abs=0.01), copies
+    assert copies["reference"] == pytest.approx(table["meta"]["hosts"], rel=0.05), copies
+    assert _row(table, "reboot wave: image bytes sent")["bootbox"] == 0  # the warm cache served every repeat
+
+
 CHECKS: dict[str, Callable[[dict[str, dict[str, Any]]], None]] = {
     "boot_path": check_boot_path,
     "tftp_windowsize": check_tftp_windowsize,
@@ -147,6 +158,7 @@ CHECKS: dict[str, Callable[[dict[str, dict[str, Any]]], None]] = {
     "rules": check_rules,
     "esxi": check_esxi,
     "flood": check_flood,
+    "cache_storm": check_cache_storm,
 }
 
 
@@ -154,7 +166,7 @@ def test_every_benchmark_has_a_smoke_check() -> None:
     assert set(CHECKS) == set(BENCHMARKS)
 
 
-NETNS = {"boot_path", "dhcp_storm", "full_boot_storm", "flood"}
+NETNS = {"boot_path", "dhcp_storm", "full_boot_storm", "flood", "cache_storm"}
 """Benchmarks that build network namespaces (bench.lan or bootbox.lab): marked ``netns``."""
 
 

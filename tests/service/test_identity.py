@@ -254,10 +254,13 @@ def test_the_read_token_guards_reads_but_not_boots(tmp_path: Path) -> None:
     try:
         service.settings = replace(service.settings, http=replace(service.settings.http, read_token="r3ad"))
         client = create_app(service, token=TOKEN).test_client()
-        for path in ("/api/v1/hosts", "/api/v1/status", "/"):
+        for path in ("/api/v1/hosts", "/api/v1/status"):
             assert client.get(path).status_code == 401, path
             assert client.get(path, headers={"Authorization": "Bearer r3ad"}).status_code == 200, path
             assert client.get(path, headers=AUTH).status_code == 200, path  # the API token reads too
+        # The console sends a browser without a credential to its login page instead of a bare 401.
+        unauthenticated = client.get("/")
+        assert unauthenticated.status_code == 303 and "/login" in unauthenticated.headers["Location"]
         assert client.get("/api/v1/hosts", headers={"Authorization": "Basic OnIzYWQ="}).status_code == 200
         assert client.get(f"/boot/hosts/{B}/script.ipxe").status_code == 200  # hosts hold no read token
     finally:

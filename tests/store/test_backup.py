@@ -45,6 +45,23 @@ def test_no_images_leaves_payloads_out_and_restore_names_them(tmp_path: Path) ->
     assert (target / "secrets.key").stat().st_mode & 0o777 == 0o600
 
 
+def test_pending_webhook_deliveries_and_the_outage_queue_come_back(tmp_path: Path) -> None:
+    """What was acknowledged but not yet sent on (webhook deliveries, boot-path writes queued
+    while PostgreSQL was away) is state too: a restore must not drop it."""
+    state = _state(tmp_path)
+    (state / "webhooks" / "ci").mkdir(parents=True)
+    (state / "webhooks" / "ci" / "queue.jsonl").write_bytes(b'{"event": 7}\n')
+    (state / "webhooks" / "ci" / "deliveries.jsonl").write_bytes(b'{"delivery": "d1"}\n')
+    (state / "outbox.jsonl").write_bytes(b'{"op": "host"}\n{"op": "ev')  # a torn tail is left out
+    archive = tmp_path / "b.tgz"
+    backup(archive, state_dir=state, config_path=None, key_path=state / "secrets.key")
+    target = tmp_path / "new"
+    restore(archive, state_dir=target, key_path=target / "secrets.key")
+    assert (target / "webhooks" / "ci" / "queue.jsonl").read_bytes() == b'{"event": 7}\n'
+    assert (target / "webhooks" / "ci" / "deliveries.jsonl").read_bytes() == b'{"delivery": "d1"}\n'
+    assert (target / "outbox.jsonl").read_bytes() == b'{"op": "host"}\n'
+
+
 def test_restore_keeps_what_was_there_and_refuses_a_damaged_or_running_target(tmp_path: Path) -> None:
     state = _state(tmp_path)
     archive = tmp_path / "b.tgz"

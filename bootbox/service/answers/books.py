@@ -33,10 +33,13 @@ class HostProfileBook:
     """The current version of each host profile, cached in memory, written through to the store."""
 
     def __init__(self, store: Store, *, kinds: Callable[[], Mapping[str, Sequence[str]]],
-                 reserved: Callable[[], Mapping[str, str]]) -> None:
+                 reserved: Callable[[], Mapping[str, str]],
+                 check: Callable[[HostProfile], None] | None = None) -> None:
         self._store = store
         self._kinds = kinds
         self._reserved = reserved
+        self._check = check
+        """Renders a new version with example answers (``HostConfig.check_profile``) before it is stored."""
         self._lock = threading.Lock()
         self._profiles = load_records(store, HOSTPROFILES_TABLE, host_profile_from_dict)  # wrong shapes kept aside
 
@@ -72,6 +75,8 @@ class HostProfileBook:
             body = {k: v for k, v in doc.items() if k != "version"}
             profile = parse_host_profile(body, kinds=self._kinds(), version=(old.version + 1) if old else 1,
                                          reserved=self._reserved())
+            if self._check is not None:
+                self._check(profile)  # raises ValidationError naming the field; nothing is stored then
             with self._store.batch():
                 self._store.put(HOSTPROFILES_TABLE, profile.name, profile.to_dict())
                 self._store.put(VERSIONS_TABLE, f"{profile.name}@{profile.version}", profile.to_dict())

@@ -34,6 +34,7 @@ from bootbox.core.hostprofile import (
     AnswerEnv,
     HostProfile,
     InputSpec,
+    check_with_examples,
     missing_answers,
     parse_input,
     render,
@@ -50,6 +51,16 @@ from bootbox.store.secretbox import KEY_FILE, SecretBox
 log = logging.getLogger("bootbox.hostconfig")
 
 RENDER_MASK = "<masked>"
+EXAMPLE_MAC = "02:00:00:00:00:00"
+"""The (locally administered) MAC of the example host a profile is rendered for when it is added."""
+
+
+class _AnyAttr(dict):  # type: ignore[type-arg]
+    """Host facts for the example render: any fact a template reads is there (``example``)."""
+
+    def __missing__(self, key: str) -> str:
+        return "example"
+
 """A secret in an operator's preview of an answer file: a plain scalar in YAML, one word in a
 kickstart, so the preview still parses (``********`` would be a YAML alias)."""
 
@@ -100,6 +111,7 @@ class HostConfig:
             store,
             kinds=lambda: {name: kind.files for name, kind in self.kinds.items()},
             reserved=lambda: {name: item.plugin for name, item in self.inputs.items()},
+            check=self.check_profile,
         )
         self.answers = AnswerBook(store, self.box)
         self.tokens = BootTokens(self.box.derive, answer_ttl=settings.hosts.answer_token_ttl,
@@ -251,6 +263,42 @@ class HostConfig:
         if not host.associations.get("host_profile"):
             return ""
         return self.tokens.answer_token(host)
+
+    # ------------------------------------------------------------------ checking a profile when it is added
+
+    def check_profile(self, profile: HostProfile) -> None:
+        """Render a host profile being added or replaced with example answers, through its kind's
+        renderer (``bootbox_render_answer_file``, which checks what it renders: an ``esxi``
+        document against its schema, a kickstart's ``rootpw``, cloud-init's file names), so a
+        document no host could use is refused at ``hostprofile add`` (and the API) with the field
+        named, and nothing is stored; not first at a host's boot or push.
+        ``core.hostprofile.check_with_examples`` says when an answer-dependent failure still lets
+        it in."""
+        names = {spec.name for spec in profile.inputs}
+        schema = list(profile.inputs) + [item.spec for item in self.inputs.values() if item.spec.name not in names]
+        host = Host(mac=EXAMPLE_MAC, associations={"host_profile": profile.name})
+        base_url = "http://bootbox.example:8080"
+        up_url = f"{base_url}/api/v1/hosts/{EXAMPLE_MAC}/up?token=example"
+
+        def attempt(values: dict[str, Any]) -> None:
+            answers = template_answers(schema, values,
+                                       lambda name, plaintext: self.box.hash_password(plaintext, EXAMPLE_MAC, name))
+            context = render_context(host, answers, {"up_url": up_url, "instance_id": "bootbox-example",
+                                                     "base_url": base_url, "callin": callin_script(up_url)})
+            attrs = _AnyAttr()  # a template may read any fact a host reports (attrs.vendor …)
+            context["attrs"] = attrs
+            context["host"]["attrs"] = attrs
+            env = AnswerEnv(render=lambda name: render(profile, name, context), up_url=up_url,
+                            instance_id="bootbox-example", masked=False)
+            try:
+                self._render_answer_file(kind=profile.kind, host=host, profile=profile, answers=values, env=env)
+            except ValidationError:
+                raise
+            except Exception as exc:  # the renderer failed on the example host, not on the document
+                log.warning("host profile %s: its %s renderer failed on example answers: %s", profile.name,
+                            profile.kind, exc)
+
+        check_with_examples(schema, attempt)
 
     # ------------------------------------------------------------------ rendering
 

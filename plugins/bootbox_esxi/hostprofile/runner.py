@@ -6,7 +6,11 @@ thumbprint pinned for its current boot, that boot's ``runtime.bootTime`` and whi
 bootbox in; the last compliance result per host is in table ``compliance`` (what ``bootbox host
 list`` shows, so listing hosts never queries one).
 
-TLS trust, per boot: after the host's verified report-in (its up token), the certificate it
+TLS trust, per boot: a host whose current boot fetched its call-in module got a key and
+certificate from the appliance's CA in it (``hostcert.py``); its API is verified against that
+CA, host name checked, and a certificate that does not verify is refused before any password is
+sent (an ``audit`` event says so). Where that cannot apply (the simulator, a host that booted
+without the module): after the host's verified report-in (its up token), the certificate it
 presents is pinned for that boot. The watcher connects with that pin only. A host that later
 presents another certificate may have rebooted (a stateless host has a new certificate each
 boot) — or be an impostor: bootbox then sends it only the empty password a freshly booted
@@ -26,6 +30,7 @@ import secrets
 import string
 
 from bootbox import Conflict, EventKind, Host, NotFound, PluginContext, PushRefused, ValidationError, sha512_crypt
+from bootbox_esxi import hostcert
 from bootbox_esxi.hostprofile import apply as applier
 from bootbox_esxi.hostprofile import esxcli, schema, vsphere
 from bootbox_esxi.hostprofile.diff import compliant
@@ -76,8 +81,12 @@ def parse_endpoint(raw: str, where: str) -> tuple[str, int]:
 class HostProfiles:
     """Applies ``esxi`` host profiles for one appliance; owns the reboot watcher thread."""
 
-    def __init__(self, context: PluginContext, watch_seconds: float, timeout: float = 30.0) -> None:
+    def __init__(self, context: PluginContext, watch_seconds: float, timeout: float = 30.0, *,
+                 ca: hostcert.HostCA | None = None, certs: hostcert.IssuedCerts | None = None) -> None:
         self.context = context
+        self.ca = ca
+        self.certs = certs
+        self._untrusted_noted: set[str] = set()
         self.watch_seconds = watch_seconds
         self.timeout = timeout
         self._lock = threading.Lock()
@@ -108,6 +117,30 @@ class HostProfiles:
             raise PushRefused(f"host {host.mac} reported no address; set the answer {ENDPOINT_INPUT}=HOST[:PORT]")
         return address, 443
 
+    def cafile(self, mac: str) -> str | None:
+        """The CA to verify ``mac``'s API against: the appliance's, when its current boot carried a
+        certificate from it (its call-in module); None: pin the thumbprint instead."""
+        if self.ca is None or self.certs is None or self.certs.get(mac) is None:
+            return None
+        return str(self.ca.cafile)
+
+    def certificate_issued(self, mac: str) -> None:
+        """A new boot of ``mac`` got a certificate from the CA: a refusal from now on is news again."""
+        self._untrusted_noted.discard(mac)
+
+    def _untrusted(self, mac: str, address: str, port: int, exc: vsphere.CertificateUntrusted) -> None:
+        """An ``audit`` event: the host's certificate is not the one bootbox gave it (once per episode)."""
+        if mac in self._untrusted_noted:
+            return
+        self._untrusted_noted.add(mac)
+        issued = (self.certs.get(mac) if self.certs else None) or {}
+        names = ", ".join([*issued.get("names", []), *issued.get("addresses", [])])
+        self.context.record(mac, EventKind.AUDIT,
+                            (f"esxi: refused https://{address}:{port}/sdk: {exc} (this boot's call-in module gave the "
+                             f"host a certificate from bootbox's CA for {names or 'it'}, serial "
+                             f"{issued.get('serial', '?')}); possible interception, or the host did not install it"),
+                            address=address, port=port, serial=issued.get("serial", ""), reason=str(exc))
+
     @staticmethod
     def passwords(want: HostConfig) -> list[tuple[str, str]]:
         tries = [(PROFILE_PASSWORD, want.root_password)] if want.root_password else []
@@ -128,10 +161,16 @@ class HostProfiles:
         timeout = min(timeout, self.timeout) if timeout > 0 else self.timeout
         before = self._known.get(host.mac)
         had_module = before is not None and before.restricted  # this boot's call-in module carried the script
+        cafile = self.cafile(host.mac)
         with self._claim(host.mac):
-            pin = vsphere.thumbprint(address, port, timeout)  # the first contact of this verified boot
+            # no CA certificate this boot: pin what the first contact of this verified boot presents
+            pin = "" if cafile else vsphere.thumbprint(address, port, timeout)
             try:
-                session = vsphere.connect(address, port, self.passwords(want), pin=pin, timeout=timeout)
+                session = vsphere.connect(address, port, self.passwords(want), pin=pin, cafile=cafile,
+                                          timeout=timeout)
+            except vsphere.CertificateUntrusted as exc:
+                self._untrusted(host.mac, address, port, exc)
+                raise PushRefused(f"host profile {name}: {exc}") from None
             except vsphere.LoginRefused as exc:
                 raise PushRefused(f"host profile {name}: {exc}; set the host's root_password answer to its "
                                   "current password, or reboot it") from None
@@ -158,11 +197,12 @@ class HostProfiles:
         def verify_root(password: str) -> bool:
             try:
                 vsphere.connect(address, port, [(PROFILE_PASSWORD, password)], pin=session.thumbprint,
-                                timeout=timeout).close()
+                                cafile=session.cafile, timeout=timeout).close()
             except vsphere.LoginRefused:
                 return False
             return True
 
+        self._untrusted_noted.discard(mac)
         report = applier.apply(session, want, verify_root)
         for outcome in report.outcomes:
             if outcome.result != applier.COMPLIED:
@@ -171,9 +211,12 @@ class HostProfiles:
         if complied:
             record(mac, EventKind.PUSH, f"esxi host profile {name}: already complied: {', '.join(complied)}",
                    complied=complied)
+        tls = ("certificate verified against bootbox's host CA" if session.cafile
+               else f"certificate pinned, SHA-256 {session.thumbprint[:23]}…")
         record(mac, EventKind.STATE, (f"esxi host profile {name} applied {why} (logged in with {report.login}, "
-                                      f"boot {report.boot_time}): {report.summary()}"),
-               login=report.login, boot_time=report.boot_time, summary=report.summary())
+                                      f"boot {report.boot_time}, {tls}): {report.summary()}"),
+               login=report.login, boot_time=report.boot_time, summary=report.summary(),
+               tls="ca" if session.cafile else "pin")
         if report.restricted:
             record(mac, EventKind.STATE, ("esxi: the host's vSphere API is read-only (vim.fault.RestrictedVersion: "
                                           "its licence is the free vSphere Hypervisor); the host profile cannot be "
@@ -255,9 +298,14 @@ class HostProfiles:
         name, want = found
         known = self._known.get(host.mac)
         address, port = (known.address, known.port) if known else self.endpoint(host, answers)
-        pin = known.thumbprint if known else vsphere.thumbprint(address, port, self.timeout)
+        cafile = self.cafile(host.mac)
+        pin = "" if cafile else known.thumbprint if known else vsphere.thumbprint(address, port, self.timeout)
         try:
-            session = vsphere.connect(address, port, self.passwords(want), pin=pin, timeout=self.timeout)
+            session = vsphere.connect(address, port, self.passwords(want), pin=pin, cafile=cafile,
+                                      timeout=self.timeout)
+        except vsphere.CertificateUntrusted as exc:
+            self._untrusted(host.mac, address, port, exc)
+            raise Conflict(f"compliance of {host.mac}: {exc}") from None
         except vsphere.HostApiError as exc:
             raise Conflict(f"compliance of {host.mac}: {exc}") from None
         try:
@@ -322,10 +370,14 @@ class HostProfiles:
             return
         name, want = found
         record = self.context.record
+        cafile = self.cafile(mac)
         with self._claim(mac):
             try:
                 session = vsphere.connect(known.address, known.port, self.passwords(want), pin=known.thumbprint,
-                                          timeout=self.timeout)
+                                          cafile=cafile, timeout=self.timeout)
+            except vsphere.CertificateUntrusted as exc:
+                self._untrusted(mac, known.address, known.port, exc)
+                return
             except vsphere.CertificateMismatch:
                 session = self._new_certificate(mac, known)
                 if session is None:

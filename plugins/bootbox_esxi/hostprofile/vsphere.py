@@ -6,9 +6,14 @@ a standalone host: ``HostNetworkSystem`` (vSwitches, port groups, VMkernel NICs,
 ``HostFirewallSystem``, the host's ``OptionManager`` (advanced options), ``HostDatastoreSystem``
 (NFS), ``HostLocalAccountManager`` (users, root's password) and ``LicenseManager``.
 
-TLS: every connection pins a certificate thumbprint (SHA-256). Which thumbprint to trust is the
-caller's decision (``apply.Pins``: the one first seen in this boot of the host); this module
-only fetches a peer's thumbprint and refuses a peer that does not match.
+TLS, one of two ways, the caller's choice (``runner.py``):
+
+* ``cafile``: the host's certificate must chain to that CA (the appliance's own, ``hostcert.py``,
+  which issued the certificate in the host's boot module) and name the address connected to
+  (host-name checking on); anything else is :class:`CertificateUntrusted`;
+* ``pin``: a SHA-256 thumbprint the peer must present (the one first seen in this boot of the
+  host), where no certificate of bootbox's can apply (the simulator, hosts that booted without
+  the module); another one is :class:`CertificateMismatch`.
 """
 
 from __future__ import annotations
@@ -44,6 +49,11 @@ class LoginRefused(HostApiError):
 
 class CertificateMismatch(HostApiError):
     """The host presented another certificate than the one pinned for this boot."""
+
+
+class CertificateUntrusted(HostApiError):
+    """The host's certificate does not verify against the CA bootbox trusts for it (another
+    issuer, another host's name, expired): no credentials were sent."""
 
 
 def fault_text(exc: BaseException) -> str:
@@ -84,17 +94,33 @@ def thumbprint(address: str, port: int, timeout: float) -> str:
         raise HostApiError(f"cannot reach {address}:{port}: {exc}") from None
 
 
-def negotiate(address: str, port: int, pin: str, timeout: float) -> str:
+def _untrusted(address: str, port: int, exc: ssl.SSLCertVerificationError) -> CertificateUntrusted:
+    reason = exc.verify_message or exc.reason or str(exc)
+    return CertificateUntrusted(f"{address}:{port} presented a certificate that does not verify against "
+                                f"bootbox's host CA: {reason}; no credentials were sent")
+
+
+def negotiate(address: str, port: int, pin: str, timeout: float, cafile: str | None = None) -> str:
     """The newest vSphere API version both pyVmomi and the host speak, read from the host's
-    ``/sdk/vimServiceVersions.xml`` over a connection whose certificate matches ``pin``.
+    ``/sdk/vimServiceVersions.xml`` over a connection whose certificate matches ``pin`` (or,
+    with ``cafile``, verifies against that CA for ``address``).
 
     (pyVmomi's own negotiation in ``SmartConnect`` does not apply the pin.)
     """
-    conn = http.client.HTTPSConnection(address, port, timeout=timeout, context=_unverified())
+    return _negotiate(address, port, pin, timeout, cafile)[0]
+
+
+def _negotiate(address: str, port: int, pin: str, timeout: float, cafile: str | None) -> tuple[str, str]:
+    """:func:`negotiate`, and the SHA-256 thumbprint of the certificate the host presented."""
+    context = ca_context(cafile) if cafile else _unverified()
+    conn = http.client.HTTPSConnection(address, port, timeout=timeout, context=context)
     try:
-        conn.connect()
+        try:
+            conn.connect()
+        except ssl.SSLCertVerificationError as exc:
+            raise _untrusted(address, port, exc) from None
         seen = _sha256(conn.sock.getpeercert(binary_form=True), f"{address}:{port}")  # type: ignore[union-attr]
-        if seen != pin:
+        if not cafile and seen != pin:
             raise CertificateMismatch(f"{address}:{port} presented a certificate other than the pinned one "
                                       f"(pinned {pin[:23]}…, seen {seen[:23]}…)")
         conn.request("GET", "/sdk/vimServiceVersions.xml")
@@ -118,7 +144,7 @@ def negotiate(address: str, port: int, pin: str, timeout: float) -> str:
             offered.update(v.text or "" for v in namespace.findall("priorVersions/version"))
     for version in GetServiceVersions("vim25"):
         if versionIdMap.get(version) in offered:
-            return str(version)
+            return str(version), seen
     raise HostApiError(f"{address}:{port} offers vSphere API versions {sorted(offered)}, none of which pyVmomi speaks")
 
 
@@ -135,6 +161,19 @@ def _pinning_context() -> ssl.SSLContext:
     return context
 
 
+def ca_context(cafile: str) -> ssl.SSLContext:
+    """A TLS context that trusts only ``cafile`` (the appliance's host CA) and checks that the
+    certificate names the address connected to (an IP SAN for an address, a DNS SAN for a name).
+
+    Handed to pyVmomi with no thumbprint, so a failed verification is final (pyVmomi falls back
+    only to a pin, and its loopback exemption applies only when it is given no context)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = True
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_verify_locations(cafile=cafile)
+    return context
+
+
 @dataclass
 class Session:
     """A logged-in session with one host, and which of the passwords tried worked."""
@@ -145,6 +184,8 @@ class Session:
     password: str
     password_label: str
     thumbprint: str
+    cafile: str | None = None
+    """The CA the host's certificate was verified against (None: ``thumbprint`` was pinned)."""
 
     def close(self) -> None:
         try:
@@ -158,23 +199,36 @@ class Session:
         return value.isoformat() if value is not None else ""
 
 
-def connect(address: str, port: int, passwords: Iterable[tuple[str, str]], *, pin: str, timeout: float,
-            user: str = ROOT) -> Session:
+def connect(address: str, port: int, passwords: Iterable[tuple[str, str]], *, pin: str = "", timeout: float,
+            user: str = ROOT, cafile: str | None = None) -> Session:
     """Log in as ``user`` (root) with each ``(label, password)`` in turn; the first that works wins.
 
-    ``pin``: the SHA-256 thumbprint the peer must present. Raises :class:`LoginRefused` when every
-    password gets ``InvalidLogin``, :class:`HostApiError` for anything else.
+    ``pin``: the SHA-256 thumbprint the peer must present; or ``cafile``: the CA its certificate
+    must verify against, for ``address`` (then ``pin`` is not used). Raises :class:`LoginRefused`
+    when every password gets ``InvalidLogin``, :class:`CertificateUntrusted` /
+    :class:`CertificateMismatch` before any password is sent, :class:`HostApiError` for anything else.
     """
+    if not cafile and not pin:
+        raise ValueError("connect needs a pinned thumbprint or a CA to verify the host against")
     tried: list[str] = []
-    version = ""
+    version = seen = ""
     for label, password in passwords:
         try:
-            version = version or negotiate(address, port, pin, timeout)
-            si = Connect(host=address, port=port, user=user, pwd=password, version=version, thumbprint=pin,
-                         sslContext=_pinning_context(), httpConnectionTimeout=timeout)
+            if not version:
+                version, seen = _negotiate(address, port, pin, timeout, cafile)
+            if cafile:
+                si = Connect(host=address, port=port, user=user, pwd=password, version=version,
+                             sslContext=ca_context(cafile), httpConnectionTimeout=timeout)
+            else:
+                si = Connect(host=address, port=port, user=user, pwd=password, version=version, thumbprint=pin,
+                             sslContext=_pinning_context(), httpConnectionTimeout=timeout)
         except vim.fault.InvalidLogin:
             tried.append(label)
             continue
+        except ssl.SSLCertVerificationError as exc:
+            if cafile:
+                raise _untrusted(address, port, exc) from None
+            raise HostApiError(f"TLS with {address}:{port} failed: {exc}") from None
         except ssl.SSLError as exc:
             raise HostApiError(f"TLS with {address}:{port} failed: {exc}") from None
         except vmodl.MethodFault as exc:
@@ -194,7 +248,7 @@ def connect(address: str, port: int, passwords: Iterable[tuple[str, str]], *, pi
             Disconnect(si)
             raise HostApiError(f"https://{address}:{port}/sdk has no HostSystem (is it a vCenter?)")
         return Session(si=si, host=hosts[0], content=content, password=password, password_label=label,
-                       thumbprint=pin)
+                       thumbprint=seen, cafile=cafile)
     raise LoginRefused(f"{user} login to {address}:{port} refused (InvalidLogin) with {' and '.join(tried) or 'no password'}")
 
 

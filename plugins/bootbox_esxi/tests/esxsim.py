@@ -71,6 +71,8 @@ class EsxSim:
     port: int = field(default_factory=free_port)
     edition: str = "evaluation"
     """``free``: the vSphere Hypervisor licence, whose API refuses writes (``RestrictedVersion``)."""
+    tls: tuple[Path, Path] | None = None
+    """``(rui.crt, rui.key)``: the certificate to present (a boot module's), else a new self-signed one."""
     process: subprocess.Popen[str] | None = None
     info: dict[str, str] = field(default_factory=dict)
 
@@ -90,7 +92,8 @@ class EsxSim:
         self.workdir.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + timeout
         while True:  # the port of a just-stopped instance can take a moment to free up
-            process = subprocess.Popen([str(self.binary), "-listen", self.address, "-edition", self.edition],
+            tls = ["-cert", str(self.tls[0]), "-key", str(self.tls[1])] if self.tls else []
+            process = subprocess.Popen([str(self.binary), "-listen", self.address, "-edition", self.edition, *tls],
                                        cwd=self.workdir,
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             assert process.stdout is not None

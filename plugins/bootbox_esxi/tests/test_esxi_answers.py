@@ -83,13 +83,15 @@ def test_the_kickstart_renders_hashed_and_is_served_once_to_its_host(env: Env, c
 
 
 def test_a_plain_text_rootpw_is_refused_with_what_to_write(env: Env) -> None:
-    env.kickstart_host(KICKSTART.replace("rootpw --iscrypted", "rootpw"))
-    _, answer = tokens(env.script())
-    refused = env.client.get(f"/boot/hosts/525400e50a01/answers/{answer}/ks.cfg")
+    """Refused when the host profile is added (rendered with example answers), not first at a boot."""
+    refused = env.client.post("/api/v1/hostprofiles", headers=AUTH, json={
+        "name": "esx-ks", "kind": "kickstart", "templates": {"ks.cfg": KICKSTART.replace("rootpw --iscrypted", "rootpw")},
+        "inputs": [{"name": "root_password", "type": "password"}, {"name": "hostname", "validation": "fqdn"}]})
     error = refused.json["error"]
     assert refused.status_code == 422 and error["field"] == "templates.ks.cfg"
     assert "line 3: rootpw gives the root password in plain text" in error["message"]
-    assert "rootpw --iscrypted {{ answers.NAME }}" in error["message"] and SECRET not in error["message"]
+    assert "rootpw --iscrypted {{ answers.NAME }}" in error["message"] and "Example-Pass-1" not in error["message"]
+    assert env.client.get("/api/v1/hostprofiles/esx-ks", headers=AUTH).status_code == 404  # nothing stored
 
 
 @pytest.mark.parametrize(("text", "problem"), [
@@ -171,7 +173,8 @@ def test_the_call_in_module_is_a_tgz_with_an_executable_local_sh(env: Env) -> No
     assert response.data[:2] == b"\x1f\x8b"  # gzip
     with tarfile.open(fileobj=io.BytesIO(response.data), mode="r:gz") as tar:
         members = tar.getmembers()
-        assert [m.name for m in members] == ["etc/rc.local.d/local.sh"]
+        # local.sh, then the host's TLS certificate and key from the appliance's CA (test_esxi_hostcert.py)
+        assert [m.name for m in members] == ["etc/rc.local.d/local.sh", callin.RUI_CRT, callin.RUI_KEY]
         script = members[0]
         assert script.isfile() and script.mode == 0o755 and (script.uid, script.gid) == (0, 0)
         text = tar.extractfile(script).read().decode()  # type: ignore[union-attr]

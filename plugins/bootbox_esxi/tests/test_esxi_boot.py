@@ -403,7 +403,7 @@ def test_the_image_tree_survives_a_restart_and_refuses_made_up_ids(env: Env) -> 
     image = env.plugin.image_for(env.service.host(MAC), env.service.profile("esxi-s"))
     url = f"/boot/esxi/images/{image.id}/s.v00"
     expected = env.client.get(url)
-    assert expected.status_code == 200 and "max-age=86400" in expected.headers["Cache-Control"]
+    assert expected.status_code == 200 and "max-age=31536000, immutable" in expected.headers["Cache-Control"]
     state = env.plugin.state
     state.images.clear(), state.by_id.clear()  # what a restart forgets
     state.rescanned = float("-inf")

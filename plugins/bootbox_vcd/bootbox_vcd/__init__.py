@@ -34,7 +34,6 @@ from bootbox import (
     NotFound,
     PluginContext,
     PluginError,
-    Profile,
     PushRefused,
     api_client,
     hookimpl,
@@ -88,8 +87,8 @@ class VcdPlugin:
     # ------------------------------------------------------------------ image and answers
 
     @hookimpl
-    def bootbox_image_packages(self, host: Host, profile: Profile) -> list[str] | None:
-        if profile.kind != "esxi" or not self.in_scope(host):
+    def bootbox_image_inject(self, image_kind: str, host: Host | None) -> list[str] | None:
+        if image_kind != "esxi" or host is None or not self.in_scope(host):
             return None
         return [self.config.vib]
 

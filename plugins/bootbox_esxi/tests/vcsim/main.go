@@ -72,13 +72,20 @@ func main() {
 	user := flag.String("user", "root", "the account that may log in")
 	password := flag.String("password", "", "its password (empty: a fresh stateless host)")
 	edition := flag.String("edition", "evaluation", "licence: evaluation, or free (vSphere Hypervisor: the API is read-only)")
+	certFile := flag.String("cert", "", "PEM certificate to present (with -key), as ESXi's /etc/vmware/ssl/rui.crt; default: a new self-signed one")
+	keyFile := flag.String("key", "", "PEM private key of -cert, as ESXi's /etc/vmware/ssl/rui.key")
 	flag.Parse()
 
 	host, _, err := net.SplitHostPort(*listen)
 	if err != nil {
 		log.Fatalf("-listen: %v", err)
 	}
-	cert, err := selfSigned(host)
+	var cert tls.Certificate
+	if *certFile != "" || *keyFile != "" {
+		cert, err = tls.LoadX509KeyPair(*certFile, *keyFile)
+	} else {
+		cert, err = selfSigned(host)
+	}
 	if err != nil {
 		log.Fatalf("certificate: %v", err)
 	}

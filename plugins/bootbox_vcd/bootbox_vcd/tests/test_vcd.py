@@ -90,7 +90,7 @@ def test_unconfigured_the_plugin_does_nothing() -> None:
     plugin = VcdPlugin()
     plugin.bootbox_configure(settings=type("S", (), {"plugins": {}})())
     host = Host(mac="52:54:00:00:00:01", associations={"group": "vcd"})
-    assert plugin.bootbox_image_packages(host=host, profile=Profile("e", "esxi")) is None
+    assert plugin.bootbox_image_inject(image_kind="esxi", host=host) is None
     registered: list[str] = []
     plugin.bootbox_register_answer_inputs(register=lambda name, **kw: registered.append(name))
     assert registered == []
@@ -103,9 +103,10 @@ def test_the_agent_vib_is_injected_for_hosts_of_a_vcd_group() -> None:
     esxi = Profile("esxi-8", "esxi")
     for group, expected in (("vcd", [["vcloud-agent-10"]]), ("tenant-b", [["vcloud-agent-10"]]), ("lab", [])):
         host = Host(mac="52:54:00:00:00:01", associations={"group": group})
-        assert pm.hook.bootbox_image_packages(host=host, profile=esxi) == expected
+        assert pm.hook.bootbox_image_inject(image_kind="esxi", image_name=esxi.name, host=host) == expected
     linux = Host(mac="52:54:00:00:00:01", associations={"group": "vcd"})
-    assert pm.hook.bootbox_image_packages(host=linux, profile=Profile("deb", "linux")) == []
+    assert pm.hook.bootbox_image_inject(image_kind="linux", image_name="deb", host=linux) == []
+    assert pm.hook.bootbox_image_inject(image_kind="esxi", image_name=esxi.name, host=None) == []
 
 
 # ------------------------------------------------------------------------------ the endpoint itself
