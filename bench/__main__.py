@@ -80,6 +80,7 @@ BENCHMARKS: dict[str, Callable[[], tuple[Runner, Callable[[], str | None]]]] = {
     "esxi": lambda: _module("esxi"),
     "flood": lambda: _module("flood"),
     "cache_storm": lambda: _module("cache_storm"),
+    "linux_image": lambda: _module("linux_image"),
 }
 
 

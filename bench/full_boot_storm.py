@@ -38,6 +38,13 @@ power-on to the last one reporting in; any failure (a lost answer after three tr
 byte, a wrong profile, a missing event) is counted. The notes give each step's median and p99
 (``tftp loader``, ``http script``, ``http kernel``, ``http initrd``, ``callback`` …): where a
 boot's time goes.
+Each host waits for its OFFERs on a udp/68 socket of its own that the kernel filters by
+transaction id (:func:`bench.wire.accept_only_xid`), as a real host's stack hears only its own
+answers. An earlier client shared one socket per namespace and one Python thread handed the
+OFFERs out; that thread, not the servers, fell seconds behind (tcpdump showed dnsmasq's OFFERs on
+the client's wire within 0.3 ms of each DISCOVER), so hosts retransmitted, gave up after three
+tries and half of the reference's boots "failed". The *server UDP receive-buffer drops* row is
+the servers' namespace's ``RcvbufErrors``: requests lost before a server could read them.
 CPU seconds are each server's whole process tree (tftpd-hpa's forks through a cgroup), memory
 the peak PSS sampled every 0.25 s (for the reference, the sum of its three servers' peaks).
 Figures are medians of ``--runs`` runs, bootbox and the reference alternating, with min–max.
@@ -50,11 +57,12 @@ import argparse
 import http.client
 import json
 import math
-import queue
 import random
 import shutil
 import socket
 import statistics
+import sys
+import subprocess
 import tempfile
 import threading
 import time
@@ -79,6 +87,7 @@ from bench.common import (
 )
 from bench.lan import Lan, LanHost
 from bench.pxeclient import (
+    SO_TIMESTAMPNS,
     EDK2_TFTP_TIMEOUT,
     EDK2_TFTP_TRIES,
     BootFailure,
@@ -99,11 +108,17 @@ from bench.pxeclient import (
     tftp_probe_tsize,
     walk_ipxe,
 )
+from bench.wire import accept_only_xid
 from bootbox.lab.netns import Member, Segment, run_in_netns
 from bootbox.lab.sitedhcp import IPXE_DIR, reference_proxy
 from bootbox.net.dhcp.packet import MessageType
 
 HTTP_PORT = 8080
+CLIENT_SWITCH_INTERVAL = 0.001
+"""The simulating process's interpreter switch interval (CPython's default is 5 ms). Its 1,000
+host threads each wait for the interpreter lock after every packet; with the default, a host
+whose answer has arrived can wait 5 ms per packet behind a thread comparing a 16 MiB download,
+and the process, not the server, sets the pace (the *lateness* row). Real hosts have a CPU each."""
 
 LOADERS = ("undionly.kpxe", "snponly.efi")
 DHCP_TRIES, DHCP_WAIT = 3, 2.0
@@ -152,35 +167,40 @@ class BootOutcome:
 # --------------------------------------------------------------------------- one boot
 class DhcpPort:
     """A client namespace's broadcast DHCP side, shared by its hosts: one raw socket for their
-    DISCOVERs (from 0.0.0.0, each with its host's MAC) and one udp/68 socket on the namespace's
-    veth for the broadcast OFFERs (a socket per host would get every OFFER once per host). A
-    thread hands each OFFER to the host waiting for its xid. Create it inside the namespace."""
+    DISCOVERs (from 0.0.0.0, each with its host's MAC). Each DISCOVER's OFFER comes back on a
+    udp/68 socket of the asking host's own (:meth:`replies_for`), which the kernel fills with
+    that transaction's answers only. Create it inside the namespace.
+
+    Why not one shared udp/68 socket and a thread handing OFFERs out: broadcast OFFERs reach every
+    namespace, so that thread parsed every host's answers in Python, competing for the
+    interpreter lock with a thousand host threads. Measured (tcpdump on a client namespace's
+    veth): dnsmasq's OFFERs arrived within 0.3 ms, yet hosts took them only 2–6 s later, after
+    retransmitting; hosts gave up after three DISCOVERs ("no answer") although every one was
+    answered — the client's queue, not the server, failed up to 60 % of the reference's boots."""
 
     def __init__(self, member: Member) -> None:
-        self.replies = open_reply_socket(68, rcvbuf=16 * 2**20, device=member.ifname)
+        self.ifname = member.ifname
         self.raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         self.raw.bind((member.ifname, 0))
-        self._waiting: dict[int, queue.SimpleQueue[Reply]] = {}
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._dispatch, name=f"dhcp-{member.role}", daemon=True)
-        self._thread.start()
 
-    def _dispatch(self) -> None:
-        while not self._done.is_set():
-            reply = recv_timestamped(self.replies, 0.2)
-            if reply is not None and (waiting := self._waiting.get(reply.packet.xid)) is not None:
-                waiting.put(reply)
-
-    def listen(self, xid: int) -> "queue.SimpleQueue[Reply]":
-        return self._waiting.setdefault(xid, queue.SimpleQueue())
-
-    def forget(self, xid: int) -> None:
-        self._waiting.pop(xid, None)
+    def replies_for(self, xid: int) -> socket.socket:
+        """A udp/68 socket on the namespace's interface that receives transaction ``xid``'s
+        answers and nothing else (a kernel filter, attached before the bind), with kernel
+        receive timestamps, as :func:`open_reply_socket` makes them. Call it in the namespace."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, self.ifname.encode())
+            accept_only_xid(sock, xid)
+            sock.bind(("0.0.0.0", 68))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
     def close(self) -> None:
-        self._done.set()
-        self._thread.join()
-        self.replies.close()
         self.raw.close()
 
 
@@ -194,12 +214,11 @@ class _Dhcp:
     def _from_server(self, reply: Reply) -> bool:
         return reply.source[0] == self.server_ip or reply.packet.options.get(54) == socket.inet_aton(self.server_ip)
 
-    def _wait(self, answers: "queue.SimpleQueue[Reply]", xid: int, kind: int) -> Reply | None:
+    def _wait(self, sock: socket.socket, xid: int, kind: int) -> Reply | None:
         deadline = time.monotonic() + DHCP_WAIT
         while (left := deadline - time.monotonic()) > 0:
-            try:
-                reply = answers.get(timeout=left)
-            except queue.Empty:
+            reply = recv_timestamped(sock, left)
+            if reply is None:
                 return None
             if reply.packet.xid == xid and reply.kind == kind and self._from_server(reply):
                 return reply
@@ -216,16 +235,13 @@ class _Dhcp:
 
     def broadcast(self, frame: bytes, xid: int, kind: int, what: str) -> Reply:
         """Send a DISCOVER, wait for the OFFER, retry as a ROM does; BootFailure after DHCP_TRIES."""
-        answers = self.port.listen(xid)
+        with self.port.replies_for(xid) as answers:
 
-        def attempt() -> Reply | None:
-            self.port.raw.send(frame)
-            return self._wait(answers, xid, kind)
+            def attempt() -> Reply | None:
+                self.port.raw.send(frame)
+                return self._wait(answers, xid, kind)
 
-        try:
             return self._retry(attempt, what)
-        finally:
-            self.port.forget(xid)
 
     def unicast(self, request: bytes, xid: int, kind: int, what: str) -> Reply:
         """The 4011 REQUEST from the host's address:68 by its interface, and its ACK."""
@@ -233,14 +249,7 @@ class _Dhcp:
 
             def attempt() -> Reply | None:
                 sock.sendto(request, (self.server_ip, 4011))
-                deadline = time.monotonic() + DHCP_WAIT
-                while (left := deadline - time.monotonic()) > 0:
-                    reply = recv_timestamped(sock, left)
-                    if reply is None:
-                        return None
-                    if reply.packet.xid == xid and reply.kind == kind and self._from_server(reply):
-                        return reply
-                return None
+                return self._wait(sock, xid, kind)
 
             return self._retry(attempt, what)
 
@@ -366,6 +375,8 @@ class StormResult:
     """MAC → what was wrong with its record after the storm (bootbox only)."""
     server_said: list[str] = field(default_factory=list)
     """bootbox's warnings and errors when a boot failed (the first 20 lines)."""
+    socket_drops: int = 0
+    """UDP datagrams the servers' namespace dropped for a full receive buffer during the storm."""
 
     @property
     def total_seconds(self) -> float:
@@ -529,13 +540,25 @@ class BootLab:
     # ---------------------------------------------------------------- shared
     def _storm(self, servers: list["Server | Process"], server_ip: str) -> StormResult:
         self.lan.forget_neighbours()
+        netns = self.server.netns if server_ip == self.server.ip else self.ref.netns
         cpu = sum(cpu_seconds(s.pid) for s in servers)
+        drops = udp_receive_drops(netns)
         with PeakMemory(servers) as memory:
             start = time.perf_counter()
             outcomes = run_storm(self.lan, self.hosts, server_ip, self.loaders, salt=self._runs * 2 + len(servers),
                                  stagger=self.stagger)  # fmt: skip
             wall = time.perf_counter() - start
-        return StormResult(outcomes, sum(cpu_seconds(s.pid) for s in servers) - cpu, sum(memory.peaks.values()), wall)
+        return StormResult(outcomes, sum(cpu_seconds(s.pid) for s in servers) - cpu, sum(memory.peaks.values()), wall,
+                           socket_drops=udp_receive_drops(netns) - drops)  # fmt: skip
+
+
+def udp_receive_drops(netns: str) -> int:
+    """The namespace's count of UDP datagrams dropped for a full socket buffer (``Udp:
+    RcvbufErrors`` of its /proc/net/snmp): DHCP and TFTP requests the servers never saw."""
+    out = subprocess.run(["ip", "netns", "exec", netns, "cat", "/proc/net/snmp"], capture_output=True, text=True,
+                         timeout=30, check=True).stdout  # fmt: skip
+    names, values = (line.split()[1:] for line in out.splitlines() if line.startswith("Udp:"))
+    return int(dict(zip(names, values))["RcvbufErrors"])
 
 
 class _Api:
@@ -594,6 +617,7 @@ def rows_for(ours: list[StormResult], ref: list[StormResult], hosts: int) -> lis
         row("time per boot p50", "s", lambda r: percentile(r.times(), 0.50)),
         row("time per boot p99", "s", lambda r: percentile(r.times(), 0.99), target="<= 1.1x"),
         row("client lateness p99 (first DISCOVER after power-on)", "s", lambda r: percentile(r.lateness(), 0.99)),
+        row("server UDP receive-buffer drops", "pkts", lambda r: float(r.socket_drops), target="0"),
         row("DHCP retransmissions needed", "pkts", lambda r: float(sum(o.dhcp_retries for o in r.outcomes)),
             target="0"),
         row("server CPU seconds", "s", lambda r: r.cpu_seconds),
@@ -604,7 +628,7 @@ def rows_for(ours: list[StormResult], ref: list[StormResult], hosts: int) -> lis
 def _run_doc(result: StormResult) -> dict[str, float]:
     return {"failures": result.failures, "total_s": result.total_seconds, "p99_s": percentile(result.times(), 0.99),
             "cpu_seconds": result.cpu_seconds, "peak_pss_mib": result.peak_pss_mib, "wall_s": result.wall_seconds,
-            "p50_s": percentile(result.times(), 0.50), "lateness_p99_s": percentile(result.lateness(), 0.99),
+            "p50_s": percentile(result.times(), 0.50), "socket_drops": result.socket_drops, "lateness_p99_s": percentile(result.lateness(), 0.99),
             "steps": {name: list(times) for name, times in _step_times([result]).items()}}
 
 
@@ -653,6 +677,10 @@ def measure(hosts: int, runs: int, kernel_mib: float, initrd_mib: float, *, trus
         + (f"hosts start {stagger:g} s apart" if stagger else "hosts start within 1 s"),
         "bootbox (log level info) also decides by rules and records hosts and events (checked after each run); the "
         "reference (dnsmasq proxy with log-dhcp, tftpd-hpa, nginx with sendfile) serves pre-written per-host scripts",
+        "DHCP socket receive buffers: bootbox 4 MiB (its built-in size), dnsmasq the kernel default "
+        "(net.core.rmem_default, 208 KiB here); the drops row shows whether either lost a request to a full buffer",
+        "each host hears its DHCP answers on its own udp/68 socket, filtered by xid in the kernel (not one shared "
+        "socket read by a Python thread, which fell seconds behind and failed half of the reference's boots)",
         "across a bridge: servers and hosts in their own namespaces, each host its own MAC and address; reference "
         "memory is the sum of its three servers' peaks",
         "a boot is timed from its host's power-on, not from when this (one) client process sent its first DISCOVER",
@@ -708,7 +736,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trust-lan", action="store_true",
                         help="give bootbox [hosts] trusted_networks = the LAN, so a boot request that arrives before "
                              "bootbox's copy of the neighbour table has the host is served, not refused")  # fmt: skip
+    parser.add_argument("--switch-interval", type=float, default=CLIENT_SWITCH_INTERVAL,
+                        help="the client process's interpreter switch interval in seconds (sys.setswitchinterval)")
     args = parser.parse_args(argv)
+    sys.setswitchinterval(args.switch_interval)
     if problem := requirements():
         parser.error(problem)
     result = tables(quick=True) if args.quick else measure(args.hosts, args.runs, args.kernel_mib, args.initrd_mib,

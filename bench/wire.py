@@ -11,6 +11,7 @@ veth pairs and the bridge, and the server.
 
 from __future__ import annotations
 
+import ctypes
 import socket
 import struct
 import time
@@ -102,3 +103,30 @@ def wire_latencies_ms(frames: list[WireFrame], *, request_port: int, answer_kind
               and frame.xid in sent and frame.xid not in latencies):  # fmt: skip
             latencies[frame.xid] = (frame.stamp_ns - sent[frame.xid]) / 1e6
     return latencies
+
+
+SO_ATTACH_FILTER = 26
+"""Linux's socket option for a classic BPF program (not in Python's ``socket`` module)."""
+_BPF_LD_W_ABS, _BPF_JEQ_K, _BPF_RET_K = 0x20, 0x15, 0x06
+_XID_OFFSET = 8 + 4
+"""A UDP socket's filter sees the datagram from its UDP header (8 bytes); the BOOTP xid follows
+op, htype, hlen and hops (4 bytes)."""
+
+
+def accept_only_xid(sock: socket.socket, xid: int) -> None:
+    """Let the kernel drop every datagram on ``sock`` but BOOTP/DHCP ones with transaction id
+    ``xid`` (a classic BPF program, ``SO_ATTACH_FILTER``). Why: broadcast OFFERs reach every
+    udp/68 socket of a namespace, so a simulated host with a socket of its own would otherwise
+    wake (and parse in Python) for every other host's OFFER — with many hosts in one process,
+    that queueing, not the server, would decide when a host sees its answer. Attach it before
+    ``bind`` so nothing unfiltered is queued."""
+    program = [
+        (_BPF_LD_W_ABS, 0, 0, _XID_OFFSET),  # A = the 32-bit word at the xid, network order
+        (_BPF_JEQ_K, 0, 1, xid & 0xFFFFFFFF),  # A == xid: next; else skip one
+        (_BPF_RET_K, 0, 0, 0xFFFF),  # keep up to 64 KiB: the whole datagram
+        (_BPF_RET_K, 0, 0, 0),  # drop
+    ]
+    code = b"".join(struct.pack("HBBI", *insn) for insn in program)
+    buffer = ctypes.create_string_buffer(code, len(code))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER,
+                    struct.pack("HP", len(program), ctypes.addressof(buffer)))  # fmt: skip

@@ -17,6 +17,11 @@ from bootbox.testing import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Session fixtures every module shares, registered once so each is built once per run: the
+# Linux test image (``linux_image``, an mmdebstrap build of minutes). A module that imports the
+# fixture function itself gets its own copy (which then finds the build cached).
+pytest_plugins = ["tests.support.linuximage"]
+
 
 def test_settings(tmp_path: Path, **overrides: object) -> Settings:
     """Settings for a test: state in tmp_path, loopback only, no demo build, free ports."""

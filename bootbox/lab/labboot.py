@@ -6,6 +6,14 @@ the appliance itself — the events bootbox records for that MAC (DHCP, TFTP, HT
 fetched from its API from inside the server namespace — and printed as they arrive, timed from
 VM start. The boot is done when the payload reports in (``booted``); the tap is removed and QEMU
 stopped afterwards whatever happened.
+
+With ``image``, the client boots a built Linux image instead of the demo: the lab's appliance
+must serve that image (``bootbox lab up --images-dir DIR``), and before the VM starts
+:func:`image_rule` gives this client's MAC the image through the API: the ``linux`` profile that
+names the image (made, named after it, when there is none) and a rule ``lab-image-<mac>`` at the
+top of the list, so it wins over the demo rule. The guest gets :data:`IMAGE_MEMORY_MB` (its root
+is held in RAM) and is done when the image's report-in unit calls in, after cloud-init's last
+stage: boot-to-configured.
 """
 
 from __future__ import annotations
@@ -25,7 +33,12 @@ from bootbox.lab.netns import LabError, run_in_netns
 from bootbox.lab.qemu import Firmware, QemuClient, random_mac
 from bootbox.lab.session import LabState, read_state, supervisor_alive
 
-__all__ = ["BootResult", "TimelineEvent", "boot"]
+__all__ = ["IMAGE_MEMORY_MB", "Api", "BootResult", "TimelineEvent", "api_call", "boot", "image_rule", "lab_api"]
+
+IMAGE_MEMORY_MB = 1536
+"""Guest RAM for a Linux image: its compressed root (~180 MB for a small image) is downloaded into
+RAM and everything it writes stays there (docs/linux-images.md asks for 1-1.5 GiB)."""
+DEMO_MEMORY_MB = 768
 
 
 @dataclass(frozen=True)
@@ -68,18 +81,73 @@ def _events(state: LabState, mac: str) -> list[dict[str, Any]]:
     return sorted((e for e in events if e.get("mac") == mac), key=lambda e: float(e["time"]))
 
 
+Api = Callable[[str, str, "dict[str, Any] | None"], Any]
+"""``api(method, path, body)``: one call to an appliance's ``/api/v1``; raises LabError on an error."""
+
+
+def api_call(base_url: str, token: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """One API call with the token; an error answer becomes a LabError carrying the appliance's
+    message (which names the field)."""
+    import urllib.error
+
+    request = urllib.request.Request(f"{base_url}/api/v1{path}", method=method,
+                                     data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode("utf-8", "replace")[:500]
+        raise LabError(f"the lab appliance refused {method} {path} ({exc.code}): {detail}") from None
+
+
+def lab_api(state: LabState) -> Api:
+    """:func:`api_call` against the lab's appliance, from inside its server namespace."""
+    token = (Path(state.dir) / "state" / "api-token").read_text().strip()
+    return lambda method, path, body=None: run_in_netns(state.members["server"], api_call, state.http_url, token,
+                                                        method, path, body)
+
+
+def image_rule(api: Api, mac: str, image: str, host_profile: str | None = None) -> dict[str, Any]:
+    """Make the appliance boot ``mac`` into the Linux image ``image`` (optionally configured by
+    ``host_profile``): the image's profile, made if missing, and a rule for this MAC on top."""
+    profiles = [p for p in api("GET", "/profiles", None)
+                if p.get("kind") == "linux" and p.get("spec", {}).get("image") == image]
+    if profiles:
+        profile = str(profiles[0]["name"])
+    else:  # the appliance checks that the image is built and names it if not
+        api("POST", "/profiles", {"name": image, "kind": "linux", "spec": {"image": image},
+                                  "description": f"Linux image {image} (bootbox lab boot --image)"})
+        profile = image
+    items = {"image": profile, **({"host_profile": host_profile} if host_profile else {})}
+    rule = {"name": f"lab-image-{mac.replace(':', '')}", "patterns": [f"mac={mac}"], "items": items, "at": 0}
+    api("POST", "/rules", rule)
+    return rule
+
+
 def boot(lab_dir: Path, firmware: Firmware, *, timeout: float = 240.0, mac: str | None = None,
-         out: Callable[[str], None] = print) -> BootResult:  # fmt: skip
-    """Boot one client on the lab in ``lab_dir`` and follow it to report-in (or ``timeout``)."""
+         out: Callable[[str], None] = print, image: str | None = None,
+         host_profile: str | None = None) -> BootResult:  # fmt: skip
+    """Boot one client on the lab in ``lab_dir`` and follow it to report-in (or ``timeout``):
+    the demo, or the built Linux image ``image`` (see the module's docstring)."""
     state = read_state(lab_dir)
     if state is None or state.status != "up" or not supervisor_alive(state):
         raise LabError(f"no lab is up in {lab_dir}: run `bootbox lab up` first")
+    if host_profile and not image:
+        raise LabError("--host-profile goes with --image (the demo takes no host profile here)")
     mac = mac or random_mac()
+    if image and not state.images_dir:
+        raise LabError("this lab serves no Linux images: start it with `bootbox lab up --images-dir DIR` "
+                       "(DIR: where `bootbox image build` put them, default <state dir>/plugins/linux/images)")
+    if image:
+        rule = image_rule(lab_api(state), mac, image, host_profile)
+        out(f"rule {rule['name']}: {mac} boots {', '.join(f'{k}={v}' for k, v in rule['items'].items())}")
     tap = f"bbt{os.getpid()}"[:15]
     workdir = lab_dir / "vms" / mac.replace(":", "")
     workdir.mkdir(parents=True, exist_ok=True)
     _ip("-n", state.switch, "tuntap", "add", "dev", tap, "mode", "tap")
-    vm = QemuClient(tap=tap, netns=state.switch, mac=mac, firmware=firmware, workdir=workdir)
+    vm = QemuClient(tap=tap, netns=state.switch, mac=mac, firmware=firmware, workdir=workdir,
+                    memory_mb=IMAGE_MEMORY_MB if image else DEMO_MEMORY_MB)
     result = BootResult(mac, firmware, False, None, workdir=str(workdir))
     try:
         _ip("-n", state.switch, "link", "set", tap, "master", state.bridge, "up")
@@ -103,7 +171,9 @@ def boot(lab_dir: Path, firmware: Firmware, *, timeout: float = 240.0, mac: str 
                 out(f"QEMU exited ({vm.returncode}) before the client reported in")
                 break
             time.sleep(0.3)
-        if result.booted:
+        if result.booted and image:
+            out(f"{mac} booted Linux image {image} and reported in (configured) {result.seconds:.1f} s after VM start")
+        elif result.booted:
             try:
                 vm.wait_for(MARKER_OK, 60)
                 vm.wait_exit(60)

@@ -13,8 +13,12 @@ The guest stands for a bare-metal machine doing a network boot, with two firmwar
 * ``arm64``: ``qemu-system-aarch64 -machine virt`` with AAVMF (EDK2 PXE sends arch 11);
   ``arm64-secure``: its Secure Boot build with Microsoft's keys.
 
-There is no KVM in the lab, so the guest runs under TCG: slow (tens of seconds to a Linux
-userland) but the same everywhere. The guest's only network is a tap in the lab's switch
+By default the guest runs under TCG: slow (tens of seconds to a Linux userland) but the same
+everywhere. ``accel="auto"`` uses KVM instead where hardware KVM is usable (:func:`kvm_unusable`),
+for guests that boot a full distribution (minutes under TCG); QEMU still falls back to TCG if KVM
+fails to start. Hardware KVM, because some sandboxes offer a ``/dev/kvm`` that is not: under
+PVM (``kvm_pvm``, a shadow-paging hypervisor for sandboxed VMs) SeaBIOS runs, but a stock
+Debian kernel does not get past its decompressor in minutes (it looks hung after "Probing EDD"). The guest's only network is a tap in the lab's switch
 namespace, so QEMU itself runs in that namespace (a tap is opened by name in the opener's
 namespace). ``-no-reboot`` turns the payload's poweroff, and a kernel panic with ``panic=-1``,
 into QEMU exiting.
@@ -22,6 +26,8 @@ into QEMU exiting.
 
 from __future__ import annotations
 
+import os
+import platform
 import re
 import secrets
 import shutil
@@ -33,11 +39,13 @@ from typing import Literal
 
 from bootbox.lab.netns import LabError, Segment, StartStop, spawn_in_netns, stop_process
 
-__all__ = ["AAVMF_CODE", "AAVMF_SECURE_CODE", "FIRMWARES", "OVMF_CODE", "OVMF_SECURE_CODE", "OVMF_VARS", "Firmware", "QemuClient",
-           "random_mac"]
+__all__ = ["AAVMF_CODE", "AAVMF_SECURE_CODE", "ACCELS", "FIRMWARES", "OVMF_CODE", "OVMF_SECURE_CODE", "OVMF_VARS", "Accel",
+           "Firmware", "QemuClient", "kvm_unusable", "random_mac"]
 
 Firmware = Literal["bios", "uefi", "uefi-http", "uefi-secure", "uefi-pxe6", "arm64", "arm64-secure"]
 FIRMWARES: tuple[Firmware, ...] = ("bios", "uefi", "uefi-http", "uefi-secure", "uefi-pxe6", "arm64", "arm64-secure")
+Accel = Literal["tcg", "kvm", "auto"]
+ACCELS: tuple[Accel, ...] = ("tcg", "kvm", "auto")
 _ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][0-9A-Za-z]|\r")
 
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
@@ -80,6 +88,24 @@ _EFI: dict[str, tuple[str, Path, Path, tuple[str, ...]]] = {
 _DEFAULT_NIC: dict[str, str] = {"bios": "e1000", **{name: "virtio-net-pci" for name in _EFI}}
 
 
+def kvm_unusable(emulator: str = QEMU) -> str | None:
+    """Why ``emulator`` cannot use hardware KVM on this machine, or None when it can.
+
+    Checked: an x86-64 emulator on an x86-64 machine, ``/dev/kvm`` open to us, and the KVM
+    module a hardware one (``kvm_intel``/``kvm_amd``), not PVM's (see the module docstring).
+    """
+    if emulator != QEMU or platform.machine() not in ("x86_64", "AMD64"):
+        return f"{emulator} on {platform.machine()} has no KVM here"
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return "/dev/kvm is missing or not readable and writable"
+    modules = Path("/sys/module")
+    if not any((modules / name).is_dir() for name in ("kvm_intel", "kvm_amd")):
+        if (modules / "kvm_pvm").is_dir():
+            return "/dev/kvm is PVM (kvm_pvm), which runs a stock kernel far slower than TCG"
+        return "no hardware KVM module (kvm_intel / kvm_amd) is loaded"
+    return None
+
+
 def random_mac() -> str:
     """A random locally administered unicast MAC (first octet 0x02), unique per test guest."""
     tail = secrets.token_bytes(4)
@@ -99,6 +125,8 @@ class QemuClient(StartStop):
         and uses an empty ROM for UEFI virtio, so EDK2's native PXE runs.
     :param memory_mb: guest RAM; the demo initramfs and kernel fit in far less than 768.
     :param extra_args: appended to the QEMU command line verbatim.
+    :param accel: ``"tcg"`` (the default), ``"kvm"`` (KVM, TCG only if KVM fails to start), or
+        ``"auto"``: ``"kvm"`` when :func:`kvm_unusable` finds no reason against it, else TCG.
     """
 
     def __init__(
@@ -113,9 +141,12 @@ class QemuClient(StartStop):
         nic_rom: str | None = None,
         memory_mb: int = 768,
         extra_args: Sequence[str] = (),
+        accel: Accel = "tcg",
     ) -> None:
         if firmware not in FIRMWARES:
             raise LabError(f"firmware must be one of {FIRMWARES}, not {firmware!r}")
+        if accel not in ACCELS:
+            raise LabError(f"accel must be one of {ACCELS}, not {accel!r}")
         if not re.fullmatch(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}", mac):
             raise LabError(f"MAC must be lowercase with colons: {mac!r}")
         self.tap = tap
@@ -129,6 +160,11 @@ class QemuClient(StartStop):
         self.nic_rom = nic_rom
         self.memory_mb = memory_mb
         self.extra_args = tuple(extra_args)
+        emulator = _EFI[firmware][0] if firmware in _EFI else QEMU
+        if accel == "auto":
+            accel = "tcg" if kvm_unusable(emulator) else "kvm"
+        self.accel: Accel = accel
+        """The accelerator asked for, ``"auto"`` resolved (QEMU may still fall back to TCG)."""
         self.serial_log = self.workdir / "serial.log"
         self.stderr_log = self.workdir / "qemu.stderr"
         self.vars_copy = self.workdir / "OVMF_VARS.fd"
@@ -148,6 +184,7 @@ class QemuClient(StartStop):
         nic_rom: str | None = None,
         memory_mb: int = 768,
         extra_args: Sequence[str] = (),
+        accel: Accel = "tcg",
     ) -> QemuClient:
         """A client on a new tap of ``segment``, stopped by the segment's close()."""
         client = cls(
@@ -160,6 +197,7 @@ class QemuClient(StartStop):
             nic_rom=nic_rom,
             memory_mb=memory_mb,
             extra_args=extra_args,
+            accel=accel,
         )
         segment.defer(client.stop)
         return client
@@ -172,7 +210,7 @@ class QemuClient(StartStop):
         args = [
             _EFI[self.firmware][0] if self.firmware in _EFI else QEMU,
             "-name", f"bootbox-lab-{self.mac}",
-            "-accel", "tcg",
+            *(("-accel", "kvm", "-accel", "tcg", "-cpu", "max") if self.accel == "kvm" else ("-accel", "tcg")),
             "-smp", "1",
             "-m", str(self.memory_mb),
             "-nographic",

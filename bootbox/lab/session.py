@@ -35,7 +35,7 @@ from bootbox.lab.netns import LabError, Segment, remove_stale_segments, run_in_n
 from bootbox.lab.ra import RouterAdvertiser
 from bootbox.lab.sitedhcp import IPXE_DIR, site_dhcp
 
-__all__ = ["DEFAULT_DIR", "LabState", "down", "read_state", "supervisor_alive", "up"]
+__all__ = ["DEFAULT_DIR", "LabState", "check_images_dir", "config_text", "down", "read_state", "supervisor_alive", "up"]
 
 log = logging.getLogger("bootbox.lab")
 
@@ -64,6 +64,7 @@ class LabState:
     appliance_pid: int = 0
     config: str = ""
     log: str = ""
+    images_dir: str = ""  # Linux images the appliance serves (``lab up --images-dir``); "" = its own
 
     def write(self) -> None:
         path = Path(self.dir) / STATE_FILE
@@ -91,8 +92,9 @@ def supervisor_alive(state: LabState) -> bool:
     return b"bootbox.lab.session" in argv and os.fsencode(state.dir) in argv
 
 
-def config_text(lab_dir: Path, mode: str) -> str:
-    """The appliance's bootbox.toml: lab addresses only, state inside the lab directory."""
+def config_text(lab_dir: Path, mode: str, images_dir: Path | None = None) -> str:
+    """The appliance's bootbox.toml: lab addresses only, state inside the lab directory, and
+    built Linux images read from ``images_dir`` when given (``bootbox lab boot --image``)."""
     lines = [
         f'state_dir = "{lab_dir / "state"}"',
         f'server_address = "{SERVER_ADDR.split("/")[0]}"',
@@ -103,14 +105,23 @@ def config_text(lab_dir: Path, mode: str) -> str:
     if mode == "full":
         lines += ['range_start = "198.18.0.100"', 'range_end = "198.18.0.199"', "lease_seconds = 3600"]
     lines += ["[tftp]", f'root = "{IPXE_DIR}"', "[http]", f"port = {HTTP_PORT}"]
+    if images_dir is not None:
+        lines += ["[plugins.linux]", f"images_dir = {json.dumps(str(images_dir))}"]
     return "\n".join(lines) + "\n"
 
 
 # ------------------------------------------------------------------------------------ up / down
-def up(lab_dir: Path = DEFAULT_DIR, mode: str = "full", timeout: float = 600.0) -> LabState:
-    """Start the supervisor and wait until the appliance answers (or explain why it did not)."""
+def up(lab_dir: Path = DEFAULT_DIR, mode: str = "full", timeout: float = 600.0,
+       images_dir: Path | None = None) -> LabState:
+    """Start the supervisor and wait until the appliance answers (or explain why it did not).
+
+    ``images_dir``: a ``linux`` images directory (``bootbox image build`` makes them, by default
+    in ``<state dir>/plugins/linux/images``) whose images the lab's appliance serves, so
+    ``bootbox lab boot --image NAME`` boots one. The lab's namespaces reach no archive, so
+    images are built outside it; the lab only reads them."""
     if mode not in MODES:
         raise LabError(f"mode must be one of {MODES}, not {mode!r}")
+    images_dir = check_images_dir(images_dir)
     if os.geteuid() != 0:
         raise LabError("the lab needs root (network namespaces, taps, ports below 1024)")
     existing = read_state(lab_dir)
@@ -124,7 +135,8 @@ def up(lab_dir: Path = DEFAULT_DIR, mode: str = "full", timeout: float = 600.0) 
     lab_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     with (lab_dir / "supervisor.log").open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bootbox.lab.session", "--dir", str(lab_dir), "--mode", mode],
+            [sys.executable, "-m", "bootbox.lab.session", "--dir", str(lab_dir), "--mode", mode,
+             *(["--images-dir", str(images_dir)] if images_dir is not None else [])],
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             env={k: v for k, v in os.environ.items() if not k.startswith("BOOTBOX_") or k == "BOOTBOX_CACHE"},
         )  # fmt: skip
@@ -192,13 +204,25 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 
 # ------------------------------------------------------------------------------------ supervisor
-def supervise(lab_dir: Path, mode: str) -> int:
+def check_images_dir(images_dir: Path | None) -> Path | None:
+    """``images_dir`` made absolute, or a LabError naming ``--images-dir`` when it holds no images."""
+    if images_dir is None:
+        return None
+    images_dir = images_dir.resolve()
+    if not (images_dir / "names").is_dir() or not (images_dir / "objects").is_dir():
+        raise LabError(f"--images-dir {images_dir} holds no built Linux images (no names/ and objects/ in it); "
+                       "build one with `bootbox image build NAME --suite bookworm …` and pass its images "
+                       "directory (default <state dir>/plugins/linux/images)")
+    return images_dir
+
+
+def supervise(lab_dir: Path, mode: str, images_dir: Path | None = None) -> int:
     """The supervisor's body: build, serve until SIGTERM, tear down. Runs in its own session."""
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda signum, frame: stop.set())
     state = LabState(dir=str(lab_dir), mode=mode, supervisor_pid=os.getpid(), config=str(lab_dir / "bootbox.toml"),
-                     log=str(lab_dir / "appliance.log"))  # fmt: skip
+                     log=str(lab_dir / "appliance.log"), images_dir=str(images_dir or ""))  # fmt: skip
     state.write()
     segment: Segment | None = None
     try:
@@ -218,7 +242,7 @@ def supervise(lab_dir: Path, mode: str) -> int:
             site_dhcp(segment, site, lab_dir)
         state.namespaces = list(segment.namespaces)
         state.write()
-        Path(state.config).write_text(config_text(lab_dir, mode))
+        Path(state.config).write_text(config_text(lab_dir, mode, images_dir))
         with Path(state.log).open("ab") as out:
             appliance = segment.spawn(server, [sys.executable, "-m", "bootbox", "--config", state.config, "serve"],
                                       stdout=out, stderr=out)  # fmt: skip
@@ -270,9 +294,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bootbox.lab.session", description="the lab supervisor")
     parser.add_argument("--dir", type=Path, required=True)
     parser.add_argument("--mode", choices=MODES, default="full")
+    parser.add_argument("--images-dir", type=Path)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    return supervise(args.dir, args.mode)
+    return supervise(args.dir, args.mode, args.images_dir)
 
 
 if __name__ == "__main__":

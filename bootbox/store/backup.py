@@ -65,8 +65,9 @@ WEBHOOKS_DIR = "webhooks"
 HOST_LOG = "hosts.jsonl"
 SECRETS_KEY = "secrets.key"
 PLUGINS_DIR = "plugins"
-IMAGE_DIRS = ("blobs",)
-"""Folders inside a plugin's data directory that hold image payloads (left out by ``images=False``)."""
+IMAGE_DIRS = ("blobs", "images")
+"""Folders inside a plugin's data directory that hold image payloads (left out by ``images=False``):
+the ESXi depot's blobs and the ``linux`` plugin's built images (rebuilt with ``bootbox image build``)."""
 IMAGE_TABLES = {"p_esxi_depot_profiles": "ESXi image profile", "p_esxi_depots": "ESXi depot"}
 """Store tables whose entries name images with payloads (what restore says to re-import)."""
 README = f"""bootbox backup ({FORMAT})

@@ -33,8 +33,10 @@ from bootbox import (
     PluginContext,
     Profile,
     ValidationError,
+    asset_urls,
+    ipxe_fetch,
 )
-from bootbox_linux.build import FILES, Builder, BuildLimits
+from bootbox_linux.build import FILES, ROOTFS, Builder, BuildLimits
 from bootbox_linux.config import LinuxConfig
 from bootbox_linux.image import check_name, host_mirror
 from bootbox_linux.images import ImageService, not_started
@@ -206,6 +208,17 @@ def image_cmdline(host: Host, profile: Profile, boot: BootContext, squashfs_url:
     return args + (profile.spec.get("cmdline") or DEFAULT_CONSOLE).split()
 
 
+def image_urls(served_: Served, boot: BootContext, digest: str, file: str) -> list[str]:
+    """Where a host fetches one file of an image, in the order to try: its group's caches
+    (``[groups.NAME] cache_urls``, content-addressed ``/boot/blobs/<sha256>/…`` URLs), then the
+    appliance; just the appliance for a host without caches (docs/caching.md).
+
+    iPXE tries every URL of the kernel and the initrd in turn. live-boot's ``fetch=`` takes one
+    URL, so the root image comes from the first entry alone: the group's first cache when it
+    has one (the big file is the one worth caching), with no fallback if that cache is down."""
+    return asset_urls(boot, asset_name(digest, file), served_.store.object_dir(digest) / file)
+
+
 def image_script(host: Host, profile: Profile, boot: BootContext) -> str:
     served_ = served()
     name = profile.spec["image"]
@@ -215,14 +228,14 @@ def image_script(host: Host, profile: Profile, boot: BootContext) -> str:
         return "\n".join([
             "#!ipxe", f"echo bootbox: profile {profile.name} names Linux image {name}, which is not built",
             "sleep 30", f"chain --replace --autofree {boot.script_url}", ""])
-    kernel, initrd, rootfs = (boot.asset_url(asset_name(digest, f)) for f in FILES)
-    args = " ".join(["initrd=initrd.img", *image_cmdline(host, profile, boot, rootfs)])
+    kernel, initrd, rootfs = (image_urls(served_, boot, digest, f) for f in FILES)
+    args = " ".join(["initrd=initrd.img", *image_cmdline(host, profile, boot, rootfs[0])])
     served_.booted(host, profile, digest)
     return "\n".join([
         "#!ipxe",
         f"echo bootbox: {host.mac} boots profile {profile.name} (Linux image {name} {digest[:12]})",
-        f"kernel --name kernel {kernel} {args} || goto failed",
-        f"initrd --name initrd.img {initrd} || goto failed",
+        ipxe_fetch("kernel --name kernel", kernel, args) + " || goto failed",
+        ipxe_fetch("initrd --name initrd.img", initrd) + " || goto failed",
         "boot || goto failed",
         ":failed",
         "echo bootbox: loading the boot files failed; retrying in 10 seconds",
@@ -241,7 +254,8 @@ def image_grub(host: Host, profile: Profile, boot: BootContext) -> tuple[str, st
     except NotFound:
         raise ValidationError("spec.image", f"profile {profile.name} names Linux image {name}, which is not "
                                             "built") from None
-    kernel, initrd, rootfs = (asset_name(digest, f) for f in FILES)
+    kernel, initrd, _ = (asset_name(digest, f) for f in FILES)
+    rootfs = image_urls(served_, boot, digest, ROOTFS)[0]  # live-boot fetches it, not GRUB: caches apply
     served_.booted(host, profile, digest)
     return (f"bootbox: {host.mac} boots Linux image {name} with GRUB", boot.asset_path(kernel),
-            [boot.asset_path(initrd)], image_cmdline(host, profile, boot, boot.asset_url(rootfs)))
+            [boot.asset_path(initrd)], image_cmdline(host, profile, boot, rootfs))

@@ -753,3 +753,37 @@ def test_real_firmware_boots_through_bootbox_to_the_ipxe_script(lab, kind: str, 
     if kind == "ovmf-http":  # the firmware fetched the loader from the URL in the proxy OFFER
         assert ("GET", "/snponly.efi") in bench.http_paths
     assert bench.server.stats["errors"] == 0
+
+
+def test_copies_queued_before_the_answer_left_are_not_answered_again(client: Client) -> None:
+    """A backlog of retransmitted DISCOVERs (same xid) costs one answer, not one each; a copy
+    sent after the answer left (the answer may have been lost) is answered again."""
+    first_seen, release = threading.Event(), threading.Event()
+
+    def decide(machine: Machine) -> BootSpec:
+        first_seen.set()
+        assert release.wait(10)  # the server is busy while the copies queue up in the kernel
+        return BootSpec("snponly.efi", "127.0.0.1")
+
+    server = ProxyDhcpServer(decide=decide, bind_address="127.0.0.1", server_port=0, boot_server_port=0,
+                             client_port=client.port, rate_limit=0)  # fmt: skip
+    server.start()
+    try:
+        request = bytearray(loopback_discover(0x77))
+        client.sock.sendto(bytes(request), ("127.0.0.1", server.port))
+        assert first_seen.wait(10)
+        for secs in (4, 8):  # a ROM's retransmissions advance `secs`
+            request[8:10] = secs.to_bytes(2, "big")
+            client.sock.sendto(bytes(request), ("127.0.0.1", server.port))
+        other = loopback_discover(0x78)  # another transaction queued behind them is answered
+        client.sock.sendto(other, ("127.0.0.1", server.port))
+        release.set()
+        marker = loopback_discover(0x79)  # one thread, in order: a copy's answer would come before this one's
+        client.sock.sendto(marker, ("127.0.0.1", server.port))
+        assert [parse(client.sock.recv(2048)).xid for _ in range(3)] == [0x77, 0x78, 0x79]
+        client.sock.sendto(bytes(request), ("127.0.0.1", server.port))  # after the answer: answered again
+        assert parse(client.sock.recv(2048)).xid == 0x77
+    finally:
+        server.stop()
+    assert server.duplicates == 2
+    assert server.stats == {"received": 6, "answered": 4, "ignored": 2, "malformed": 0, "errors": 0, "rate_limited": 0}

@@ -10,12 +10,9 @@ address on the same segment passes, as B would).
 
 from __future__ import annotations
 
-import json
 import re
 import socket
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -41,16 +38,7 @@ esac
 
 
 def _api(lab: LabSegment, bootbox: BootboxOnSegment, method: str, path: str, body: Any = None) -> Any:
-    token = (bootbox.state_dir / "api-token").read_text().strip()
-
-    def call() -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(f"{bootbox.url}/api/v1{path}", data=data, method=method,
-                                         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read() or b"null")
-
-    return lab.net.call(lab.server, call)
+    return bootbox.api(method, path, body)
 
 
 def _curl(lab: LabSegment, who: Member, url: str, *args: str, source: str = "") -> tuple[int, str]:

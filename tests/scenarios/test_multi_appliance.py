@@ -10,14 +10,9 @@ loopback sockets, and hosts that fetch their boot scripts and report in over rea
 from __future__ import annotations
 
 import os
-import pwd
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -25,93 +20,20 @@ import pytest
 
 from bootbox.store.journal import Journal
 from bootbox.testing import TestAppliance, http, start_test_appliance
-from tests.support.lab_fixtures import lab_unavailable
-from tests.support.postgres import PORT, _bin_dir
+from tests.support.postgres import PostgresServer, running_postgres
 
 WITHIN = 1.0
 """Seconds in which a change made through one appliance must be in force on the others (issue 20)."""
 
 
-@dataclass
-class RestartablePostgres:
-    """A PostgreSQL this module may stop and start again (the session's shared one must stay up)."""
-
-    top: Path
-    bin_dir: Path
-    user: pwd.struct_passwd
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def socket_dir(self) -> Path:
-        return self.top / "run"
-
-    def dsn(self, schema: str) -> str:
-        self.sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-        return f"host={self.socket_dir} port={PORT} dbname=bootbox user=bootbox options='-c search_path={schema}'"
-
-    def sql(self, statement: str, dsn: str | None = None) -> str:
-        result = subprocess.run([str(self.bin_dir / "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d",
-                                 dsn or f"host={self.socket_dir} port={PORT} dbname=bootbox user=bootbox", "-c", statement],
-                                capture_output=True, text=True, timeout=30, check=False)
-        if result.returncode:
-            raise AssertionError(f"psql {statement!r}: {result.stderr.strip()}")
-        return result.stdout.strip()
-
-    def start(self) -> None:
-        log = open(self.top / "server.log", "ab")
-        self.process = subprocess.Popen(
-            [str(self.bin_dir / "postgres"), "-D", str(self.top / "data"), "-k", str(self.socket_dir), "-p", str(PORT),
-             "-c", "listen_addresses=", "-c", "max_connections=100"],
-            stdout=log, stderr=subprocess.STDOUT, cwd=self.top, user=self.user.pw_uid, group=self.user.pw_gid,
-            extra_groups=[], env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
-        log.close()
-        deadline = time.monotonic() + 60
-        while subprocess.run([str(self.bin_dir / "pg_isready"), "-h", str(self.socket_dir), "-p", str(PORT)],
-                             capture_output=True, check=False).returncode:
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"PostgreSQL did not start: {(self.top / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        """Stop it as an outage would look to bootbox: every connection is cut ("fast" shutdown)."""
-        if self.process is None:
-            return
-        os.kill(self.process.pid, signal.SIGINT)
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-        self.process = None
+RestartablePostgres = PostgresServer
+"""This module stops and starts its own server (the session's shared one must stay up)."""
 
 
 @pytest.fixture(scope="module")
 def pg() -> Iterator[RestartablePostgres]:
-    bin_dir = _bin_dir()
-    if bin_dir is None:
-        lab_unavailable("PostgreSQL is not installed (Debian package postgresql)")
-    if os.geteuid() != 0:
-        lab_unavailable("the PostgreSQL tests need root (initdb runs as the postgres user)")
-    try:
-        user = pwd.getpwnam("postgres")
-    except KeyError:
-        lab_unavailable("there is no postgres user (Debian package postgresql creates it)")
-    top = Path(tempfile.mkdtemp(prefix="bootbox-pg-multi-"))
-    os.chmod(top, 0o755)
-    (top / "run").mkdir()
-    os.chown(top / "run", user.pw_uid, user.pw_gid)
-    os.chown(top, user.pw_uid, user.pw_gid)
-    subprocess.run([str(bin_dir / "initdb"), "-D", str(top / "data"), "-U", "bootbox", "-A", "trust", "-E", "UTF8",
-                    "--no-sync", "--locale=C.UTF-8"], check=True, capture_output=True, cwd=top,
-                   user=user.pw_uid, group=user.pw_gid, extra_groups=[], env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
-    server = RestartablePostgres(top, bin_dir, user)
-    server.start()
-    try:
-        server.sql("CREATE DATABASE bootbox", dsn=f"host={server.socket_dir} port={PORT} dbname=postgres user=bootbox")
+    with running_postgres(prefix="bootbox-pg-multi-", max_connections=100) as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(top, ignore_errors=True)
 
 
 _schemas = iter(range(1, 10_000))

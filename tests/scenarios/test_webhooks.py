@@ -25,7 +25,7 @@ from bootbox.hooks.manager import make_plugin_manager
 from bootbox.net.dhcp.packet import BOOTREQUEST, DhcpPacket, Opt, build, parse
 from bootbox.testing import TestAppliance, free_port, http, start_test_appliance
 from tests.scenarios.test_events_out import Stream
-from tests.service.test_webhooks_dispatch import SECRET, Receiver
+from tests.service.test_webhooks_dispatch import SECRET, Receiver, receiver  # noqa: F401  (the fixture)
 from tests.support.lab_fixtures import lab_unavailable
 
 MAC = "52:54:00:de:19:01"
@@ -33,14 +33,6 @@ OTHER = "52:54:00:de:19:02"
 BIOS = b"PXEClient:Arch:00000:UNDI:002001"
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    running = Receiver()
-    try:
-        yield running
-    finally:
-        running.hold.set()
-        running.stop()
 
 
 def config_for(tmp_path: Path, receiver: Receiver, **hook: Any) -> dict[str, Any]:

@@ -19,6 +19,9 @@ def _state(root: Path) -> Path:
     (state / "plugins" / "esxi" / "blobs" / "ab" / "abcd").write_bytes(b"payload" * 1000)
     (state / "plugins" / "esxi" / "exports").mkdir()
     (state / "plugins" / "esxi" / "exports" / "x.json").write_text("{}")
+    (state / "plugins" / "linux" / "images" / "objects" / ("d" * 64)).mkdir(parents=True)  # built Linux images
+    (state / "plugins" / "linux" / "images" / "objects" / ("d" * 64) / "filesystem.squashfs").write_bytes(b"root")
+    (state / "plugins" / "linux" / "images.json").write_text("{}")  # a file named like the folder is kept
     (state / "bootbox.json").write_text(json.dumps({"profiles": {"base": {"name": "base"}},
                                                     "p_esxi_depot_profiles": {"ESXi-8.0U2-standard": {}}}))
     (state / "hosts.jsonl").write_bytes(b'{"key":"aa","host":{"mac":"a"}}\n{"key":"bb","ho')  # a torn tail
@@ -38,11 +41,21 @@ def test_no_images_leaves_payloads_out_and_restore_names_them(tmp_path: Path) ->
         assert tar.extractfile("state/hosts.jsonl").read() == b'{"key":"aa","host":{"mac":"a"}}\n'  # type: ignore[union-attr]
     assert "keys/secrets.key" in names and "state/plugins/esxi/exports/x.json" in names
     assert not any("blobs" in name for name in names)
+    assert not any("plugins/linux/images/" in name for name in names), names  # --no-images: no built Linux image
+    assert "state/plugins/linux/images.json" in names
     target = tmp_path / "new"
     done = restore(archive, state_dir=target, key_path=target / "secrets.key")
     assert "ESXi image profile ESXi-8.0U2-standard" in " ".join(done.notes)
     assert (target / "secrets.key").read_text() == (state / "secrets.key").read_text()
     assert (target / "secrets.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_full_backup_keeps_built_linux_images(tmp_path: Path) -> None:
+    state = _state(tmp_path)
+    archive = tmp_path / "b.tgz"
+    backup(archive, state_dir=state, config_path=None, key_path=state / "secrets.key", images=True)
+    with tarfile.open(archive) as tar:
+        assert f"state/plugins/linux/images/objects/{'d' * 64}/filesystem.squashfs" in tar.getnames()
 
 
 def test_pending_webhook_deliveries_and_the_outage_queue_come_back(tmp_path: Path) -> None:

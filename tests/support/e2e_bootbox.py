@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,20 @@ class BootboxOnSegment:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no {kind} event for {mac} within {timeout:.0f} s; log:\n{self.log_tail()}")
             time.sleep(1)
+
+    def api(self, method: str, path: str, body: Any = None, timeout: float = 20) -> Any:
+        """One call to ``/api/v1`` with the API token, made from the server namespace (the
+        appliance trusts its own addresses); the JSON answer."""
+        token = (self.state_dir / "api-token").read_text().strip()
+
+        def call() -> Any:
+            data = json.dumps(body).encode() if body is not None else None
+            request = urllib.request.Request(f"{self.url}/api/v1{path}", data=data, method=method,
+                                             headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=timeout) as reply:
+                return json.loads(reply.read() or b"null")
+
+        return self.lab.net.call(self.lab.server, call)
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""

@@ -33,7 +33,7 @@ import pytest
 
 from bootbox.assets.demo import DemoAssets, DemoError, build_demo_assets, default_cache_dir
 from bootbox.lab.netns import LabError, Member, Segment
-from bootbox.lab.qemu import OVMF_CODE, Firmware, QemuClient, random_mac
+from bootbox.lab.qemu import OVMF_CODE, Accel, Firmware, QemuClient, random_mac
 from bootbox.lab.ra import RouterAdvertiser
 from bootbox.lab.sitedhcp import IPXE_DIR, Dnsmasq, site_dhcp
 
@@ -385,11 +385,12 @@ class LabSegment:
         nic: str | None = None,
         nic_rom: str | None = None,
         extra_args: Sequence[str] = (),
+        accel: Accel = "tcg",
     ) -> QemuClient:
         """Start a guest on a new tap; its serial log and tap capture go to workdir/vm-<mac>/.
 
         The capture (tcpdump on the guest's tap) is for post-mortems: open it in Wireshark when
-        a boot fails. ``nic``/``nic_rom``/``extra_args`` go to :class:`QemuClient`.
+        a boot fails. ``nic``/``nic_rom``/``extra_args``/``accel`` go to :class:`QemuClient`.
         """
         mac = mac or random_mac()
         workdir = self.workdir / f"vm-{mac.replace(':', '')}"
@@ -406,6 +407,7 @@ class LabSegment:
             nic=nic,
             nic_rom=nic_rom,
             extra_args=extra_args,
+            accel=accel,
         )
         if capture:
             self.net.capture(workdir / "tap.pcap", vm.tap)

@@ -33,11 +33,24 @@ _schemas = itertools.count(1)
 
 @dataclass
 class PostgresServer:
-    """A running server: ``dsn()`` is a fresh, empty schema in its ``bootbox`` database."""
+    """A cluster in its own temporary directory, served as the ``postgres`` user on a unix socket
+    there; ``dsn()`` is a fresh, empty schema in its ``bootbox`` database. ``stop()`` and
+    ``start()`` again play a database outage (the multi-appliance tests do)."""
 
-    socket_dir: Path
-    pid: int
+    top: Path
     bin_dir: Path
+    user: pwd.struct_passwd
+    process: subprocess.Popen[bytes] | None = None
+    max_connections: int = 200
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.top / "run"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, "the server is stopped"
+        return self.process.pid
 
     @property
     def base_dsn(self) -> str:
@@ -58,6 +71,31 @@ class PostgresServer:
             raise AssertionError(f"psql {statement!r}: {result.stderr.strip()}")
         return result.stdout.strip()
 
+    def start(self) -> None:
+        with open(self.top / "server.log", "ab") as log:
+            self.process = subprocess.Popen(
+                [str(self.bin_dir / "postgres"), "-D", str(self.top / "data"), "-k", str(self.socket_dir),
+                 "-p", str(PORT), "-c", "listen_addresses=", "-c", f"max_connections={self.max_connections}"],
+                stdout=log, stderr=subprocess.STDOUT, cwd=self.top, **_as_postgres(self.user))  # type: ignore[arg-type]
+        deadline = time.monotonic() + 60
+        while subprocess.run([str(self.bin_dir / "pg_isready"), "-h", str(self.socket_dir), "-p", str(PORT)],
+                             capture_output=True, check=False).returncode:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"PostgreSQL did not start: {(self.top / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        """Stop it by its PID as an outage looks to bootbox: every connection is cut ("fast" shutdown)."""
+        if self.process is None:
+            return
+        os.kill(self.process.pid, signal.SIGINT)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self.process = None
+
 
 def _bin_dir() -> Path | None:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
@@ -76,7 +114,7 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 
 @contextmanager
-def running_postgres() -> Iterator[PostgresServer]:
+def running_postgres(prefix: str = "bootbox-pg-", max_connections: int = 200) -> Iterator[PostgresServer]:
     """Start a server (initdb as ``postgres`` in a new temporary directory), stop it by PID after."""
     bin_dir = _bin_dir()
     if bin_dir is None:
@@ -87,34 +125,19 @@ def running_postgres() -> Iterator[PostgresServer]:
         user = pwd.getpwnam("postgres")
     except KeyError:
         lab_unavailable("there is no postgres user (Debian package postgresql creates it)")
-    top = Path(tempfile.mkdtemp(prefix="bootbox-pg-"))
+    top = Path(tempfile.mkdtemp(prefix=prefix))
     os.chmod(top, 0o755)
-    data, sock = top / "data", top / "run"
-    sock.mkdir()
-    os.chown(sock, user.pw_uid, user.pw_gid)
+    (top / "run").mkdir()
+    os.chown(top / "run", user.pw_uid, user.pw_gid)
     os.chown(top, user.pw_uid, user.pw_gid)
-    subprocess.run([str(bin_dir / "initdb"), "-D", str(data), "-U", "bootbox", "-A", "trust", "-E", "UTF8",
+    subprocess.run([str(bin_dir / "initdb"), "-D", str(top / "data"), "-U", "bootbox", "-A", "trust", "-E", "UTF8",
                     "--no-sync", "--locale=C.UTF-8"],
                    check=True, capture_output=True, cwd=top, **_as_postgres(user))  # type: ignore[arg-type]
-    with open(top / "server.log", "wb") as log:
-        server = subprocess.Popen([str(bin_dir / "postgres"), "-D", str(data), "-k", str(sock), "-p", str(PORT),
-                                   "-c", "listen_addresses=", "-c", "max_connections=200"],
-                                  stdout=log, stderr=subprocess.STDOUT, cwd=top, **_as_postgres(user))  # type: ignore[arg-type]
-    running = PostgresServer(socket_dir=sock, pid=server.pid, bin_dir=bin_dir)
+    server = PostgresServer(top, bin_dir, user, max_connections=max_connections)
     try:
-        deadline = time.monotonic() + 60
-        while subprocess.run([str(bin_dir / "pg_isready"), "-h", str(sock), "-p", str(PORT)],
-                             capture_output=True, check=False).returncode:
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"PostgreSQL did not start: {(top / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.1)
-        running.sql("CREATE DATABASE bootbox", dsn=f"host={sock} port={PORT} dbname=postgres user=bootbox")
-        yield running
+        server.start()
+        server.sql("CREATE DATABASE bootbox", dsn=f"host={server.socket_dir} port={PORT} dbname=postgres user=bootbox")
+        yield server
     finally:
-        os.kill(server.pid, signal.SIGINT)  # "fast" shutdown: roll back, close clients, stop
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            os.kill(server.pid, signal.SIGKILL)
-            server.wait()
+        server.stop()
         shutil.rmtree(top, ignore_errors=True)

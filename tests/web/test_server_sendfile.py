@@ -23,6 +23,7 @@ from flask import Flask, send_file
 from bootbox.web import sendfile as pool_module
 from bootbox.web.sendfile import OFFLOAD_MIN, SEND_SLICE
 from bootbox.web.server import HttpServer
+from tests.web.test_http_server import _get
 
 SIZE = 9 * 2**20 + 4321  # several OFFLOAD_MINs, not a multiple of a page
 
@@ -82,14 +83,6 @@ def pool_sends(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
     return calls
 
 
-def _get(port: int, path: str = "/big.bin", headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        connection.request("GET", path, headers=headers or {})
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
 
 
 def test_many_concurrent_whole_and_range_downloads_are_byte_identical(
@@ -103,7 +96,7 @@ def test_many_concurrent_whole_and_range_downloads_are_byte_identical(
 
     def fetch(i: int) -> None:
         path, headers, _, _ = jobs[i]
-        results[i] = _get(pooled.port, path, headers)
+        results[i] = _get(pooled.port, headers, path)
 
     threads = [threading.Thread(target=fetch, args=(i,)) for i in range(len(jobs))]
     for thread in threads:

@@ -92,6 +92,12 @@ retransmissions, is well under it."""
 RATE_MAX_CLIENTS = 65536
 """Buckets kept; beyond it the least recently seen are forgotten (a forgotten MAC starts full)."""
 _CHADDR = slice(28, 44)
+SO_TIMESTAMPNS: int = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux value
+_TIMESPEC = struct.Struct("=qq")
+ANSWERED_MEMORY = 65536
+"""Answered requests remembered for :class:`AnsweredCopies` (the oldest are forgotten first)."""
+ANSWERED_SECONDS = 30.0
+"""How long an answered request is remembered; clients retransmit within seconds."""
 
 
 class Role(Enum):
@@ -227,6 +233,54 @@ class ClientRateLimiter:
             if now - buckets[oldest][1] < refill and len(buckets) <= self.max_clients:
                 break
             del buckets[oldest]
+
+
+class AnsweredCopies:
+    """Retransmitted copies of a request that were already queued when its answer left.
+
+    A PXE ROM or iPXE that hears nothing for a few seconds sends its DISCOVER again, same xid.
+    When a storm keeps the socket backlogged for longer than that, the queue fills with copies,
+    and answering each one again makes the backlog — and so every later client's wait — longer
+    still (seen in a 1,000-host boot storm: 2,800 retransmissions, OFFERs seconds late). A copy
+    the kernel received *before* the answer to an earlier copy was sent is redundant: that
+    answer carries the same xid and reaches the client after its retransmission, so it is the
+    answer the client takes. Copies received after the answer left are answered again, since
+    the first answer may have been lost. Requests are compared byte for byte except ``secs``
+    (bytes 8–9), which a ROM advances between tries. Not thread-safe: the server's thread owns it.
+    """
+
+    def __init__(self, *, memory: int = ANSWERED_MEMORY, seconds: float = ANSWERED_SECONDS) -> None:
+        self.memory, self.seconds = memory, seconds
+        self._sent: dict[tuple[int, bytes], int] = {}  # (port, request) -> answer sent, ns (CLOCK_REALTIME)
+        self.skipped = 0
+        """Copies :meth:`redundant` said need no answer."""
+
+    @staticmethod
+    def _key(port: int, data: bytes) -> tuple[int, bytes]:
+        return port, data[:8] + data[10:]
+
+    def answered(self, port: int, data: bytes, sent_ns: int) -> None:
+        """Remember that the request ``data`` on ``port`` was answered at ``sent_ns``."""
+        key = self._key(port, data)
+        self._sent.pop(key, None)
+        self._sent[key] = sent_ns  # re-inserted: the dict stays ordered by answer time
+        oldest_kept = sent_ns - int(self.seconds * 1e9)
+        while self._sent:
+            first = next(iter(self._sent))
+            if len(self._sent) <= self.memory and self._sent[first] >= oldest_kept:
+                break
+            del self._sent[first]
+
+    def redundant(self, port: int, data: bytes, received_ns: int | None) -> bool:
+        """Whether this copy, received at ``received_ns`` (the kernel's timestamp; None when
+        unknown, never redundant), arrived before the answer to an identical request left."""
+        if received_ns is None:
+            return False
+        sent = self._sent.get(self._key(port, data))
+        if sent is None or received_ns >= sent:
+            return False
+        self.skipped += 1
+        return True
 
 
 # --------------------------------------------------------------------------- pure decision
@@ -399,6 +453,7 @@ class ProxyDhcpServer:
         self._fallback_ip = ZERO
         self._stats = dict.fromkeys(("received", "answered", "ignored", "malformed", "errors"), 0)
         self._limiter = ClientRateLimiter(rate_limit, rate_burst)
+        self._copies = AnsweredCopies()
 
     # ---------------------------------------------------------------- public surface
     @property
@@ -426,6 +481,12 @@ class ProxyDhcpServer:
     def rate_limited(self) -> int:
         """Packets dropped by the per-MAC rate limit (also counted in ``ignored``)."""
         return self._limiter.dropped
+
+    @property
+    def duplicates(self) -> int:
+        """Retransmitted copies left unanswered because they were queued before the answer to
+        an identical request was sent (:class:`AnsweredCopies`; also counted in ``ignored``)."""
+        return self._copies.skipped
 
     def start(self) -> None:
         """Bind both sockets and start the service thread.
@@ -463,6 +524,7 @@ class ProxyDhcpServer:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
             sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)  # when each copy arrived
             _grow_receive_buffer(sock)
             if self._interface:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, self._interface.encode())
@@ -491,7 +553,8 @@ class ProxyDhcpServer:
         """Handle every datagram already queued, so a storm empties the buffer quickly."""
         while not self._loop.stopping.is_set():
             try:
-                data, ancdata, _, source = sock.recvmsg(65535, socket.CMSG_SPACE(_PKTINFO.size))
+                data, ancdata, _, source = sock.recvmsg(
+                    65535, socket.CMSG_SPACE(_PKTINFO.size) + socket.CMSG_SPACE(_TIMESPEC.size))
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # e.g. ICMP-induced ECONNREFUSED; the socket stays usable
@@ -515,6 +578,12 @@ class ProxyDhcpServer:
         self._stats["received"] += 1
         if not self._admit(data, source):
             return
+        port = self._ports[role]
+        if self._copies.redundant(port, data, _received_ns(ancdata)):
+            self._stats["ignored"] += 1
+            self._log.debug("mac %s: a copy from %s:%d queued before its answer left; not answered again",
+                            _peek_mac(data), *source)  # fmt: skip
+            return
         try:
             pkt = parse(data)
         except MalformedPacket as exc:
@@ -534,8 +603,8 @@ class ProxyDhcpServer:
             self._stats["errors"] += 1
             self._log.error("mac %s: %s: %r", outcome.mac, outcome.reason, outcome.error,
                             exc_info=outcome.error)  # fmt: skip
-        else:
-            self._send(sock, outcome, ifindex, server_ip)
+        elif (sent_ns := self._send(sock, outcome, ifindex, server_ip)) is not None:
+            self._copies.answered(port, data, sent_ns)
 
     def _admit(self, data: bytes, source: tuple[str, int]) -> bool:
         if self._limiter.check(data, source, self._log):
@@ -543,21 +612,25 @@ class ProxyDhcpServer:
         self._stats["ignored"] += 1
         return False
 
-    def _send(self, sock: socket.socket, reply: Reply, ifindex: int | None, server_ip: str) -> None:
+    def _send(self, sock: socket.socket, reply: Reply, ifindex: int | None, server_ip: str) -> int | None:
         """Send from the socket the request came in on (so the source port is 67 or 4011),
         out of the interface it came in on: a broadcast would otherwise follow the default
-        route on a multi-homed host."""
+        route on a multi-homed host. When it was sent (ns since the epoch), or None if it was not."""
         mac = reply.machine.mac
         ancillary = []
         if ifindex:
             pktinfo = _PKTINFO.pack(ifindex, socket.inet_aton(server_ip), bytes(4))
             ancillary = [(socket.IPPROTO_IP, IP_PKTINFO, pktinfo)]
         try:
+            # Taken before the send: a copy the kernel received after this moment is answered
+            # again (were it taken after, a thread descheduled between the two could count a new
+            # request, e.g. the same client's next try, as queued before its answer).
+            sent_ns = time.time_ns()
             sock.sendmsg([reply.data], ancillary, 0, reply.address)
         except OSError as exc:
             self._stats["errors"] += 1
             self._log.error("mac %s: cannot send the answer to %s:%d: %s", mac, *reply.address, exc)
-            return
+            return None
         self._stats["answered"] += 1
         kind = "OFFER" if reply.packet.options[Opt.MESSAGE_TYPE][0] == MessageType.OFFER else "ACK"
         # With an on_answer callback the service records (and logs) the step: one line, not two.
@@ -571,6 +644,7 @@ class ProxyDhcpServer:
                 self._on_answer(reply.machine, reply.spec, reply.machine.port)
             except Exception:
                 self._log.exception("mac %s: on_answer callback failed", mac)
+        return sent_ns
 
 
 # --------------------------------------------------------------------------- socket helpers
@@ -606,6 +680,15 @@ def _pktinfo(ancdata: list[tuple[int, int, bytes]]) -> tuple[int | None, str | N
             ifindex, spec_dst, _ = _PKTINFO.unpack_from(value)
             return ifindex, socket.inet_ntoa(spec_dst)
     return None, None
+
+
+def _received_ns(ancdata: list[tuple[int, int, bytes]]) -> int | None:
+    """The kernel's receive time (SO_TIMESTAMPNS, ns since the epoch), or None."""
+    for level, kind, value in ancdata:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(value) >= _TIMESPEC.size:
+            seconds, nanos = _TIMESPEC.unpack_from(value)
+            return seconds * 1_000_000_000 + nanos
+    return None
 
 
 def _interface_address(sock: socket.socket, interface: str) -> str | None:

@@ -14,9 +14,8 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
 from cryptography import x509
@@ -34,6 +33,7 @@ from bootbox_esxi.tests.test_esxi_hostprofile_appliance import (
     cli,
     events,
     host_profile,
+    report_up,
     setup,
     start,
     wait_for,
@@ -81,15 +81,6 @@ def present(sim: EsxSim, tls: tuple[Path, Path] | None) -> None:
         sim.start()
 
 
-def report(up_url: str, boot_id: str) -> tuple[int, dict[str, Any]]:
-    deadline = time.monotonic() + 60
-    while True:
-        status, _, body = http(up_url, "POST", {"boot_id": boot_id})
-        if status != 503 or time.monotonic() > deadline:
-            return status, json.loads(body)
-        time.sleep(0.1)
-
-
 def test_the_hosts_api_is_verified_against_the_appliance_ca_every_boot(
         lab: tuple[Running, EsxSim, EsxiPlugin]) -> None:
     run, sim, _ = lab
@@ -102,7 +93,7 @@ def test_the_hosts_api_is_verified_against_the_appliance_ca_every_boot(
     presented = vsphere.thumbprint("127.0.0.1", sim.port, 5)
     assert presented == sim.info["thumbprint_sha256"] == sha256_colon(cert.public_bytes(serialization.Encoding.DER))
 
-    status, body = report(up_url, "b1")
+    status, body = report_up(up_url, "b1")
     assert status == 200 and body["state"] == "configured", (status, body, events(run))
     applied = next(m for m in events(run) if m.startswith("esxi host profile esx-lab applied after its report-in"))
     assert "certificate verified against bootbox's host CA" in applied and "0 failed" in applied
@@ -125,7 +116,7 @@ def test_a_certificate_bootbox_did_not_issue_for_the_host_is_refused_and_recorde
     setup(run, sim, host_profile())
     up_url, _ = boot(run, sim, "b1")
     present(sim, None)  # something else answers at the host's address, with its own certificate
-    status, body = report(up_url, "b1")
+    status, body = report_up(up_url, "b1")
     assert status == 409 and body["state"] == "failed", (status, body)
     assert "does not verify against bootbox's host CA" in body["message"] and "no credentials were sent" in body["message"]
     audits = [e for e in run.api("GET", f"/hosts/{MAC}/events") if e["kind"] == "audit"]

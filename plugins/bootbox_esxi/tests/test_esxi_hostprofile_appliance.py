@@ -104,6 +104,11 @@ def boot_and_report(run: Running, boot_id: str) -> tuple[int, dict[str, Any]]:
     with tarfile.open(fileobj=io.BytesIO(http(callin)[2]), mode="r:gz") as tar:
         local_sh = tar.extractfile("etc/rc.local.d/local.sh").read().decode()  # type: ignore[union-attr]
     up_url = next(line for line in local_sh.splitlines() if line.startswith("URL="))[4:].strip("'")
+    return report_up(up_url, boot_id)
+
+
+def report_up(up_url: str, boot_id: str) -> tuple[int, dict[str, Any]]:
+    """The call-in module's POST "up": repeated while bootbox answers 503 (not ready yet)."""
     deadline = time.monotonic() + 60
     while True:
         status, _, body = http(up_url, "POST", {"boot_id": boot_id})

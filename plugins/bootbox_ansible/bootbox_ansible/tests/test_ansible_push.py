@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import re
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -57,16 +56,7 @@ def lab_fixture(tmp_path: Path) -> Iterator[LabSegment]:
 
 
 def _api(lab: LabSegment, bootbox: BootboxOnSegment, method: str, path: str, body: Any = None) -> Any:
-    token = (bootbox.state_dir / "api-token").read_text().strip()
-
-    def call() -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(f"{bootbox.url}/api/v1{path}", data=data, method=method,
-                                         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=20) as reply:
-            return json.loads(reply.read() or b"null")
-
-    return lab.net.call(lab.server, call)
+    return bootbox.api(method, path, body)
 
 
 def _curl(lab: LabSegment, host: Member, url: str, *args: str) -> tuple[int, str]:
