@@ -87,6 +87,12 @@ def boot_over_the_wire(appliance: TestAppliance, tmp_path: Path, mac: str = MAC)
     subprocess.run(["curl", "-sS", "--max-time", "20", "-o", str(out),
                     f"tftp://127.0.0.1:{settings.tftp.port}/undionly.kpxe"], check=True, timeout=30)
     assert out.read_bytes() == (Path(settings.tftp.root) / "undionly.kpxe").read_bytes()
+    # The server records the transfer when the last ACK is in; curl has exited by then or not.
+    # A real loader starts (and asks DHCP again) only later, so wait for the record here too.
+    deadline = time.monotonic() + 10
+    while not any(e.kind == "tftp.sent" for e in appliance.service.host_events(mac)):
+        assert time.monotonic() < deadline, "no tftp.sent event"
+        time.sleep(0.02)
     ack = _ask(settings.dhcp.boot_server_port, free_port(), _packet(3, user_class=b"iPXE", mac=mac))
     assert ack.options[67].rstrip(b"\0").decode().endswith("/boot.ipxe")
     assert http("GET", f"{appliance.url}/boot.ipxe", timeout=20).status == 200
