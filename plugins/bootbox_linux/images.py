@@ -12,6 +12,7 @@ nothing but a staging directory, dropped at the next start).
 from __future__ import annotations
 
 import itertools
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -99,6 +100,10 @@ class ImageService:
     def start_build(self, name: str, suite: str, packages: list[str], mirror: str = "") -> Job:
         """Check the request now (so bad input is a 400, not a failed job), then build in a thread."""
         self.recipe(name, suite, packages, mirror)
+        missing = missing_build_tools()
+        if missing:
+            raise Conflict(f"this appliance cannot build images: {', '.join(missing)} not installed "
+                           "(apt-get install mmdebstrap squashfs-tools)")
         with self._lock:
             job = Job(id=str(next(self._ids)), name=name)
             self._jobs[job.id] = job
@@ -206,3 +211,13 @@ class ImageService:
 
 def not_started() -> BootboxError:
     return BootboxError("the linux plugin's images are not available: bootbox serve starts them")
+
+
+BUILD_TOOLS = ("mmdebstrap", "mksquashfs")
+"""Programs a build runs (Debian packages mmdebstrap and squashfs-tools); the appliance's
+install script does not add them, since only sites that build images need them."""
+
+
+def missing_build_tools() -> list[str]:
+    """The build programs not on PATH, so a build request fails at once with what to install."""
+    return [tool for tool in BUILD_TOOLS if shutil.which(tool) is None]

@@ -169,3 +169,17 @@ def test_builds_need_the_token_and_bad_requests_name_the_field(bootbox_appliance
         reply = http("POST", url, body, headers=auth)
         assert reply.status == 422 and field in reply.text, (body, reply.text)
     assert http("GET", f"{url}/nope").status == 404
+
+
+def test_a_build_without_mmdebstrap_is_refused_at_once_naming_what_to_install(
+        bootbox_appliance: TestAppliance, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """An appliance installed by appliance/install.sh has no mmdebstrap: the request says so at
+    once (409) instead of starting a job that fails minutes later."""
+    monkeypatch.setenv("PATH", str(tmp_path))  # the appliance runs in this process: no build tools on PATH
+    reply = http("POST", f"{bootbox_appliance.url}/api/v1/linux/images",
+                 {"name": "x", "suite": "bookworm", "packages": []},
+                 headers={"Authorization": f"Bearer {bootbox_appliance.token}"})
+    assert reply.status == 409, reply.text
+    assert "mmdebstrap" in reply.text and "mksquashfs" in reply.text and "apt-get install" in reply.text
+    monkeypatch.undo()
+    assert bootbox_appliance.api.get("/linux/images") == []  # nothing was started or kept
