@@ -11,11 +11,16 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
-import bootbox_linux
 import pytest
-from bootbox_linux.tests.test_linux_image_appliance import MIRROR, build, prepare_build
+from bootbox_linux.tests.test_linux_image_appliance import (  # noqa: F401  (the appliance's fixtures)
+    MIRROR,
+    bootbox_config,
+    bootbox_plugins,
+    build,
+    images_dir,
+    prepare_build,
+)
 
 from bootbox.config import load_settings
 from bootbox.lab.labboot import Api, api_call, image_rule
@@ -27,21 +32,6 @@ __all__ = ["bootbox_appliance", "bootbox_push_policy"]
 
 MAC = "02:42:0a:00:00:01"
 OTHER = "02:42:0a:00:00:02"
-
-
-@pytest.fixture
-def images_dir(tmp_path: Path) -> Path:
-    return tmp_path / "images"
-
-
-@pytest.fixture
-def bootbox_plugins() -> list[object]:
-    return [bootbox_linux]
-
-
-@pytest.fixture
-def bootbox_config(images_dir: Path) -> dict[str, Any]:
-    return {"plugins": {"linux": {"images_dir": str(images_dir), "mirror": MIRROR}}}
 
 
 def test_the_lab_config_points_the_linux_plugin_at_the_images_dir(tmp_path: Path) -> None:

@@ -15,10 +15,14 @@ from typing import Any
 
 import pytest
 
-import bootbox_linux
 from bench.cache_storm import cache_statuses, start_cache
 from bootbox.testing import TestAppliance, bootbox_appliance, bootbox_push_policy, http
-from bootbox_linux.tests.test_linux_image_appliance import build, prepare_build
+from bootbox_linux.tests.test_linux_image_appliance import (  # noqa: F401  (the appliance's fixtures)
+    bootbox_plugins,
+    build,
+    images_dir,
+    prepare_build,
+)
 from tests.conftest import free_port
 from tests.support.lab_fixtures import lab_unavailable
 
@@ -33,16 +37,6 @@ FILES = ("vmlinuz", "initrd.img", "filesystem.squashfs")
 @pytest.fixture
 def cache_port() -> int:
     return free_port()
-
-
-@pytest.fixture
-def images_dir(tmp_path: Path) -> Path:
-    return tmp_path / "images"
-
-
-@pytest.fixture
-def bootbox_plugins() -> list[object]:
-    return [bootbox_linux]
 
 
 @pytest.fixture
