@@ -242,7 +242,10 @@ class Writers:
     def _deletions(self) -> None:
         """A host boots (written behind), then the operator deletes it (written through)."""
         while not self.stop.is_set():
-            mac = f"52:54:00:de:{self.cycle:02x}:{self._number() % 256:02x}"
+            # Unique across the whole run: a MAC booted again after its deletion was acknowledged
+            # would (rightly) be back, and the check below would blame the store.
+            number = self._number()
+            mac = f"52:54:de:{self.cycle:02x}:{number >> 8 & 0xff:02x}:{number & 0xff:02x}"
             try:
                 with urllib.request.urlopen(f"{self.app.base}/boot/hosts/{mac}/script.ipxe", timeout=15) as response:
                     response.read()
