@@ -90,8 +90,9 @@ class TftpSettings:
     timeout: float = 1.0
     retries: int = 5  # resends of an unanswered window, each waiting twice as long (≤ 8 timeouts)
     engine: bool = True  # the compiled block engine, when built (bootbox.net.tftp.engine)
-    max_transfers: int = 512  # transfers at once; more get error 0 "server busy"
+    max_transfers: int = 2048  # transfers at once; more requests are dropped unanswered (the client retries)
     per_address_transfers: int = 32  # transfers at once to one client address; more are dropped unanswered
+    engine_threads: int = 1024  # transfers served by the compiled engine at once (a thread each); more stay in the loop
 
 
 @dataclass(frozen=True)
@@ -632,7 +633,8 @@ def _validate_limits(http: HttpSettings, tftp: TftpSettings) -> None:
     no larger than the whole."""
     for key, value in (("http.max_body", http.max_body), ("http.per_address_connections", http.per_address_connections),
                        ("tftp.max_transfers", tftp.max_transfers),
-                       ("tftp.per_address_transfers", tftp.per_address_transfers)):
+                       ("tftp.per_address_transfers", tftp.per_address_transfers),
+                       ("tftp.engine_threads", tftp.engine_threads)):
         if value < 1:
             raise ConfigError(key, f"{value} is not allowed; use a whole number of at least 1")
     for key, seconds in (("http.request_timeout", http.request_timeout), ("http.idle_timeout", http.idle_timeout)):

@@ -105,10 +105,15 @@ def resolve_host(ctx: typer.Context, mac: MacArg, json: JsonOption = False) -> N
     typer.echo(f"resolved {host['mac']} (state {host['state']}); its next verified boot binds its UUID")
 
 
-def remove_host(ctx: typer.Context, mac: MacArg) -> None:
-    """Forget a host (its next boot starts from scratch)."""
-    state(ctx).client().delete(f"/hosts/{normalize_mac(mac)}")
-    typer.echo(f"removed {normalize_mac(mac)}")
+def remove_host(
+    ctx: typer.Context,
+    mac: MacArg,
+    answers: Annotated[bool, typer.Option("--answers", help="Delete the host's answers too (secrets included); "
+                                          "by default they stay for when it boots again.")] = False,
+) -> None:
+    """Forget a host (its next boot starts from scratch; its answers stay unless --answers)."""
+    state(ctx).client().delete(f"/hosts/{normalize_mac(mac)}" + ("?answers=true" if answers else ""))
+    typer.echo(f"removed {normalize_mac(mac)}" + (" and its answers" if answers else ""))
 
 
 def host_rules(

@@ -48,6 +48,7 @@ __all__ = [
     "Member",
     "Segment",
     "check_lab_address",
+    "enter_netns",
     "netns_argv",
     "remove_stale_segments",
     "run_in_netns",
@@ -194,7 +195,7 @@ def run_in_netns(netns: str, fn: Callable[..., T], *args: Any, **kwargs: Any) ->
 
     def runner() -> None:
         try:
-            _enter_netns(netns)
+            enter_netns(netns)
             outcome["value"] = fn(*args, **kwargs)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
             outcome["error"] = exc
@@ -207,8 +208,10 @@ def run_in_netns(netns: str, fn: Callable[..., T], *args: Any, **kwargs: Any) ->
     return outcome["value"]  # type: ignore[no-any-return]
 
 
-def _enter_netns(netns: str) -> None:
-    """setns(2) the calling thread into ``/run/netns/<netns>`` (Python 3.11 has no os.setns)."""
+def enter_netns(netns: str) -> None:
+    """setns(2) the calling thread into ``/run/netns/<netns>`` (Python 3.11 has no os.setns).
+    Threads it starts afterwards are born in that namespace too; so is everything a process
+    does when its only thread calls this (a freshly forked child)."""
     libc = ctypes.CDLL(None, use_errno=True)
     fd = os.open(NETNS_DIR / netns, os.O_RDONLY | os.O_CLOEXEC)
     try:

@@ -700,11 +700,16 @@ class BootService:
     def host_events(self, mac: str, limit: int | None = None) -> list[BootEvent]:
         return self.journal.events(normalize_mac(mac), limit=limit)
 
-    def remove_host(self, mac: str) -> None:
+    def remove_host(self, mac: str, *, answers: bool = False) -> None:
+        """Forget a host; its next boot starts as a new one. Its answers (operator input, maybe
+        imported before it ever booted) are kept unless ``answers``: then they go too, secrets
+        included, as when a machine leaves the site."""
         mac = normalize_mac(mac)
         if not self.hosts.remove(mac):
             raise NotFound(f"host {mac} is not known to bootbox")
         self._persister.forget(mac)
+        if answers:
+            self.hostconfig.answers.delete_host(mac)
 
     # ---------------------------------------------------------------- replication (bootbox.service.replication)
 

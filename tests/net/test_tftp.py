@@ -917,6 +917,54 @@ def test_a_last_ack_queued_behind_port_unreachable_still_completes(root: Path) -
         server._epoll.close()
 
 
+def test_a_last_ack_queued_behind_a_resent_window_cut_short_still_completes(root: Path) -> None:
+    """Seen in a 1,000-host boot storm under load: the server's timer resent a window before it
+    read the client's last ACK; the client had closed its port, so a send in the middle of the
+    window failed with port unreachable, and the transfer ended as "the client gave up" though
+    the client had the whole file. The queued ACK must still be read, and counted even though
+    the resend had rewound the window below the block it acknowledges."""
+    records: list[TransferRecord] = []
+    server = TftpServer(open_file=open_under(root), on_transfer=records.append, bind_address="127.0.0.1", port=0)
+    server._epoll = select.epoll()  # the loop is not started: this test plays its part, step by step
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.bind(("127.0.0.1", 0))
+    client.settimeout(3)
+    source = tt.BlockSource((root / "sub" / "nested.bin").open("rb"))  # 5000 bytes: blocks 1-3 of 2048
+    negotiated = tt.Negotiated(blksize=2048, windowsize=4, timeout=1.0, oack={"blksize": "2048", "windowsize": "4"})
+    transfer = tt.Transfer(sock=tt.open_transfer_socket(["127.0.0.1"], client.getsockname()),
+                           client=client.getsockname(), filename="sub/nested.bin", request=b"", source=source,
+                           negotiated=negotiated, retries=3, now=time.monotonic())  # fmt: skip
+    try:
+        server._begin(transfer, negotiated)
+        assert parse(client.recv(4000))[0] == "OACK"
+        client.sendto(struct.pack("!HH", 4, 0), transfer.sock.getsockname())
+        time.sleep(0.05)
+        server._read_one(transfer)  # ACK 0: the whole window goes out
+        assert [parse(client.recv(4000))[1] for _ in range(3)] == [1, 2, 3]
+        client.sendto(struct.pack("!HH", 4, 3), transfer.sock.getsockname())  # the last ACK...
+        client.close()  # ...and the client is gone, before the server read it
+        time.sleep(0.05)
+        server._step(transfer, transfer.on_timeout, time.monotonic())  # the timer fires first
+        assert len(records) == 1 and records[0].ok, records
+        assert records[0].bytes_sent == 5000 and server.stats["completed"] == 1 and server.stats["failed"] == 0
+    finally:
+        server._finish(transfer, tt.CLIENT_GONE)  # no-op once finished
+        server._epoll.close()
+
+
+def test_an_ack_of_a_block_sent_before_a_resend_rewound_the_window_counts() -> None:
+    sock = FakeSocket()
+    transfer = make_transfer(sock, size=100, windowsize=4, retries=3)
+    transfer.pump(0.0)
+    transfer.on_ack(0, 0.0)  # blocks 1-4 go out
+    sock.take()
+    sock.room = len(sock.sent) + 1  # the resend after a timeout gets one block out before the buffer is full
+    assert transfer.on_timeout(1.0) is None and sock.take() == [1] and transfer.want_write
+    sock.room = None
+    transfer.on_ack(3, 1.1)  # the client had blocks 1-3 from the first window: the window moves to 4
+    assert transfer.base == 4 and sock.take() == [4, 5, 6, 7]
+
+
 def test_transfer_ends_after_its_retries_and_counts_only_acknowledged_bytes() -> None:
     sock = FakeSocket()
     transfer = make_transfer(sock, size=100, windowsize=4, retries=2)

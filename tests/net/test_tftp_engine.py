@@ -644,6 +644,40 @@ def test_garbage_mid_transfer_is_handled_as_the_loop_handles_it(rig: Rig, root: 
     assert "packet" in rig.outcomes("data.bin")
 
 
+def test_the_engine_takes_a_transfer_at_its_oack_and_hands_back_all_but_ack_0(rig: Rig, root: Path) -> None:
+    """In a storm the loop used to read every ACK 0 and send every first window itself; now the
+    engine waits for ACK 0 from the moment the OACK is out. Anything else the client sends then
+    (here a stray ACK 5) goes back to the loop, which ignores it as the reference does, and the
+    transfer goes on through the engine."""
+    served = rig.start(timeout=30)  # no resend interferes
+    with RawClient(served.port) as client:
+        client.send(rrq("data.bin", blksize=1024))
+        assert client.recv() == ("OACK", {"blksize": "1024"})
+        wait_for(lambda: engine_threads(served.port), what="the transfer handed to the engine at its OACK")
+        client.ack(5)  # nothing was sent yet: stale, whoever judges it
+        wait_for(lambda: "packet" in rig.outcomes("data.bin"), what="the stray ACK handed back")
+        client.ack(0)
+        chunks = [client.recv()[2]]
+        assert ack_through(client, chunks, blksize=1024) is None
+        [record] = served.record()
+    assert b"".join(chunks) == (root / "data.bin").read_bytes() and record.ok
+    assert rig.outcomes("data.bin")[-1] == "complete"
+    rig.stop(served)
+
+
+def test_a_tsize_probe_waits_for_its_error_8_in_the_loop(rig: Rig) -> None:
+    """EDK2 asks for tsize only to end the transfer at the OACK (error 8): such a transfer is
+    not worth a thread, and stays in the loop until its ACK 0."""
+    served = rig.start(timeout=30)
+    with RawClient(served.port) as client:
+        client.send(rrq("data.bin", tsize=0, blksize=1024))
+        assert client.recv()[0] == "OACK"
+        client.error(8, "option negotiation")
+        [record] = served.record()
+    assert record.error == tt.CLIENT_ABORTED_OPTIONS and rig.outcomes("data.bin") == []
+    rig.stop(served)
+
+
 def test_stop_recalls_a_transfer_out_on_the_engine(rig: Rig) -> None:
     served = rig.start()
     with RawClient(served.port) as client:
@@ -870,3 +904,53 @@ def test_the_engine_is_built_where_the_lab_is_required() -> None:
     from bootbox.net.tftp import _tftpengine  # type: ignore[attr-defined]
 
     assert callable(_tftpengine.run)
+
+
+def test_a_last_ack_behind_a_resend_that_met_the_closed_port_still_completes(engine_run: Callable[..., tuple[Any, ...]],
+                                                                            tmp_path: Path) -> None:
+    """Seen in a 1,000-host boot storm: a client had the whole file, sent a repeated ACK (a late
+    copy of an earlier window had reached it), then its last ACK, and closed its port. The
+    engine resent the window for the repeat, met the closed port ("gone") and the transfer was
+    recorded as failed: the last ACK, still queued, acknowledges a block beyond the rewound
+    window and was taken for a stale packet. The highest block ever sent is what bounds an ACK."""
+    path = tmp_path / "file.bin"
+    shape = Shape(blksize=512, windowsize=4, retries=3, start=1, size=6 * 512 + 100, read_ahead=tt.READ_AHEAD)
+    write_shape(path, shape)  # blocks 1-7
+    recall = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+    os.eventfd_write(recall, 1)  # run returns once the socket is empty
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.bind(("127.0.0.1", 0))
+    client.settimeout(5)
+    transfer = make_transfer(tt.open_transfer_socket(["127.0.0.1"], client.getsockname()), path, shape,
+                             client.getsockname())  # blocks 1-4 are out
+    try:
+        assert [struct.unpack("!HH", client.recv(2000)[:4])[1] for _ in range(4)] == [1, 2, 3, 4]
+        client.sendto(ack(4), transfer.sock.getsockname())
+        assert readable(transfer.sock, 5.0)
+        outcome, _packet, _error = transfer.run_steady(engine_run, recall, read_ahead=shape.read_ahead, spin=0.0,
+                                                        slow_ack_limit=8)  # fmt: skip
+        assert outcome == "recalled" and transfer.sent_up_to == 7
+        assert [struct.unpack("!HH", client.recv(2000)[:4])[1] for _ in range(3)] == [5, 6, 7]
+        client.sendto(ack(4), transfer.sock.getsockname())  # the repeat...
+        client.sendto(ack(7), transfer.sock.getsockname())  # ...the last ACK...
+        client.close()  # ...and the client is gone
+        wait_for(lambda: readable(transfer.sock, 0), what="the ACKs queued")
+        outcome, _packet, _error = transfer.run_steady(engine_run, recall, read_ahead=shape.read_ahead, spin=0.0,
+                                                        slow_ack_limit=8)  # fmt: skip
+        assert outcome in ("gone", "refused"), outcome  # the resend met the closed port
+        ending = None
+        for _ in range(8):  # what TftpServer._client_gone does: act on what is still queued
+            try:
+                data = transfer.sock.recv(MAX_CLIENT_PACKET)
+            except ConnectionRefusedError:
+                continue
+            except BlockingIOError:
+                break
+            ending = transfer.receive(data, time.monotonic(), False)
+            if ending is not None:
+                break
+        assert ending is not None and ending.ok, ending
+    finally:
+        os.close(recall)
+        transfer.sock.close()
+        transfer.source.close()

@@ -159,3 +159,16 @@ def test_a_missing_host_profile_holds_the_host(client: FlaskClient, service: Boo
     script = client.get(f"/boot/hosts/{MAC}/script.ipxe").text
     assert "its host profile 'ghost' does not exist" in script
     assert service.host(MAC).state == "needs-answers"
+
+
+def test_removing_a_host_keeps_its_answers_unless_asked_to_delete_them(client: FlaskClient, service: BootService) -> None:
+    assert _set(client, hostname="web01", root_password=SECRET).status_code == 200
+    client.get(f"/boot/hosts/{MAC}/script.ipxe")  # the host is known now
+    assert client.delete(f"/api/v1/hosts/{MAC}", headers=AUTH).json == {"deleted": MAC, "answers_deleted": False}
+    assert service.hostconfig.answers.values(MAC)["hostname"] == "web01"  # ready for its next boot
+    client.get(f"/boot/hosts/{MAC}/script.ipxe")
+    bad = client.delete(f"/api/v1/hosts/{MAC}?answers=maybe", headers=AUTH)
+    assert bad.status_code == 422 and bad.json["error"]["field"] == "answers"
+    assert service.host(MAC)  # a refused request removed nothing
+    assert client.delete(f"/api/v1/hosts/{MAC}?answers=true", headers=AUTH).json["answers_deleted"] is True
+    assert service.hostconfig.answers.stored(MAC) == {} and MAC not in service.store.all("answers")

@@ -79,6 +79,7 @@ typedef struct {
     int slow_ack_limit;
     /* state, given and returned */
     long long base, next_block, window_end;
+    long long sent_up_to; /* the highest block ever sent: a rewind lowers next_block, not this */
     int retries_left, resent_on_duplicate, slow_acks;
     unsigned int waits_unspun; /* waits without a spin since slow_acks reached its limit */
     double deadline;
@@ -115,7 +116,8 @@ retry_later(int error)
 }
 
 /* Transfer._rewind: make `first` the next block and the start of the window (first >= 1 here:
- * the OACK's window is never handed over). */
+ * a transfer handed over while its OACK awaits ACK 0 moves to block 1 on that ACK, and any
+ * other packet then goes back to Python, which alone sends the OACK). */
 static void
 rewind_to(engine *e, long long first)
 {
@@ -181,12 +183,15 @@ pump(engine *e, double now)
             e->error = errno;
             return ERROR;
         }
+        if (e->next_block > e->sent_up_to)
+            e->sent_up_to = e->next_block;
         e->next_block += 1;
     }
     return GOING_ON;
 }
 
-/* Transfer.on_ack: only ACKs from the last acknowledged block to the last block sent count;
+/* Transfer.on_ack: only ACKs from the last acknowledged block to the highest block sent count
+ * (a resend rewinds next_block, but the blocks sent before it were sent);
  * one inside the window moves it there; a repeated ACK is ignored in lock-step mode and
  * resends a window once otherwise. */
 static enum outcome
@@ -194,7 +199,7 @@ on_ack(engine *e, unsigned int wire_block, double now)
 {
     long long previous = e->base - 1;
     long long delta = (long long)((uint64_t)((long long)wire_block - previous) & 0xFFFF);
-    if (delta > e->next_block - 1 - previous)
+    if (delta > e->sent_up_to - previous)
         return GOING_ON;
     long long acked = previous + delta;
     if (acked == e->last_block) {
@@ -290,6 +295,9 @@ drive(engine *e)
         } else if (n < DATA_HEADER || e->received[0] != 0 || e->received[1] != OP_ACK) {
             e->received_length = n;
             return PACKET;
+        } else if (e->base == 0 && (e->received[2] != 0 || e->received[3] != 0)) {
+            e->received_length = n; /* awaiting ACK 0: anything else is Python's to judge */
+            return PACKET;
         } else {
             enum outcome result = on_ack(e, ((unsigned int)e->received[2] << 8) | e->received[3], now);
             if (result != GOING_ON)
@@ -302,14 +310,14 @@ drive(engine *e)
 
 PyDoc_STRVAR(run_doc,
 "run(sock, file, recall, size, blksize, windowsize, retries, timeout, spin, slow_ack_limit,\n"
-"    read_ahead, base, next_block, window_end, retries_left, resent_on_duplicate, slow_acks,\n"
-"    deadline)\n"
+"    read_ahead, base, next_block, window_end, sent_up_to, retries_left, resent_on_duplicate,\n"
+"    slow_acks, deadline)\n"
 "--\n\n"
 "Serve one transfer from a moment when its window has been sent whole, until something other\n"
 "than a routine ACK happens. Blocks without the interpreter lock. Descriptors: the transfer's\n"
 "connected non-blocking UDP socket, the file (read with pread), and a descriptor that becomes\n"
 "readable when the server wants the transfer back. Returns (outcome, base, next_block,\n"
-"window_end, retries_left, resent_on_duplicate, slow_acks, deadline, packet, errno);\n"
+"window_end, sent_up_to, retries_left, resent_on_duplicate, slow_acks, deadline, packet, errno);\n"
 "packet is bytes for outcome 'packet', else None.");
 
 static PyObject *
@@ -319,15 +327,17 @@ run(PyObject *Py_UNUSED(module), PyObject *args)
     memset(&e, 0, sizeof e);
     long long read_ahead;
     int resent_on_duplicate;
-    if (!PyArg_ParseTuple(args, "iiiLLLiddiLLLLipid:run", &e.sock, &e.file, &e.recall, &e.size,
+    if (!PyArg_ParseTuple(args, "iiiLLLiddiLLLLLipid:run", &e.sock, &e.file, &e.recall, &e.size,
                           &e.blksize, &e.windowsize, &e.retries, &e.timeout, &e.spin, &e.slow_ack_limit,
-                          &read_ahead, &e.base, &e.next_block, &e.window_end, &e.retries_left,
+                          &read_ahead, &e.base, &e.next_block, &e.window_end, &e.sent_up_to, &e.retries_left,
                           &resent_on_duplicate, &e.slow_acks, &e.deadline))
         return NULL;
     e.resent_on_duplicate = resent_on_duplicate;
     long long last_block = e.size >= 0 && e.blksize > 0 ? e.size / e.blksize + 1 : 0;
     if (e.size < 0 || e.blksize < 8 || e.blksize > 65464 || e.windowsize < 1 || e.retries < 0 ||
-        e.base < 1 || e.next_block < e.base || e.window_end > last_block || e.next_block > e.window_end + 1 ||
+        e.base < 0 || (e.base == 0 && (e.next_block != 1 || e.window_end != 0)) ||
+        e.next_block < e.base || e.window_end > last_block || e.next_block > e.window_end + 1 ||
+        e.sent_up_to < e.next_block - 1 || e.sent_up_to > last_block ||
         read_ahead < 1 || !isfinite(e.timeout) || e.timeout <= 0 || !isfinite(e.spin) || e.spin < 0 ||
         !isfinite(e.deadline)) {
         PyErr_SetString(PyExc_ValueError, "run(): transfer state out of range");
@@ -366,8 +376,8 @@ run(PyObject *Py_UNUSED(module), PyObject *args)
     } else {
         packet = Py_NewRef(Py_None);
     }
-    return Py_BuildValue("(sLLLiNidNi)", outcome_names[result], e.base, e.next_block, e.window_end,
-                         e.retries_left, PyBool_FromLong(e.resent_on_duplicate), e.slow_acks, e.deadline,
+    return Py_BuildValue("(sLLLLiNidNi)", outcome_names[result], e.base, e.next_block, e.window_end,
+                         e.sent_up_to, e.retries_left, PyBool_FromLong(e.resent_on_duplicate), e.slow_acks, e.deadline,
                          packet, e.error);
 }
 

@@ -76,7 +76,6 @@ _JOIN_SECONDS = 2.0
 _SPIN = 0.0002  # seconds a lone lock-step transfer polls for its next ACK before sleeping
 _SPIN_BLOCKS = 64  # blocks served that way before the loop looks at its other sockets again
 _SLOW_ACKS = 8  # consecutive ACKs slower than _SPIN after which a transfer is no longer polled
-_ENGINE_THREADS = 256  # transfers served by engine threads at once; more are served by the loop
 _READABLE = select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP
 _LISTEN_RCVBUF = 4 * 2**20
 """Receive buffer of port 69. The default (~208 KiB) holds about 270 requests: a burst of 800 from
@@ -148,6 +147,9 @@ class TftpServer:
         requests holds at most this many of ``max_transfers`` and is sent nothing more.
     :param engine: serve real files' blocks with the compiled engine on worker threads
         (:mod:`bootbox.net.tftp.engine`) when it is built; False keeps every transfer in the loop.
+    :param engine_threads: transfers out on the engine at once, a thread each; more stay in the
+        loop, where every ACK takes the interpreter lock. 256 left ~750 of a 1,000-host storm's
+        loaders in the loop, which then read new requests seconds late (BIOS ROMs gave up).
     """
 
     _epoll: select.epoll  # created by start()
@@ -161,13 +163,15 @@ class TftpServer:
         port: int = 69,
         timeout: float = 1.0,
         retries: int = 5,
-        max_transfers: int = 512,
+        max_transfers: int = 2048,
         per_address_transfers: int = 32,
         engine: bool = True,
+        engine_threads: int = 1024,
         logger: logging.Logger | None = None,
     ) -> None:
-        if timeout <= 0 or retries < 0 or max_transfers < 1 or per_address_transfers < 1:
-            raise ValueError("timeout must be > 0, retries >= 0, max_transfers and per_address_transfers >= 1")
+        if timeout <= 0 or retries < 0 or max_transfers < 1 or per_address_transfers < 1 or engine_threads < 1:
+            raise ValueError("timeout must be > 0, retries >= 0, max_transfers, per_address_transfers and "
+                             "engine_threads >= 1")
         self._open_file = open_file
         self._on_transfer = on_transfer
         self._bind_address = bind_address
@@ -175,6 +179,7 @@ class TftpServer:
         self._timeout = timeout
         self._retries = retries
         self._max_transfers = max_transfers
+        self._engine_threads = engine_threads
         self._per_address_transfers = per_address_transfers
         self._log = logger or logging.getLogger("bootbox.tftp")
         self._refusals = Refusals(self._log, _REFUSALS, describe=_REFUSALS.__getitem__)
@@ -249,7 +254,7 @@ class TftpServer:
         self._watch(sock, "listen")
         self._watch(self._wake_r, "wake")
         if self._use_engine:
-            self._engine = Engine(limit=min(self._max_transfers, _ENGINE_THREADS), wake=self._wake,
+            self._engine = Engine(limit=min(self._max_transfers, self._engine_threads), wake=self._wake,
                                   spin=_SPIN, slow_ack_limit=_SLOW_ACKS, thread_name=f"bootbox-tftp-engine:{self._port}")
         self._thread = threading.Thread(target=self._run, name=f"bootbox-tftp:{self._port}", daemon=True)
         self._thread.start()
@@ -533,9 +538,10 @@ class TftpServer:
         return None
 
     def _client_gone(self, transfer: Transfer) -> None:
-        """ICMP port unreachable came back for something we sent. The kernel reports it ahead of
-        datagrams already queued, so a last ACK (or error 8) that crossed a resend may still be
-        waiting: act on those first, and end the transfer only if they did not. Nothing is sent
+        """ICMP port unreachable came back for something we sent (reported by a receive, or by a
+        send of a resent window). The kernel reports it ahead of datagrams already queued, so a
+        last ACK (or error 8) that crossed a resend may still be waiting: act on those first, and
+        end the transfer only if they did not. Nothing is sent
         meanwhile: a resend to the closed port would only bring back another ICMP error, and the
         drain would stop before the last ACK."""
         for _ in range(_DRAIN):
@@ -585,8 +591,9 @@ class TftpServer:
         except tt.MalformedPacket as exc:
             self._malformed(transfer.client, str(exc))
             return
-        except tt.ClientGone:
-            ending = tt.CLIENT_GONE
+        except tt.ClientGone:  # a send met the closed port: a last ACK may be queued all the same
+            self._client_gone(transfer)
+            return
         except Exception as exc:
             self._log.exception("%s transfer of %r failed", _peer(transfer.client), transfer.filename)
             ending = _internal_error(exc)
@@ -640,10 +647,8 @@ class TftpServer:
         elif outcome == "packet":
             assert packet is not None
             self._step(transfer, transfer.receive, packet, now)
-        elif outcome == "refused":
+        elif outcome in ("refused", "gone"):  # the port is closed, reported by a receive or a send
             self._client_gone(transfer)
-        elif outcome == "gone":
-            self._finish(transfer, tt.CLIENT_GONE)
         elif outcome == "resume":
             self._step(transfer, transfer.pump, now)
         elif outcome == "error":  # a system error the engine cannot go on from (EBADF...): end this one

@@ -387,6 +387,9 @@ class Transfer:
         self.started = now
         self.last_block = source.size // self.blksize + 1
         self._oack = encode_oack(negotiated.oack) if negotiated.oack else None
+        self._probe_like = "tsize" in negotiated.oack
+        """The client asked for tsize: EDK2 does so only to end the transfer at the OACK (error 8),
+        so waiting for that ACK 0 is not worth a thread of the engine."""
         self._block_buffer = bytearray(_DATA_HEADER.size + self.blksize)  # reused for every DATA packet
         self._block_view = memoryview(self._block_buffer)
         whole_file = -(-source.size // self.blksize) * self.blksize  # rounded up to whole blocks
@@ -397,6 +400,11 @@ class Transfer:
         self._retries_left = retries
         self._resent_on_duplicate = False
         first = 0 if self._oack is not None else 1
+        self.sent_up_to = first - 1
+        """The highest block ever sent. A resend after a timeout rewinds :attr:`next_block`, but the
+        blocks sent before it were sent: the client's ACK of the last one, crossing the resend,
+        ends the transfer (under load it used to be taken for a stale packet, and the transfer for
+        failed, though the client had the whole file)."""
         self._rewind(first)
         self.deadline = now + self.timeout
         self.want_write = False
@@ -446,10 +454,12 @@ class Transfer:
 
     @property
     def steady(self) -> bool:
-        """True between ACKs: the OACK is acknowledged, the window went out whole, the file is a real
-        file. The moment the C engine can take over (bootbox.net.tftp.engine)."""
-        return (self.base >= 1 and self.next_block > self.window_end and not self.want_write
-                and not self.done and self.source.fd is not None)
+        """True between ACKs: the window went out whole (or the OACK, unless the client asked for
+        tsize), the file is a real file. The moment the C engine can take over
+        (bootbox.net.tftp.engine): from the OACK on, so a storm's loop does not read each ACK 0
+        and send each first window itself (the engine hands anything but ACK 0 back then)."""
+        return ((self.base >= 1 or (self.base == 0 and not self._probe_like)) and self.next_block > self.window_end
+                and not self.want_write and not self.done and self.source.fd is not None)
 
     def run_steady(self, run: EngineRun, recall: int, *, read_ahead: int, spin: float,
                    slow_ack_limit: int) -> tuple[str, bytes | None, int]:
@@ -457,11 +467,12 @@ class Transfer:
         routine ACK happens; adopt the state it returns; return (outcome, packet, errno) as
         documented in ``_tftpengine.c``. Only from a :attr:`steady` state."""
         assert self.steady and self.source.fd is not None
-        (outcome, self.base, self.next_block, self.window_end, self._retries_left, self._resent_on_duplicate,
-         self.slow_acks, self.deadline, packet, error) = run(
+        (outcome, self.base, self.next_block, self.window_end, self.sent_up_to, self._retries_left,
+         self._resent_on_duplicate, self.slow_acks, self.deadline, packet, error) = run(
             self.sock.fileno(), self.source.fd, recall, self.source.size, self.blksize, self.windowsize,
             self._retries, self.timeout, spin, slow_ack_limit, read_ahead, self.base, self.next_block,
-            self.window_end, self._retries_left, self._resent_on_duplicate, self.slow_acks, self.deadline)
+            self.window_end, self.sent_up_to, self._retries_left, self._resent_on_duplicate, self.slow_acks,
+            self.deadline)
         # Forget what this object read ahead before the hand-over: the engine may have come back
         # because the file shrank (a short read), and stale bytes here would hide that.
         self._ahead_length = 0
@@ -470,16 +481,16 @@ class Transfer:
     def on_ack(self, wire_block: int, now: float, send: bool = True) -> bool:
         """Handle an ACK; return True when it acknowledges the last block.
 
-        Only ACKs from the last acknowledged block to the last block actually sent count (a
-        window cut short by a full socket buffer has not been sent whole); anything else is a
-        stale or delayed packet and is ignored. An ACK inside the window moves the window
+        Only ACKs from the last acknowledged block to the highest block actually sent count (a
+        window cut short by a full socket buffer has not been sent whole; a window being resent
+        was sent before); anything else is a stale or delayed packet and is ignored. An ACK inside the window moves the window
         there (RFC 7440 §4: the blocks after it were lost). A repeat of the previous ACK in
         lock-step mode is ignored (RFC 1123 §4.2.3.1); with a window it signals that the
         window's first block was lost, so the window is resent once, then the timer takes over.
         """
         previous = self.base - 1
         delta = (wire_block - previous) & 0xFFFF
-        if delta > self.next_block - 1 - previous:
+        if delta > self.sent_up_to - previous:
             return False
         acked = previous + delta
         if acked == self.last_block:
@@ -526,20 +537,24 @@ class Transfer:
         """
         self.deadline = now + self.timeout
         send = self.sock.send
-        while self.next_block <= self.window_end:
-            try:
-                send(self._packet(self.next_block))
-            except (BlockingIOError, InterruptedError):
-                self.want_write = True
-                return
-            except ConnectionRefusedError:
-                raise ClientGone() from None
-            except OSError as exc:
-                if exc.errno in _RETRY_LATER:
-                    break
-                raise
-            self.next_block += 1
-        self.want_write = False
+        try:
+            while self.next_block <= self.window_end:
+                try:
+                    send(self._packet(self.next_block))
+                except (BlockingIOError, InterruptedError):
+                    self.want_write = True
+                    return
+                except ConnectionRefusedError:
+                    raise ClientGone() from None
+                except OSError as exc:
+                    if exc.errno in _RETRY_LATER:
+                        break
+                    raise
+                self.next_block += 1
+            self.want_write = False
+        finally:
+            if self.next_block - 1 > self.sent_up_to:
+                self.sent_up_to = self.next_block - 1
 
     def _rewind(self, first: int) -> None:
         """Make ``first`` the next block to send and the start of the window (block 0: the OACK,

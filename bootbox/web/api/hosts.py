@@ -56,8 +56,12 @@ def resolve_host(mac: str) -> Response:
 
 @blueprint.delete("/hosts/<mac>")
 def delete_host(mac: str) -> Response:
-    get_service().remove_host(mac)
-    return jsonify({"deleted": mac})
+    """Forget a host; ``?answers=true`` deletes its answers (secrets included) too."""
+    answers = request.args.get("answers", "false").lower()
+    if answers not in ("true", "false", "1", "0"):
+        raise ValidationError("answers", f"expected true or false; got {answers!r}")
+    get_service().remove_host(mac, answers=answers in ("true", "1"))
+    return jsonify({"deleted": mac, "answers_deleted": answers in ("true", "1")})
 
 
 @blueprint.get("/hosts/<mac>/events")
