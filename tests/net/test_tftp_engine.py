@@ -644,37 +644,25 @@ def test_garbage_mid_transfer_is_handled_as_the_loop_handles_it(rig: Rig, root: 
     assert "packet" in rig.outcomes("data.bin")
 
 
-def test_the_engine_takes_a_transfer_at_its_oack_and_hands_back_all_but_ack_0(rig: Rig, root: Path) -> None:
-    """In a storm the loop used to read every ACK 0 and send every first window itself; now the
-    engine waits for ACK 0 from the moment the OACK is out. Anything else the client sends then
-    (here a stray ACK 5) goes back to the loop, which ignores it as the reference does, and the
-    transfer goes on through the engine."""
-    served = rig.start(timeout=30)  # no resend interferes
-    with RawClient(served.port) as client:
-        client.send(rrq("data.bin", blksize=1024))
-        assert client.recv() == ("OACK", {"blksize": "1024"})
-        wait_for(lambda: engine_threads(served.port), what="the transfer handed to the engine at its OACK")
-        client.ack(5)  # nothing was sent yet: stale, whoever judges it
-        wait_for(lambda: "packet" in rig.outcomes("data.bin"), what="the stray ACK handed back")
-        client.ack(0)
-        chunks = [client.recv()[2]]
-        assert ack_through(client, chunks, blksize=1024) is None
-        [record] = served.record()
-    assert b"".join(chunks) == (root / "data.bin").read_bytes() and record.ok
-    assert rig.outcomes("data.bin")[-1] == "complete"
-    rig.stop(served)
+def test_a_worker_that_cannot_be_started_leaves_its_transfer_to_the_loop(rig: Rig, root: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers are started by the engine's starter thread, so the loop never waits for a thread
+    to come up. When none can be had (the process's thread limit), the transfer comes back
+    ("resume") and the loop serves it to the end, as it serves one the engine never took."""
+    real_start = threading.Thread.start
 
+    def no_workers(thread: threading.Thread) -> None:
+        if thread.name.startswith(ENGINE_THREAD + ":"):
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
 
-def test_a_tsize_probe_waits_for_its_error_8_in_the_loop(rig: Rig) -> None:
-    """EDK2 asks for tsize only to end the transfer at the OACK (error 8): such a transfer is
-    not worth a thread, and stays in the loop until its ACK 0."""
+    monkeypatch.setattr(threading.Thread, "start", no_workers)
     served = rig.start(timeout=30)
     with RawClient(served.port) as client:
-        client.send(rrq("data.bin", tsize=0, blksize=1024))
-        assert client.recv()[0] == "OACK"
-        client.error(8, "option negotiation")
+        content, _oack, _wire = client.download("data.bin")
         [record] = served.record()
-    assert record.error == tt.CLIENT_ABORTED_OPTIONS and rig.outcomes("data.bin") == []
+    assert content == (root / "data.bin").read_bytes() and record.ok
+    assert rig.outcomes("data.bin") == []  # the engine never ran it
     rig.stop(served)
 
 

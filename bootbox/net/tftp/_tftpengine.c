@@ -116,8 +116,7 @@ retry_later(int error)
 }
 
 /* Transfer._rewind: make `first` the next block and the start of the window (first >= 1 here:
- * a transfer handed over while its OACK awaits ACK 0 moves to block 1 on that ACK, and any
- * other packet then goes back to Python, which alone sends the OACK). */
+ * the OACK's window is never handed over). */
 static void
 rewind_to(engine *e, long long first)
 {
@@ -295,9 +294,6 @@ drive(engine *e)
         } else if (n < DATA_HEADER || e->received[0] != 0 || e->received[1] != OP_ACK) {
             e->received_length = n;
             return PACKET;
-        } else if (e->base == 0 && (e->received[2] != 0 || e->received[3] != 0)) {
-            e->received_length = n; /* awaiting ACK 0: anything else is Python's to judge */
-            return PACKET;
         } else {
             enum outcome result = on_ack(e, ((unsigned int)e->received[2] << 8) | e->received[3], now);
             if (result != GOING_ON)
@@ -335,8 +331,7 @@ run(PyObject *Py_UNUSED(module), PyObject *args)
     e.resent_on_duplicate = resent_on_duplicate;
     long long last_block = e.size >= 0 && e.blksize > 0 ? e.size / e.blksize + 1 : 0;
     if (e.size < 0 || e.blksize < 8 || e.blksize > 65464 || e.windowsize < 1 || e.retries < 0 ||
-        e.base < 0 || (e.base == 0 && (e.next_block != 1 || e.window_end != 0)) ||
-        e.next_block < e.base || e.window_end > last_block || e.next_block > e.window_end + 1 ||
+        e.base < 1 || e.next_block < e.base || e.window_end > last_block || e.next_block > e.window_end + 1 ||
         e.sent_up_to < e.next_block - 1 || e.sent_up_to > last_block ||
         read_ahead < 1 || !isfinite(e.timeout) || e.timeout <= 0 || !isfinite(e.spin) || e.spin < 0 ||
         !isfinite(e.deadline)) {

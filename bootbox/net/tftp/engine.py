@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import os
+import queue
 import threading
 from typing import Callable
 
@@ -74,6 +75,9 @@ class Engine:
         self._out: dict[Transfer, tuple[threading.Thread, int]] = {}  # transfer → (worker, recall eventfd)
         self._back: collections.deque[tuple[Transfer, threading.Thread]] = collections.deque()  # by workers
         self._results: dict[Transfer, EngineResult] = {}  # set by a worker before it appends
+        self._launched: dict[Transfer, threading.Event] = {}  # set once its worker started (or could not)
+        self._to_start: queue.SimpleQueue[tuple[Transfer, threading.Thread, threading.Event] | None] = queue.SimpleQueue()
+        self._starter: threading.Thread | None = None
 
     def __len__(self) -> int:
         return len(self._out)
@@ -87,9 +91,20 @@ class Engine:
         """Hand ``transfer`` to a new worker thread; ``before_start`` runs once everything the hand-over
         needs exists (the caller stops watching the transfer's socket there).
 
+        The worker is started by the starter thread, not here: ``Thread.start`` waits until the
+        new thread has run, which takes the interpreter lock twice, and in a 1,000-host boot storm
+        the loop spent that wait once per transfer while read requests queued behind it (BIOS
+        ROMs give up after about 6 s). A worker that cannot be started hands the transfer back
+        with "resume", and the loop serves it.
+
         :raises OSError: no descriptor for the recall eventfd (EMFILE...).
-        :raises RuntimeError: no thread to be had. Either way the transfer was not handed over.
+        :raises RuntimeError: no thread for the starter. Either way the transfer was not handed over.
         """
+        if self._starter is None:
+            starter = threading.Thread(target=self._start_workers, daemon=True,
+                                       name=self._thread_name.replace("-engine:", "-engine-starter:"))
+            starter.start()
+            self._starter = starter
         recall = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         worker = threading.Thread(target=self._drive, args=(transfer, recall), name=self._thread_name, daemon=True)
         try:
@@ -99,13 +114,29 @@ class Engine:
             raise
         transfer.away = True
         self._out[transfer] = (worker, recall)
-        try:
-            worker.start()
-        except BaseException:
-            del self._out[transfer]
-            os.close(recall)
-            transfer.away = False
-            raise
+        launched = self._launched[transfer] = threading.Event()
+        self._to_start.put((transfer, worker, launched))
+
+    def _start_workers(self) -> None:
+        """The starter thread: start each worker handed to it by :meth:`take`, in order."""
+        while (item := self._to_start.get()) is not None:
+            transfer, worker, launched = item
+            try:
+                worker.start()
+            except RuntimeError:  # no thread to be had: the loop serves this one, and keeps it
+                transfer.strays = MAX_STRAYS
+                self._results[transfer] = ("resume", None, 0)
+                self._back.append((transfer, worker))
+                self._wake()
+            finally:
+                launched.set()
+
+    def close(self) -> None:
+        """End the starter thread (the server's loop calls this last, once every transfer is back)."""
+        if self._starter is not None:
+            self._to_start.put(None)
+            self._starter.join()
+            self._starter = None
 
     def _drive(self, transfer: Transfer, recall: int) -> None:
         result: EngineResult
@@ -135,6 +166,7 @@ class Engine:
         return what it returned; the transfer is the loop's again."""
         _worker, recall = self._out[transfer]
         os.eventfd_write(recall, 1)
+        self._launched[transfer].wait()  # a worker still queued for the starter is started first
         self._release(transfer)
         return self._results.pop(transfer)  # posted before the worker ended; returned() skips it
 
@@ -144,6 +176,8 @@ class Engine:
 
     def _release(self, transfer: Transfer) -> None:
         worker, recall = self._out.pop(transfer)
-        worker.join()
+        del self._launched[transfer]
+        if worker.ident is not None:  # else the starter could not start it
+            worker.join()
         os.close(recall)
         transfer.away = False

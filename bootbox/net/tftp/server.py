@@ -316,6 +316,8 @@ class TftpServer:
                     self._take_back(transfer, self._engine.recall(transfer))  # type: ignore[union-attr]
                 except Exception:  # a bug: still stop the others, and end this one below
                     self._log.exception("%s taking back a transfer failed", _peer(transfer.client))
+            if self._engine is not None:
+                self._engine.close()
             for transfer in list(self._by_client.values()):
                 try:
                     self._finish(transfer, Ending(ok=False, error="server stopped",

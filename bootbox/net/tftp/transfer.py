@@ -387,9 +387,6 @@ class Transfer:
         self.started = now
         self.last_block = source.size // self.blksize + 1
         self._oack = encode_oack(negotiated.oack) if negotiated.oack else None
-        self._probe_like = "tsize" in negotiated.oack
-        """The client asked for tsize: EDK2 does so only to end the transfer at the OACK (error 8),
-        so waiting for that ACK 0 is not worth a thread of the engine."""
         self._block_buffer = bytearray(_DATA_HEADER.size + self.blksize)  # reused for every DATA packet
         self._block_view = memoryview(self._block_buffer)
         whole_file = -(-source.size // self.blksize) * self.blksize  # rounded up to whole blocks
@@ -454,12 +451,10 @@ class Transfer:
 
     @property
     def steady(self) -> bool:
-        """True between ACKs: the window went out whole (or the OACK, unless the client asked for
-        tsize), the file is a real file. The moment the C engine can take over
-        (bootbox.net.tftp.engine): from the OACK on, so a storm's loop does not read each ACK 0
-        and send each first window itself (the engine hands anything but ACK 0 back then)."""
-        return ((self.base >= 1 or (self.base == 0 and not self._probe_like)) and self.next_block > self.window_end
-                and not self.want_write and not self.done and self.source.fd is not None)
+        """True between ACKs: the OACK is acknowledged, the window went out whole, the file is a real
+        file. The moment the C engine can take over (bootbox.net.tftp.engine)."""
+        return (self.base >= 1 and self.next_block > self.window_end and not self.want_write
+                and not self.done and self.source.fd is not None)
 
     def run_steady(self, run: EngineRun, recall: int, *, read_ahead: int, spin: float,
                    slow_ack_limit: int) -> tuple[str, bytes | None, int]:
