@@ -12,8 +12,8 @@ must serve that image (``bootbox lab up --images-dir DIR``), and before the VM s
 :func:`image_rule` gives this client's MAC the image through the API: the ``linux`` profile that
 names the image (made, named after it, when there is none) and a rule ``lab-image-<mac>`` at the
 top of the list, so it wins over the demo rule. The guest gets :data:`IMAGE_MEMORY_MB` (its root
-is held in RAM) and is done when the image's report-in unit calls in, after cloud-init's last
-stage: boot-to-configured.
+is held in RAM), a virtio NIC and two vCPUs (:data:`IMAGE_NIC`, :data:`IMAGE_SMP`), and is done
+when the image's report-in unit calls in, after cloud-init's last stage: boot-to-configured.
 """
 
 from __future__ import annotations
@@ -33,12 +33,22 @@ from bootbox.lab.netns import LabError, run_in_netns
 from bootbox.lab.qemu import Firmware, QemuClient, random_mac
 from bootbox.lab.session import LabState, read_state, supervisor_alive
 
-__all__ = ["IMAGE_MEMORY_MB", "Api", "BootResult", "TimelineEvent", "api_call", "boot", "image_rule", "lab_api"]
+__all__ = ["IMAGE_MEMORY_MB", "IMAGE_NIC", "IMAGE_SMP", "Api", "BootResult", "TimelineEvent", "api_call", "boot",
+           "image_rule", "lab_api"]
 
 IMAGE_MEMORY_MB = 1536
 """Guest RAM for a Linux image: its compressed root (~180 MB for a small image) is downloaded into
 RAM and everything it writes stays there (docs/linux-images.md asks for 1-1.5 GiB)."""
 DEMO_MEMORY_MB = 768
+IMAGE_NIC = "virtio-net-pci"
+"""The NIC an image boots with (the demo keeps the firmware's default): its root, hundreds of MB,
+comes over the network, and under TCG every emulated e1000 register access per packet costs CPU
+that virtio's shared rings do not. BIOS guests still get an iPXE ROM for it (QEMU's
+``efi-virtio.rom``, Debian ``ipxe-qemu``)."""
+IMAGE_SMP = ("-smp", "2")
+"""QEMU arguments for an image's vCPUs: two, so systemd's parallel start (udev, journald, cloud-init
+beside them) is not serialised on one emulated CPU; QEMU's multi-threaded TCG runs each on a host
+core. The demo, one busybox process, keeps one."""
 
 
 @dataclass(frozen=True)
@@ -147,7 +157,8 @@ def boot(lab_dir: Path, firmware: Firmware, *, timeout: float = 240.0, mac: str 
     workdir.mkdir(parents=True, exist_ok=True)
     _ip("-n", state.switch, "tuntap", "add", "dev", tap, "mode", "tap")
     vm = QemuClient(tap=tap, netns=state.switch, mac=mac, firmware=firmware, workdir=workdir,
-                    memory_mb=IMAGE_MEMORY_MB if image else DEMO_MEMORY_MB)
+                    memory_mb=IMAGE_MEMORY_MB if image else DEMO_MEMORY_MB, nic=IMAGE_NIC if image else None,
+                    extra_args=IMAGE_SMP if image else ())
     result = BootResult(mac, firmware, False, None, workdir=str(workdir))
     try:
         _ip("-n", state.switch, "link", "set", tap, "master", state.bridge, "up")

@@ -9,9 +9,10 @@ output, then ours):
    kernel with ``live-boot`` present makes initramfs-tools write an initramfs whose
    ``/init`` understands ``boot=live fetch=URL``: bring up the network, download the squashfs
    into RAM, mount it read-only under a tmpfs overlay.
-2. Per-host state is removed so each host makes its own: SSH host keys (regenerated before
-   sshd starts, by a drop-in), ``/etc/machine-id``; cloud-init is told to look only for NoCloud
-   (no minute-long probing of cloud metadata services on every boot).
+2. Per-host state is removed so each host makes its own: SSH host keys (one ed25519 key,
+   made before sshd starts by a drop-in unless cloud-init wrote the one its user-data carries),
+   ``/etc/machine-id``; cloud-init is told to look only for NoCloud (no minute-long probing of
+   cloud metadata services on every boot).
 3. ``dpkg-query --admindir`` lists every installed package with its version (the image's
    manifest: ``image show``/``image diff``).
 4. ``mksquashfs`` (zstd) makes ``filesystem.squashfs`` of the root; the kernel and
@@ -28,6 +29,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -68,11 +70,18 @@ tens of megabytes of RAM per host otherwise. Copyright files are kept."""
 
 SSH_DROPIN = """\
 # bootbox: an image is shared by every host that boots it, so it carries no SSH host keys;
-# each boot makes its own before sshd starts (cloud-init, when present, replaces them again).
+# each boot makes its own ed25519 key before sshd starts, unless cloud-init wrote one (the key
+# bootbox hands a boot in its user-data). Only ed25519: an RSA key costs tens of seconds to
+# make on a slow or emulated CPU at every boot, and sshd is told to use no other (sshd_config.d).
 [Service]
 ExecStartPre=
-ExecStartPre=/usr/bin/ssh-keygen -A
+ExecStartPre=/bin/sh -c 'test -s /etc/ssh/ssh_host_ed25519_key || exec /usr/bin/ssh-keygen -q -t ed25519 -N "" -f /etc/ssh/ssh_host_ed25519_key'
 ExecStartPre=/usr/sbin/sshd -t
+"""
+
+SSHD_HOSTKEYS = """\
+# bootbox: the one host key each boot makes (see ssh.service.d/bootbox-hostkeys.conf).
+HostKey /etc/ssh/ssh_host_ed25519_key
 """
 
 REPORT_IN = """\
@@ -122,8 +131,14 @@ WantedBy=multi-user.target
 CLOUD_CFG = """\
 # bootbox: hosts boot with ds=nocloud-net;s=<their answer URL>; look for nothing else.
 datasource_list: [NoCloud, None]
+# Host keys: bootbox's user-data hands each boot its ed25519 key; without one, make only that type.
+ssh_genkeytypes: [ed25519]
 # The image has no locales package: generating one fails, after seconds, on every boot.
 locale: false
+# The network is up before the root is: live-boot's initramfs configured it to fetch the root.
+# Rendered again by cloud-init, its `ifup` of the same interface failed after ~15 s every boot.
+network:
+  config: disabled
 """
 
 
@@ -219,6 +234,11 @@ def mmdebstrap_command(recipe: Recipe, target: Path) -> list[str]:
         cmd.append(f'--setup-hook=mkdir -p "$1{folder}" && cp "{deb}" "$1{deb}"')
         cmd.append(f'--customize-hook=rm -f "$1{deb}" && rmdir -p --ignore-fail-on-non-empty "$1{folder}"')
     packages = sorted({*recipe.packages, *(i.package for i in recipe.injected if not i.is_file)})
+    # apt resolves the packages only once the essential set is installed, a minute or more in; ask
+    # it as soon as that set is unpacked (outside the chroot, with mmdebstrap's apt config), so an
+    # unknown or unsatisfiable package fails the build about half a minute in, with apt's message.
+    cmd.append('--extract-hook=APT_CONFIG="$MMDEBSTRAP_APT_CONFIG" apt-get --simulate --quiet install '
+               + " ".join(shlex.quote(p) for p in packages) + " >/dev/null")
     cmd += [f"--include={item}" for item in [*packages, *debs]]  # one each: a .deb path must stand alone
     cmd += [f"--dpkgopt=path-exclude={p}" for p in DPKG_EXCLUDES]
     cmd += ["--dpkgopt=path-include=/usr/share/doc/*/copyright"]
@@ -335,6 +355,8 @@ class Builder:
             dropin = root / "etc/systemd/system/ssh.service.d"
             dropin.mkdir(parents=True, exist_ok=True)
             (dropin / "bootbox-hostkeys.conf").write_text(SSH_DROPIN)
+            (root / "etc/ssh/sshd_config.d").mkdir(parents=True, exist_ok=True)
+            (root / "etc/ssh/sshd_config.d/bootbox-hostkeys.conf").write_text(SSHD_HOSTKEYS)
         if (root / "etc/cloud/cloud.cfg.d").is_dir():
             (root / "etc/cloud/cloud.cfg.d/90-bootbox.cfg").write_text(CLOUD_CFG)
         (root / "usr/lib/bootbox").mkdir(parents=True, exist_ok=True)

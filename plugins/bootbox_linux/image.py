@@ -21,7 +21,7 @@ from typing import Any
 
 from bootbox import ValidationError
 
-BUILDER_VERSION = "2"
+BUILDER_VERSION = "3"
 """Bumped whenever the build steps change what an image contains (part of every digest)."""
 
 NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")

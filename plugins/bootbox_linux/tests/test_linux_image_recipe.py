@@ -71,6 +71,9 @@ def test_mmdebstrap_gets_one_include_per_package_and_the_recipe_archive() -> Non
     assert "--include=/srv/a.deb" in cmd and "--include=openssh-server" in cmd
     assert '--setup-hook=mkdir -p "$1/srv" && cp "/srv/a.deb" "$1/srv/a.deb"' in cmd
     assert cmd[-3:] == ["bookworm", "/tmp/root", MIRROR]
+    # the archive's packages (not the local .deb) are resolved once the essential set is unpacked
+    [check] = [c for c in cmd if c.startswith("--extract-hook=")]
+    assert "apt-get --simulate" in check and "openssh-server" in check and "a.deb" not in check
 
 
 def test_the_default_archive_is_the_first_debian_archive_in_the_apt_sources(tmp_path: Path) -> None:
