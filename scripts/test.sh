@@ -81,4 +81,5 @@ fi
 
 # The tools are installed above, so a lab test that cannot run is a failure, not a skip.
 export BOOTBOX_LAB_REQUIRED=1
-exec .venv/bin/pytest -p no:cacheprovider "$@"
+# --durations: the slowest tests are listed at the end, to keep the suite under its 30 minutes.
+exec .venv/bin/pytest -p no:cacheprovider --durations=30 "$@"
