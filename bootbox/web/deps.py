@@ -86,6 +86,19 @@ def int_arg(name: str, *, minimum: int, maximum: int) -> int | None:
     return int(raw)
 
 
+def flag_arg(name: str, default: bool, body: dict[str, Any] | None = None) -> bool:
+    """A true/false flag from the JSON body, else the query string, else ``default``; anything
+    but true/false/1/0/yes/no is a 422 naming it."""
+    value = (body or {}).get(name, request.args.get(name, default))
+    if isinstance(value, str):
+        if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValidationError(name, "expected true or false")
+        return value.lower() in ("true", "1", "yes")
+    if not isinstance(value, bool):
+        raise ValidationError(name, "expected true or false")
+    return value
+
+
 def limit_arg() -> int | None:
     """The ``limit`` query argument: a whole number from 1 to :data:`MAX_LIMIT`, or None."""
     return int_arg("limit", minimum=1, maximum=MAX_LIMIT)

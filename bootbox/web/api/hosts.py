@@ -13,7 +13,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from bootbox.errors import ValidationError
 from bootbox.model import Host
-from bootbox.web.deps import get_service, limit_arg
+from bootbox.web.deps import flag_arg, get_service, limit_arg
 
 blueprint = Blueprint("hosts", __name__, url_prefix="/api/v1")
 
@@ -57,11 +57,9 @@ def resolve_host(mac: str) -> Response:
 @blueprint.delete("/hosts/<mac>")
 def delete_host(mac: str) -> Response:
     """Forget a host; ``?answers=true`` deletes its answers (secrets included) too."""
-    answers = request.args.get("answers", "false").lower()
-    if answers not in ("true", "false", "1", "0"):
-        raise ValidationError("answers", f"expected true or false; got {answers!r}")
-    get_service().remove_host(mac, answers=answers in ("true", "1"))
-    return jsonify({"deleted": mac, "answers_deleted": answers in ("true", "1")})
+    answers = flag_arg("answers", False)
+    get_service().remove_host(mac, answers=answers)
+    return jsonify({"deleted": mac, "answers_deleted": answers})
 
 
 @blueprint.get("/hosts/<mac>/events")

@@ -14,20 +14,9 @@ from bootbox.core import rules
 from bootbox.errors import ValidationError
 from bootbox.model import normalize_mac
 from bootbox.web.auth import read_only
-from bootbox.web.deps import get_service, json_object
+from bootbox.web.deps import flag_arg, get_service, json_object
 
 blueprint = Blueprint("rules", __name__, url_prefix="/api/v1")
-
-
-def _flag(body: dict[str, Any], name: str, default: bool) -> bool:
-    value = body.get(name, request.args.get(name, default))
-    if isinstance(value, str):
-        if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-            raise ValidationError(name, "expected true or false")
-        return value.lower() in ("true", "1", "yes")
-    if not isinstance(value, bool):
-        raise ValidationError(name, "expected true or false")
-    return value
 
 
 def _position(body: dict[str, Any], required: bool = False) -> int | None:
@@ -107,7 +96,7 @@ def add_rule() -> Response:
     service = get_service()
     fields = {k: v for k, v in body.items() if k not in ("at", "activate")}
     rule = service.make_rule(fields)
-    working = service.add_rule(rule, at=_position(body), activate=_flag(body, "activate", True))
+    working = service.add_rule(rule, at=_position(body), activate=flag_arg("activate", True, body))
     response = jsonify(rule_json(rule, working.index(rule.name)))
     response.status_code = 201
     return response
@@ -119,20 +108,20 @@ def replace_rule(name: str) -> Response:
     service = get_service()
     fields = {k: v for k, v in body.items() if k not in ("at", "activate")}
     fields["name"] = name
-    working = service.replace_rule(service.make_rule(fields), activate=_flag(body, "activate", True))
+    working = service.replace_rule(service.make_rule(fields), activate=flag_arg("activate", True, body))
     return jsonify(rule_json(working.get(name), working.index(name)))
 
 
 @blueprint.delete("/rules/<name>")
 def remove_rule(name: str) -> Response:
-    get_service().remove_rule(name, activate=_flag({}, "activate", True))
+    get_service().remove_rule(name, activate=flag_arg("activate", True))
     return jsonify({"removed": name})
 
 
 @blueprint.post("/rules/<name>/move")
 def move_rule(name: str) -> Response:
     body = json_object()
-    working = get_service().move_rule(name, _position(body, required=True), activate=_flag(body, "activate", True))  # type: ignore[arg-type]
+    working = get_service().move_rule(name, _position(body, required=True), activate=flag_arg("activate", True, body))  # type: ignore[arg-type]
     return jsonify(_ruleset_json(working))
 
 
@@ -167,7 +156,7 @@ def show_ruleset(which: str) -> Response:
 @blueprint.put("/rulesets/working")
 def import_ruleset() -> Response:
     body = json_object()
-    activate = _flag({}, "activate", True)
+    activate = flag_arg("activate", True)
     ruleset = get_service().load_ruleset(body, activate=activate)
     return jsonify({"rules": len(ruleset), "activated": activate})
 
